@@ -1,0 +1,3 @@
+from cema_cli.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The only bridge between edge and cloud: every byte in either direction crosses a Link.
+
+A Link is pure accounting and scheduling, ticking once per edge batch:
+
+- ``send`` hands packets to the link at the current tick; they are transmitted in priority
+  order (lowest value first) while the tick's byte budget lasts. What does not fit is dropped
+  or, with the ``queue`` policy, kept (bounded) and transmitted first at later ticks.
+- A packet transmitted at tick t arrives at tick t + delay; ``receive`` returns the arrived ones.
+- Invariants (tested with hypothesis): bytes transmitted per tick <= budget; every sent packet
+  is exactly one of delivered, in flight, queued or dropped; nothing arrives before its delay.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+from cema_cli.config import ChannelConfig
+
+
+@dataclass
+class Packet:
+    payload: Any
+    nbytes: int
+    priority: float
+    sent_tick: int
+
+
+@dataclass
+class LinkStats:
+    """Cumulative counters of one direction; ``delivered`` counts packets that arrived."""
+
+    sent: int = 0
+    sent_bytes: int = 0
+    transmitted: int = 0
+    transmitted_bytes: int = 0
+    delivered: int = 0
+    delivered_bytes: int = 0
+    dropped: int = 0
+
+    def minus(self, other: "LinkStats") -> "LinkStats":
+        return LinkStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+
+class Link:
+    """One direction of the channel: a per-tick byte budget, a delay in ticks, an overflow policy."""
+
+    def __init__(self, budget_bytes: int | None, delay_ticks: int, overflow: str, queue_capacity: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.delay_ticks = delay_ticks
+        self.overflow = overflow
+        self.queue_capacity = queue_capacity
+        self.now = 0
+        self.stats = LinkStats()
+        self.queue: list[Packet] = []
+        self.in_flight: list[tuple[int, Packet]] = []
+        self._left = budget_bytes
+        self.transmitted_bytes_per_tick: list[int] = [0]
+
+    def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None) -> None:
+        """Hand packets to the link now; lower priority values are transmitted first."""
+        priorities = priorities if priorities is not None else [0.0] * len(payloads)
+        packets = [Packet(p, int(n), float(r), self.now) for p, n, r in zip(payloads, nbytes, priorities)]
+        self.stats.sent += len(packets)
+        self.stats.sent_bytes += sum(p.nbytes for p in packets)
+        self._transmit(sorted(packets, key=lambda p: p.priority))
+
+    def receive(self) -> list[Packet]:
+        """Packets whose arrival tick has come, in transmission order."""
+        arrived = [p for due, p in self.in_flight if due <= self.now]
+        self.in_flight = [(due, p) for due, p in self.in_flight if due > self.now]
+        self.stats.delivered += len(arrived)
+        self.stats.delivered_bytes += sum(p.nbytes for p in arrived)
+        return arrived
+
+    def tick(self) -> None:
+        """Advance one edge batch: a fresh budget, and queued packets go first."""
+        self.now += 1
+        self._left = self.budget_bytes
+        self.transmitted_bytes_per_tick.append(0)
+        queued, self.queue = self.queue, []
+        self._transmit(queued)
+
+    def _fits(self, packet: Packet) -> bool:
+        return self._left is None or packet.nbytes <= self._left
+
+    def _transmit(self, packets: list[Packet]) -> None:
+        # Strict priority order: once one packet does not fit, later ones wait too.
+        for i, packet in enumerate(packets):
+            if not self._fits(packet):
+                self._overflow(packets[i:])
+                return
+            if self._left is not None:
+                self._left -= packet.nbytes
+            self.in_flight.append((self.now + self.delay_ticks, packet))
+            self.stats.transmitted += 1
+            self.stats.transmitted_bytes += packet.nbytes
+            self.transmitted_bytes_per_tick[-1] += packet.nbytes
+
+    def _overflow(self, rest: list[Packet]) -> None:
+        room = self.queue_capacity - len(self.queue) if self.overflow == "queue" else 0
+        self.queue.extend(rest[:room])
+        self.stats.dropped += len(rest[room:])
+
+
+class Channel:
+    """Uplink (edge -> cloud samples) and downlink (cloud -> edge parameters)."""
+
+    def __init__(self, config: ChannelConfig) -> None:
+        self.config = config
+        self.uplink = Link(config.uplink_budget_bytes, config.uplink_delay_batches, config.overflow, config.queue_capacity)
+        self.downlink = Link(
+            config.downlink_budget_bytes, config.downlink_delay_batches, config.overflow, config.queue_capacity
+        )
+        self.param_delay_sum = 0
+        self.param_delay_batches = 0
+        self._params_sent_tick: int | None = None
+
+    @property
+    def now(self) -> int:
+        return self.uplink.now
+
+    def sync_due(self) -> bool:
+        """Whether the cloud sends parameters at this tick (every ``sync_period_batches``)."""
+        return (self.now + 1) % self.config.sync_period_batches == 0
+
+    def note_params_applied(self, packet: Packet) -> None:
+        """The edge applied parameters sent at ``packet.sent_tick``; used for the delay figure."""
+        self._params_sent_tick = packet.sent_tick
+
+    def tick(self) -> None:
+        """End of an edge batch: record how old the edge's parameters are, then advance both links."""
+        if self._params_sent_tick is not None:
+            self.param_delay_sum += self.now - self._params_sent_tick
+            self.param_delay_batches += 1
+        self.uplink.tick()
+        self.downlink.tick()
+
+    def mean_param_delay_batches(self) -> float:
+        """Mean age, in batches, of the cloud parameters the edge used (0 = sent the batch before)."""
+        return self.param_delay_sum / self.param_delay_batches if self.param_delay_batches else 0.0
+
+
+def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[int]]:
+    """Images as the cloud receives them, and each sample's payload size in bytes.
+
+    ``uint8``: raw pixels (C*H*W bytes); ``float32``: what the official code ships (4 bytes per
+    value); ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels.
+    """
+    per_sample = int(images[0].numel()) if len(images) else 0
+    if encoding == "uint8":
+        return images, [per_sample] * len(images)
+    if encoding == "float32":
+        return images, [4 * per_sample] * len(images)
+    return _jpeg_roundtrip(images, jpeg_quality)
+
+
+def _jpeg_roundtrip(images, quality: int):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    decoded, sizes = [], []
+    for image in images.cpu().permute(0, 2, 3, 1).numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        sizes.append(buffer.tell())
+        buffer.seek(0)
+        decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
+    out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
+    return out.to(images.device), sizes
+
+
+def state_nbytes(state: dict[str, Any], dtype: str) -> int:
+    """Bytes of a parameter message: every value at float32 (4 bytes) or float16 (2 bytes)."""
+    itemsize = 2 if dtype == "float16" else 4
+    return itemsize * sum(int(t.numel()) for t in state.values())

@@ -1,0 +1,247 @@
+"""The ``cema`` command line: parse, call the API, render. No torch import at module level,
+so ``cema --help`` answers at once."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from cema_cli.config import ChannelConfig, RunConfig, parse_bytes
+from cema_cli.errors import CemaError, unknown_name
+
+app = typer.Typer(
+    name="cema",
+    help="Benchmark cloud-edge test-time adaptation (CEMA, Tent, EATA, BN) under distribution shift.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_METHOD = "bn"
+DEFAULT_COMPARE = "source,bn"
+
+
+# --- error handling ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def user_errors(verbose: bool) -> Iterator[None]:
+    """One clear line and a non-zero exit for every failure; a traceback only with --verbose."""
+    try:
+        yield
+    except CemaError as error:
+        if verbose:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted:[/] rows finished so far are kept in results.csv")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as error:  # noqa: BLE001 - the last line of defence for a CLI
+        if verbose:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {type(error).__name__}: {error} (run with --verbose for the traceback)", highlight=False)
+        raise typer.Exit(1) from None
+
+
+# --- option parsing ---------------------------------------------------------------------------
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_corruptions(text: str) -> tuple[str, ...]:
+    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones."""
+    from cema_cli.corruptions import ALL, COMMON, EXTRA
+
+    names: list[str] = []
+    for part in split_list(text):
+        expanded = {"all": COMMON, "extra": EXTRA, "all19": ALL}.get(part, (part,))
+        names.extend(n for n in expanded if n not in names)
+    if not names:
+        raise CemaError("--corruption is empty; give a name, a comma list, or 'all'.")
+    return tuple(names)
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    if text.strip() == "all":
+        return (1, 2, 3, 4, 5)
+    try:
+        values = tuple(int(part) for part in split_list(text))
+    except ValueError:
+        raise CemaError(f"--severity {text!r} is not a number or list; use e.g. 5 or 1,3,5 or all.") from None
+    return values
+
+
+def parse_options(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``--option cema.warmup_samples=640`` -> {"cema": {"warmup_samples": "640"}}."""
+    options: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise CemaError(f"--option {pair!r} is not METHOD.NAME=VALUE; e.g. --option eata.fisher_beta=1000.")
+        options.setdefault(method.strip(), {})[name.strip()] = value.strip()
+    return options
+
+
+# --- the shared options of bench and compare ---------------------------------------------------
+
+def _run_options(
+    dataset: Annotated[str, typer.Option(help="Dataset name; see `cema list datasets`.")] = "mnist",
+    corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones).")] = "gaussian_noise",
+    severity: Annotated[str, typer.Option("--severity", "-s", help="1-5, a comma list, or 'all'.")] = "5",
+    samples: Annotated[Optional[int], typer.Option(help="Samples per domain (default: all).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Edge batch size.")] = 64,
+    seed: Annotated[int, typer.Option(help="Fixes the stream order and every random draw.")] = 0,
+    edge: Annotated[Optional[str], typer.Option(help="Edge model (default: the dataset's).")] = None,
+    cloud: Annotated[Optional[str], typer.Option(help="Cloud foundation model (default: the dataset's).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    protocol: Annotated[str, typer.Option(help="reset-each-shift (fresh models per domain) or continual.")] = "reset-each-shift",
+    constants: Annotated[Optional[str], typer.Option(help="Corruption constants: imagenet or cifar (default: the dataset's).")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Root folder of an on-disk dataset.")] = None,
+    uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8",
+    uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch, e.g. 16kB, or unlimited.")] = "unlimited",
+    downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited.")] = "unlimited",
+    uplink_delay: Annotated[int, typer.Option(help="Uplink delay in batches.")] = 0,
+    downlink_delay: Annotated[int, typer.Option(help="Downlink delay in batches.")] = 0,
+    sync_period: Annotated[int, typer.Option(help="Send parameters to the edge every K batches.")] = 1,
+    overflow: Annotated[str, typer.Option(help="When the budget is exhausted: drop or queue.")] = "drop",
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    """Template: its signature is shared by ``bench`` and ``compare``."""
+
+
+def with_run_options(first: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command ``first`` plus every option of ``_run_options``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        shared = inspect.signature(_run_options, eval_str=True)
+        command.__signature__ = shared.replace(parameters=[first, *shared.parameters.values()])  # type: ignore[attr-defined]
+        command.__annotations__ = {first.name: first.annotation, **_run_options.__annotations__}
+        return command
+
+    return decorate
+
+
+def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
+    channel = ChannelConfig(
+        uplink_encoding=opts["uplink_encoding"], uplink_budget_bytes=parse_bytes(opts["uplink_budget"]),
+        downlink_budget_bytes=parse_bytes(opts["downlink_budget"]), uplink_delay_batches=opts["uplink_delay"],
+        downlink_delay_batches=opts["downlink_delay"], sync_period_batches=opts["sync_period"], overflow=opts["overflow"],
+    )
+    return RunConfig(
+        methods=tuple(methods), dataset=opts["dataset"], corruptions=parse_corruptions(opts["corruption"]),
+        severities=parse_severities(opts["severity"]), samples=opts["samples"], batch_size=opts["batch_size"],
+        seed=opts["seed"], edge=opts["edge"], cloud=opts["cloud"], device=opts["device"], protocol=opts["protocol"],
+        constants=opts["constants"], data_root=opts["data_root"], channel=channel,
+        method_options=parse_options(opts["option"] or []),
+    ).validate()
+
+
+def resolve_methods(text: str) -> list[str]:
+    from cema_cli.strategies import STRATEGIES
+
+    methods = STRATEGIES.names() if text.strip() == "all" else split_list(text)
+    if not methods:
+        raise CemaError("no method given; pass e.g. --methods cema,tent,source or all.")
+    return methods
+
+
+def default_out_dir(methods: list[str]) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("cema-runs") / f"{stamp}-{'-'.join(methods)[:60]}"
+
+
+@app.command(help="Run one adaptation method on the chosen domains and print a table.")
+@with_run_options(inspect.Parameter("method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_METHOD,
+                                    annotation=Annotated[str, typer.Option("--method", "-m", help="Method; see `cema list methods`.")]))
+def bench(method: str, **opts: Any) -> None:
+    with user_errors(opts["verbose"]):
+        rows = execute(resolve_methods(method), opts)
+        from cema_cli import report
+
+        console.print(report.bench_table(report.results_frame(rows)))
+
+
+@app.command(help="Run several methods on the same stream and print one comparison table.")
+@with_run_options(inspect.Parameter("methods", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_COMPARE,
+                                    annotation=Annotated[str, typer.Option("--methods", help="Comma list of methods, or all.")]))
+def compare(methods: str, **opts: Any) -> None:
+    with user_errors(opts["verbose"]):
+        rows = execute(resolve_methods(methods), opts)
+        from cema_cli import report
+
+        frame = report.results_frame(rows)
+        console.print(report.compare_table(frame))
+        if frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1:
+            console.print(report.domain_table(frame))
+
+
+def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
+    from cema_cli.runner import run_with_files
+
+    config = build_config(methods, opts)
+    out = opts["out"] or default_out_dir(methods)
+    rows = run_with_files(config, out, console, command=" ".join(["cema", *sys.argv[1:]]))
+    console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
+    return rows
+
+
+# --- list and prepare -------------------------------------------------------------------------
+
+LIST_KINDS = ("methods", "datasets", "corruptions", "models")
+
+
+@app.command("list", help="List methods, datasets, corruptions or models.")
+def list_command(kind: Annotated[str, typer.Argument(help="methods, datasets, corruptions or models")]) -> None:
+    with user_errors(False):
+        if kind not in LIST_KINDS:
+            raise unknown_name("list kind", kind, LIST_KINDS)
+        for name, summary in catalog(kind):
+            console.print(f"[bold]{name}[/]  {summary}", highlight=False)
+
+
+def catalog(kind: str) -> list[tuple[str, str]]:
+    if kind == "corruptions":
+        from cema_cli.corruptions import COMMON, EXTRA
+
+        return [(n, "common (in 'all')") for n in COMMON] + [(n, "extra (held out for validation)") for n in EXTRA]
+    from cema_cli.data import DATASETS
+    from cema_cli.models import MODELS
+    from cema_cli.strategies import STRATEGIES
+
+    registry = {"methods": STRATEGIES, "datasets": DATASETS, "models": MODELS}[kind]
+    return [(e.name, e.summary) for e in registry.entries()]
+
+
+@app.command(help="Train and cache the embedded default's models ahead of time.")
+def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    with user_errors(verbose):
+        from cema_cli.runner import prepare_models
+
+        start = time.perf_counter()
+        paths = prepare_models(console)
+        for path in paths:
+            console.print(f"cached {path}")
+        console.print(f"models ready in {time.perf_counter() - start:.1f} s")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,126 @@
+"""Frozen run configuration, validated once where it enters (the CLI or the Python API).
+
+No torch import here: the CLI builds and validates a config before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cema_cli.errors import CemaError, unknown_name
+
+PROTOCOLS = ("reset-each-shift", "continual")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ENCODINGS = ("uint8", "jpeg", "float32")
+PARAM_DTYPES = ("float32", "float16")
+OVERFLOW_POLICIES = ("drop", "queue")
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """The edge<->cloud link (see channel.py). ``None`` budgets mean unlimited."""
+
+    uplink_encoding: str = "uint8"
+    jpeg_quality: int = 85
+    downlink_dtype: str = "float32"
+    uplink_budget_bytes: int | None = None
+    downlink_budget_bytes: int | None = None
+    uplink_delay_batches: int = 0
+    downlink_delay_batches: int = 0
+    sync_period_batches: int = 1
+    overflow: str = "drop"
+    queue_capacity: int = 1024
+
+    def validate(self) -> "ChannelConfig":
+        if self.uplink_encoding not in ENCODINGS:
+            raise unknown_name("uplink encoding", self.uplink_encoding, ENCODINGS)
+        if self.downlink_dtype not in PARAM_DTYPES:
+            raise unknown_name("downlink dtype", self.downlink_dtype, PARAM_DTYPES)
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise unknown_name("overflow policy", self.overflow, OVERFLOW_POLICIES)
+        if not 1 <= self.jpeg_quality <= 95:
+            raise CemaError(f"--jpeg-quality {self.jpeg_quality} is outside 1-95; pick e.g. 85.")
+        for name in ("uplink_budget_bytes", "downlink_budget_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise CemaError(f"{name} is negative ({value}); give 0 or more bytes, or 'unlimited'.")
+        for name in ("uplink_delay_batches", "downlink_delay_batches", "queue_capacity"):
+            if getattr(self, name) < 0:
+                raise CemaError(f"{name} is negative; give 0 or more.")
+        if self.sync_period_batches < 1:
+            raise CemaError("--sync-period must be at least 1 batch.")
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a benchmark run; recorded in run.json and every result row."""
+
+    methods: tuple[str, ...] = ("cema",)
+    dataset: str = "mnist"
+    corruptions: tuple[str, ...] = ("gaussian_noise",)
+    severities: tuple[int, ...] = (5,)
+    samples: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+    edge: str | None = None
+    cloud: str | None = None
+    device: str = "auto"
+    protocol: str = "reset-each-shift"
+    constants: str | None = None
+    data_root: str | None = None
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> "RunConfig":
+        from cema_cli.corruptions import ALL, CONSTANT_SETS
+        from cema_cli.data import DATASETS
+        from cema_cli.strategies import STRATEGIES
+
+        for method in self.methods:
+            STRATEGIES.check(method)
+        DATASETS.check(self.dataset)
+        for corruption in self.corruptions:
+            if corruption not in ALL and corruption != "none":
+                raise unknown_name("corruption", corruption, ALL + ("none",))
+        for severity in self.severities:
+            if not 1 <= severity <= 5:
+                raise CemaError(f"severity {severity} is outside 1-5; pass e.g. --severity 5 or 1,3,5.")
+        if self.samples is not None and self.samples < 1:
+            raise CemaError(f"--samples {self.samples} must be a positive count of samples per domain.")
+        if self.batch_size < 2:
+            raise CemaError(f"--batch-size {self.batch_size} is too small; batch statistics need at least 2.")
+        if self.protocol not in PROTOCOLS:
+            raise unknown_name("protocol", self.protocol, PROTOCOLS)
+        if self.device not in DEVICES:
+            raise unknown_name("device", self.device, DEVICES)
+        if self.constants is not None and self.constants not in CONSTANT_SETS:
+            raise unknown_name("constants set", self.constants, CONSTANT_SETS)
+        self.channel.validate()
+        return self
+
+    def domains(self) -> list[tuple[str, int]]:
+        """(corruption, severity) pairs in run order: corruption-major, as the papers iterate."""
+        return [(c, s) for c in self.corruptions for s in self.severities]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_bytes(text: str) -> int | None:
+    """'unlimited' -> None; '16kB' -> 16000; '1MiB' -> 1048576; '512' -> 512."""
+    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    cleaned = text.strip().lower()
+    if cleaned in ("unlimited", "inf", "none"):
+        return None
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number):] or "b"
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if unit not in units or not math.isfinite(value) or value < 0:
+        raise CemaError(f"cannot read {text!r} as a byte count; use e.g. 512, 16kB, 1.5MB or unlimited.")
+    return int(value * units[unit])

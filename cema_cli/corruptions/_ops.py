@@ -1,0 +1,252 @@
+"""Shared building blocks of the corruptions (shared/spec/corruptions.md sections 1.2-3.6).
+
+All image tensors are batched (N, C, H, W) floats on any device. Filters with a fixed border
+rule are applied as dense (n x n) matrices built once on the CPU: one matrix product per axis
+handles every border mode and every radius (including radii wider than the image) exactly,
+and matrix products are batch-size invariant, which keeps samples independent of batching.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WORK_DTYPE = torch.float32
+
+
+# ----------------------------------------------------------------------------- borders (1.2)
+
+
+def border_index(i: np.ndarray, n: int, border: str) -> np.ndarray:
+    """Map integer positions (any range) into 0..n-1 for a border mode of section 1.2.
+
+    "nearest" replicates the edge; "reflect" is half-sample symmetric (edge repeated) and
+    "mirror" whole-sample symmetric (edge not repeated); both symmetric modes extend
+    periodically, so kernels wider than the image are covered.
+    """
+    if border == "nearest":
+        return np.clip(i, 0, n - 1)
+    if border == "reflect":
+        j = np.mod(i, 2 * n)
+        return np.where(j < n, j, 2 * n - 1 - j)
+    if border == "mirror":
+        if n == 1:
+            return np.zeros_like(i)
+        j = np.mod(i, 2 * n - 2)
+        return np.where(j < n, j, 2 * n - 2 - j)
+    raise ValueError(f"unknown border {border!r}")
+
+
+@lru_cache(maxsize=256)
+def _filter_matrix_np(n: int, weights: tuple[float, ...], border: str) -> np.ndarray:
+    radius = (len(weights) - 1) // 2
+    rows = np.arange(n)[:, None]
+    taps = np.arange(-radius, radius + 1)[None, :]
+    cols = border_index(rows + taps, n, border)
+    matrix = np.zeros((n, n), dtype=np.float64)
+    np.add.at(matrix, (np.broadcast_to(rows, cols.shape), cols), np.broadcast_to(np.asarray(weights), cols.shape))
+    return matrix
+
+
+def filter_matrix(n: int, weights: tuple[float, ...], border: str, like: torch.Tensor) -> torch.Tensor:
+    """(n x n) matrix M with (M @ v)[i] = sum_t w_t v[border(i + t)], t = -r..r (correlation)."""
+    return torch.from_numpy(_filter_matrix_np(n, weights, border)).to(device=like.device, dtype=like.dtype)
+
+
+def separable_filter(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
+    """Correlate the last two axes of x with the same 1-D weights along rows and columns."""
+    mh = filter_matrix(x.shape[-2], weights, border, x)
+    mw = filter_matrix(x.shape[-1], weights, border, x)
+    return mh @ x @ mw.T
+
+
+# ------------------------------------------------------------------- Gaussian filter (1.3)
+
+
+@lru_cache(maxsize=64)
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> tuple[float, ...]:
+    """Normalised 1-D Gaussian weights with scikit-image/SciPy's radius int(truncate*sigma+0.5)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    if radius == 0 or sigma == 0:
+        return (1.0,)
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * t * t / (float(sigma) ** 2))
+    return tuple((w / w.sum()).tolist())
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, truncate: float = 4.0, border: str = "nearest") -> torch.Tensor:
+    """Section 1.3: G_sigma over the last two axes (never across channels); radius 0 = identity."""
+    weights = gaussian_weights(sigma, truncate)
+    if len(weights) == 1:
+        return x
+    return separable_filter(x, weights, border)
+
+
+def gaussian_radius(sigma: float, truncate: float = 4.0) -> int:
+    return (len(gaussian_weights(sigma, truncate)) - 1) // 2
+
+
+# ------------------------------------------------------------------------ clipped zoom (3.2)
+
+
+def _zoom_axis(side: int, factor: float) -> tuple[int, int, int, int]:
+    crop = int(math.ceil(side / factor))
+    top = (side - crop) // 2
+    size = round(crop * factor)  # Python round: half to even, like SciPy's zoom output size
+    trim = (size - side) // 2
+    return crop, top, size, trim
+
+
+def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Section 3.2: centre crop of side ceil(S/z), bilinear corner-aligned resize, centred trim."""
+    h, w = x.shape[-2:]
+    ch, top_h, nh, th = _zoom_axis(h, factor)
+    cw, top_w, nw, tw = _zoom_axis(w, factor)
+    crop = x[..., top_h:top_h + ch, top_w:top_w + cw]
+    if (nh, nw) != (ch, cw):
+        crop = F.interpolate(crop, size=(nh, nw), mode="bilinear", align_corners=True)
+    return crop[..., th:th + h, tw:tw + w]
+
+
+# ------------------------------------------------------------------------- motion blur (3.4)
+
+
+def motion_weights(radius: float, sigma: float) -> np.ndarray:
+    """One-sided half-Gaussian weights of ImageMagick's MotionBlurImage (2*ceil(R)+1 taps)."""
+    taps = 2 * int(math.ceil(radius)) + 1
+    i = np.arange(taps, dtype=np.float64)
+    w = np.exp(-(i * i) / (2.0 * sigma * sigma))
+    return w / w.sum()
+
+
+def motion_offsets(taps: int, theta_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample integer tap offsets (rows, cols), each (N, taps): ceil(i cos/sin(theta) - 0.5)."""
+    theta = theta_deg.to(torch.float64) * (math.pi / 180.0)
+    i = torch.arange(taps, dtype=torch.float64, device=theta.device)
+    cols = torch.ceil(i[None, :] * torch.cos(theta)[:, None] - 0.5).long()
+    rows = torch.ceil(i[None, :] * torch.sin(theta)[:, None] - 0.5).long()
+    return rows, cols
+
+
+def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torch.Tensor) -> torch.Tensor:
+    """Section 3.4 on 8-bit values held in a float tensor (N, C, H, W); returns 8-bit values.
+
+    Each tap gathers the edge-clamped image shifted by that sample's offset. The result is
+    quantised like the reference's ImageMagick Q16 + 8-bit PNG round trip:
+    floor(round(257 * v) / 257).
+    """
+    n, c, h, w = u.shape
+    weights = motion_weights(radius, sigma)
+    rows, cols = motion_offsets(len(weights), theta_deg.to(u.device))
+    ys = torch.arange(h, device=u.device)
+    xs = torch.arange(w, device=u.device)
+    flat = u.reshape(n, c, h * w)
+    acc = torch.zeros_like(u)
+    for tap, weight in enumerate(weights.tolist()):
+        ry = (ys[None, :] + rows[:, tap:tap + 1]).clamp_(0, h - 1)  # (N, H)
+        rx = (xs[None, :] + cols[:, tap:tap + 1]).clamp_(0, w - 1)  # (N, W)
+        index = (ry[:, :, None] * w + rx[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+        acc.add_(torch.gather(flat, 2, index).reshape(n, c, h, w), alpha=weight)
+    return torch.floor(torch.round(acc * 257.0) / 257.0)
+
+
+# ---------------------------------------------------------------------- plasma fractal (3.3)
+
+
+def plasma_draw_count(mapsize: int) -> int:
+    return mapsize * mapsize - 1
+
+
+def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.Tensor:
+    """Section 3.3: batched diamond-square map on a torus, normalised to [0, 1].
+
+    uniforms: (N, M^2 - 1) values in [0, 1) consumed in the reference order (per level:
+    squares, first diamond set, second diamond set, each n x n row-major).
+    """
+    n_maps = uniforms.shape[0]
+    p = torch.zeros(n_maps, mapsize, mapsize, dtype=torch.float64, device=uniforms.device)
+    u = uniforms.to(torch.float64)
+    step, wibble, used = mapsize, 100.0, 0
+
+    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
+        nonlocal used
+        count = total.shape[-1] * total.shape[-2]
+        draw = u[:, used:used + count].reshape(total.shape)
+        used += count
+        return total / 4 + wibble * (-wibble + 2 * wibble * draw)
+
+    while step >= 2:
+        half = step // 2
+        corners = p[:, 0::step, 0::step]
+        squares = corners + torch.roll(corners, -1, dims=1)
+        squares = squares + torch.roll(squares, -1, dims=2)
+        p[:, half::step, half::step] = wibbled_mean(squares)
+        centres = p[:, half::step, half::step]
+        corners = p[:, 0::step, 0::step]
+        row_set = centres + torch.roll(centres, 1, dims=1) + corners + torch.roll(corners, -1, dims=2)
+        p[:, 0::step, half::step] = wibbled_mean(row_set)
+        col_set = centres + torch.roll(centres, 1, dims=2) + corners + torch.roll(corners, -1, dims=1)
+        p[:, half::step, 0::step] = wibbled_mean(col_set)
+        step = half
+        wibble /= decay
+    flat = p.reshape(n_maps, -1)
+    low = flat.min(dim=1).values[:, None, None]
+    p = p - low
+    return p / p.reshape(n_maps, -1).max(dim=1).values[:, None, None]
+
+
+# ------------------------------------------------------------------------- HSV (3.5)
+
+
+def add_value(x: torch.Tensor, c: float) -> torch.Tensor:
+    """HSV V' = clip01(V + c), H and S kept (closed form of section 3.5); x is (N, 3, H, W)."""
+    v = x.amax(dim=1, keepdim=True)
+    v_new = (v + c).clamp(0, 1)
+    scaled = x * (v_new / v.clamp_min(1e-30))
+    return torch.where(v > 0, scaled, v_new.expand_as(x))
+
+
+def set_saturation(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """HSV S' = clip01(a S + b), H and V kept (closed form of section 3.5); grey pixels have hue 0."""
+    v = x.amax(dim=1, keepdim=True)
+    d = v - x.amin(dim=1, keepdim=True)
+    s = torch.where(d > 0, d / v.clamp_min(1e-30), torch.zeros_like(d))
+    s_new = (a * s + b).clamp(0, 1)
+    coloured = v - s_new * v * (v - x) / d.clamp_min(1e-30)
+    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
+    return torch.where(d > 0, coloured, grey)
+
+
+# -------------------------------------------------------------- Pillow BOX resampling (3.6)
+
+
+@lru_cache(maxsize=64)
+def _box_matrix_np(n_in: int, n_out: int) -> np.ndarray:
+    matrix = np.zeros((n_out, n_in), dtype=np.float64)
+    if n_out < n_in:
+        scale = n_in / n_out
+        centres = np.arange(n_in) + 0.5
+        for k in range(n_out):
+            members = (centres > k * scale) & (centres <= (k + 1) * scale)
+            matrix[k, members] = 1.0 / members.sum()
+    else:
+        source = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(int)
+        matrix[np.arange(n_out), source] = 1.0
+    return matrix
+
+
+def box_resize_u8(u: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Pillow BOX resize of 8-bit values (float tensor): horizontal pass, round half up, vertical.
+
+    Section 3.6 model; the averaging matrices are exact for 1, 2 or 4 members, and a mean of
+    3 integers is never within float error of a .5 tie, so float32 rounding is exact.
+    """
+    h, w = u.shape[-2:]
+    mw = torch.from_numpy(_box_matrix_np(w, out_w)).to(u)
+    mh = torch.from_numpy(_box_matrix_np(h, out_h)).to(u)
+    horizontal = torch.floor(u @ mw.T + 0.5).clamp_(0, 255)
+    return torch.floor(mh @ horizontal + 0.5).clamp_(0, 255)

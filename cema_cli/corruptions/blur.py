@@ -1,0 +1,166 @@
+"""Blur corruptions: defocus, glass, motion, zoom and gaussian blur (spec 3.1, 4.4-4.7, 4.17).
+
+Each function takes uint8 images (N, 3, H, W), a severity 1..5, a constants set and one
+generator per sample, and returns floats on the 0..255 scale (truncated to uint8 by the caller).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cema_cli.corruptions import constants as K
+from cema_cli.corruptions._ops import (
+    WORK_DTYPE,
+    border_index,
+    clipped_zoom,
+    gaussian_filter,
+    motion_blur_u8,
+)
+from cema_cli.corruptions._random import per_sample, uniform
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return images.to(WORK_DTYPE) / 255.0
+
+
+# ------------------------------------------------------------------------------ defocus
+
+
+@lru_cache(maxsize=32)
+def disk_kernel(radius: float, alias_sigma: float) -> np.ndarray:
+    """Section 3.1: normalised binary disk, anti-aliased with a small Gaussian, NOT renormalised.
+
+    The anti-alias smoothing uses the reflect-101 border of the kernel grid, so disks that touch
+    the grid edge (radius 8 and 10) gain mass: sums 1.01297 and 1.01079. Returns float64 (the
+    reference stores float32; the difference is below 1e-7).
+    """
+    if radius <= 8:
+        coords, window = np.arange(-8, 9), 3
+    else:
+        coords, window = np.arange(-radius, radius + 1), 5
+    xx, yy = np.meshgrid(coords, coords)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
+    disk = (disk / disk.sum()).astype(np.float64)
+    t = np.arange(window) - window // 2
+    g = np.exp(-(t * t) / (2.0 * alias_sigma**2))
+    g /= g.sum()
+    size = len(coords)
+    smooth = np.zeros((size, size))
+    index = border_index(np.arange(size)[:, None] + t[None, :], size, "mirror")  # (size, window)
+    for k, weight in enumerate(g):  # columns, then rows (separable)
+        smooth += weight * disk[:, index[:, k]]
+    out = np.zeros_like(smooth)
+    for k, weight in enumerate(g):
+        out += weight * smooth[index[:, k], :]
+    return out
+
+
+def _support(kernel: np.ndarray) -> np.ndarray:
+    """Crop all-zero outer rows/columns symmetrically: zero weights contribute nothing."""
+    nonzero = np.argwhere(kernel != 0)
+    centre = kernel.shape[0] // 2
+    half = int(np.abs(nonzero - centre).max())
+    return kernel[centre - half:centre + half + 1, centre - half:centre + half + 1]
+
+
+def defocus_kernel_size(severity: int, constants: str) -> int:
+    return _support(disk_kernel(*K.DEFOCUS_BLUR[constants][severity - 1])).shape[0]
+
+
+def defocus_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.4: per-channel correlation with the disk kernel, reflect-101 border, clip01."""
+    kernel = _support(disk_kernel(*K.DEFOCUS_BLUR[constants][severity - 1]))
+    half = kernel.shape[0] // 2
+    x = _unit(images)
+    weight = torch.from_numpy(kernel).to(x)[None, None].expand(3, 1, *kernel.shape)
+    padded = F.pad(x, (half, half, half, half), mode="reflect")
+    return F.conv2d(padded, weight, groups=3).clamp_(0, 1) * 255.0
+
+
+# -------------------------------------------------------------------------------- glass
+
+
+def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
+    """Section 4.5's exact parallel form of one pass of the sequential pixel-copy loop.
+
+    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order (rows from h-d down
+    to d+1, and in each row columns from w-d down to d+1). Returns (N, h*w): for every pixel
+    the flat index of the ORIGINAL pixel whose value it holds after the pass.
+    """
+    n, device = offsets.shape[0], offsets.device
+    nh, nw = h - 2 * d, w - 2 * d
+    k = torch.arange(nh * nw, device=device)
+    rows, cols = (h - d) - k // nw, (w - d) - k % nw
+    targets = rows * w + cols
+    never = nh * nw  # visiting time of pixels that are never targets
+    time = torch.full((h * w,), never, dtype=torch.long, device=device)
+    time[targets] = k
+    identity = torch.arange(h * w, device=device).expand(n, h * w)
+    source = identity.clone()
+    source[:, targets] = (rows + offsets[..., 1]) * w + (cols + offsets[..., 0])
+    # A target reads the final value of its source if the source was visited before it.
+    nxt = torch.where(time[source] < time[None, :], source, identity)
+    while True:  # pointer jumping to the end of each chain
+        jumped = torch.gather(nxt, 1, nxt)
+        if torch.equal(jumped, nxt):
+            break
+        nxt = jumped
+    return torch.gather(source, 1, nxt)
+
+
+def glass_min_side(severity: int, constants: str) -> int:
+    return 2 * K.GLASS_BLUR[constants][severity - 1][1] + 1
+
+
+def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.5: Gaussian blur, truncate to uint8, `passes` rounds of local pixel copying, blur.
+
+    Offsets (dx, dy) are uniform in {-d, ..., d-1} (the reference's biased range), drawn per
+    target in descending raster order, pass after pass. Loop bounds use the real H and W (equal
+    to the reference's hard-coded S for nominal sizes).
+    """
+    sigma, d, passes = K.GLASS_BLUR[constants][severity - 1]
+    n, c, h, w = images.shape
+    u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
+    count = (h - 2 * d) * (w - 2 * d)
+    offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g)).to(images.device)
+    for p in range(passes):
+        index = _glass_sources(offsets[:, p], h, w, d)
+        u = torch.gather(u.reshape(n, c, h * w), 2, index[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+    return gaussian_filter(u / 255.0, sigma).clamp_(0, 1) * 255.0
+
+
+# ------------------------------------------------------------------------------- motion
+
+
+def motion_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.6: ImageMagick motion blur (3.4) at angle ~ U(-45, 45) degrees, 8-bit output."""
+    radius, sigma = K.MOTION_BLUR[constants][severity - 1]
+    theta = per_sample(gens, lambda g: uniform(g, (), -45.0, 45.0))
+    return motion_blur_u8(images.to(WORK_DTYPE), radius, sigma, theta.to(images.device))
+
+
+# --------------------------------------------------------------------------------- zoom
+
+
+def zoom_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.7: mean of the image and its clipped zooms (3.2) for the arange factor list."""
+    factors = K.ZOOM_BLUR[constants][severity - 1]
+    x = _unit(images)
+    out = torch.zeros_like(x)
+    for factor in factors:
+        out += clipped_zoom(x, factor)
+    return ((x + out) / (len(factors) + 1)).clamp_(0, 1) * 255.0
+
+
+# ----------------------------------------------------------------------------- gaussian
+
+
+def gaussian_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.17: G_sigma (1.3: replicate border, truncate 4) per channel, clip01."""
+    sigma = K.GAUSSIAN_BLUR[constants][severity - 1]
+    return gaussian_filter(_unit(images), sigma).clamp_(0, 1) * 255.0

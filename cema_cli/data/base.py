@@ -1,0 +1,32 @@
+"""What the engine needs from a dataset: seeded streams of (uint8 images, labels) per domain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """Recorded in every result row: where the corrupted images came from."""
+
+    corruption: str
+    severity: int
+    samples: int
+    corruption_source: str  # "generated" or "files"
+    constants: str  # "cifar", "imagenet" or "" for files
+
+
+def stream_order(n: int, seed: int) -> torch.Tensor:
+    """The stream order of a domain of n samples: a permutation fixed by the seed alone,
+    so every method sees the same order."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def tensor_batches(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of an in-memory domain in the given order."""
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield images[idx], labels[idx]

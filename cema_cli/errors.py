@@ -1,0 +1,24 @@
+"""User-facing errors: one clear line that names the problem and the fix.
+
+The CLI catches :class:`CemaError`, prints its message and exits with code 2 (no traceback
+unless ``--verbose``). Code below the CLI raises these instead of printing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CemaError(Exception):
+    """An error caused by the user's input or environment, with a message that says the fix."""
+
+    exit_code = 2
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str]) -> CemaError:
+    """Build the error for an unknown registry name, with close matches and the valid list."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return CemaError(f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")

@@ -1,0 +1,62 @@
+"""The small BatchNorm ResNets trained by the project for the embedded default, and the wrapper
+that turns uint8 images into normalised model input."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """The ResNet basic block (two 3x3 convolutions, BatchNorm, identity or 1x1 shortcut)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A CIFAR-style ResNet: a 3x3 stem, three stages of basic blocks, global pooling."""
+
+    def __init__(self, widths: tuple[int, int, int], blocks: int, num_classes: int, stem_stride: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        layers, cin = [], widths[0]
+        for stage, width in enumerate(widths):
+            for b in range(blocks):
+                layers.append(BasicBlock(cin, width, 2 if stage > 0 and b == 0 else 1))
+                cin = width
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.layers(self.stem(x))
+        return self.fc(features.mean(dim=(2, 3)))
+
+
+class Classifier(nn.Module):
+    """uint8 (N, 3, H, W) images -> logits: scale to [0, 1], normalise with the model's own
+    mean/std, run the network, and optionally keep only a subset of the classes."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], class_subset=None) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
+        subset = None if class_subset is None else torch.as_tensor(class_subset, dtype=torch.long)
+        self.register_buffer("class_subset", subset, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.to(self.mean.dtype) - self.mean) / self.std
+        logits = self.net(x)
+        return logits if self.class_subset is None else logits[:, self.class_subset]

@@ -1,0 +1,109 @@
+"""Results -> tidy DataFrame -> CSV/JSON files and rich tables. No torch import."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich import box
+from rich.table import Table
+
+from cema_cli.results import BATCH_COLUMNS, RESULT_COLUMNS
+
+MB = 1e6
+CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
+
+
+def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(rows))
+    return frame.reindex(columns=[c for c in RESULT_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in RESULT_COLUMNS])
+
+
+def batches_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(records))
+    return frame.reindex(columns=[c for c in BATCH_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in BATCH_COLUMNS])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so an interrupted run never leaves a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, frame.to_csv(index=False))
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def domain_label(row: pd.Series) -> str:
+    return row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+
+
+def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float) -> list[str]:
+    return [f"{100 * acc:.2f}", f"{uploads:,.0f}", f"{100 * ratio:.1f}%", f"{up / MB:.2f}", f"{down / MB:.3f}", f"{secs:.1f}", f"{ips:,.0f}"]
+
+
+NUMBER_HEADERS = ("acc %", "uploads", "ratio", "up MB", "down MB", "sec", "img/s")
+
+
+def _new_table(title: str, first: Iterable[str]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=CAPTION, collapse_padding=True, pad_edge=False)
+    for name in first:
+        table.add_column(name, no_wrap=True, min_width=len(name) if name == "method" else 16)
+    for name in NUMBER_HEADERS:
+        table.add_column(name, justify="right")
+    return table
+
+
+def _totals(group: pd.DataFrame) -> list[str]:
+    """Mean accuracy over domains; uploads, bytes and time summed; ratio and speed over the total."""
+    seen, secs = group["samples"].sum(), group["seconds"].sum()
+    return _numbers(
+        group["accuracy"].mean(), group["uploads"].sum(), group["uploads"].sum() / seen if seen else 0.0,
+        group["uplink_bytes"].sum(), group["downlink_bytes"].sum(), secs, seen / secs if secs else 0.0,
+    )
+
+
+def bench_table(frame: pd.DataFrame) -> Table:
+    """One line per (method, domain), and a mean line per method when several domains ran."""
+    table = _new_table("cema bench", ("method", "domain"))
+    for method, group in frame.groupby("method", sort=False):
+        for _, row in group.iterrows():
+            table.add_row(method, domain_label(row), *_numbers(
+                row["accuracy"], row["uploads"], row["upload_ratio"], row["uplink_bytes"],
+                row["downlink_bytes"], row["seconds"], row["images_per_s"],
+            ))
+        if len(group) > 1:
+            table.add_row(method, "mean", *_totals(group), style="bold")
+    return table
+
+
+def compare_table(frame: pd.DataFrame) -> Table:
+    """One line per method: mean accuracy over domains, total uploads, bytes and time."""
+    table = _new_table("cema compare", ("method",))
+    for method, group in frame.groupby("method", sort=False):
+        table.add_row(method, *_totals(group))
+    return table
+
+
+def domain_table(frame: pd.DataFrame) -> Table:
+    """Accuracy % per method (rows) and domain (columns), with a mean column, as papers print."""
+    labelled = frame.assign(domain=frame.apply(domain_label, axis=1))
+    pivot = labelled.pivot_table(index="method", columns="domain", values="accuracy", sort=False)
+    table = Table(title="accuracy % per domain", box=box.SIMPLE_HEAD)
+    table.add_column("method")
+    for domain in pivot.columns:
+        table.add_column(domain, justify="right")
+    table.add_column("mean", justify="right", style="bold")
+    for method, values in pivot.iterrows():
+        table.add_row(str(method), *[f"{100 * v:.1f}" for v in values], f"{100 * values.mean():.1f}")
+    return table

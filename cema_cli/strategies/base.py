@@ -1,0 +1,72 @@
+"""The strategy contract: ``step(images) -> logits`` returns the prediction that is scored,
+then adapts. The engine strips labels before calling it, so no method can peek."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from cema_cli.channel import Channel
+from cema_cli.errors import CemaError
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A strategy without hyperparameters."""
+
+
+@dataclass
+class StrategyContext:
+    """Everything a strategy may use; it never sees files, the console or the CLI config."""
+
+    edge_model: nn.Module  # a fresh copy of the source edge model, on ``device``
+    cloud_model: Callable[[], nn.Module]  # builds a fresh source foundation model on ``device``
+    channel: Channel
+    num_classes: int
+    device: torch.device
+    clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution uint8 images
+    seed: int
+
+
+class Strategy(ABC):
+    """Base class: subclasses set ``config_class`` and implement ``step``."""
+
+    config_class: ClassVar[type] = NoOptions
+
+    def __init__(self, context: StrategyContext, config: Any) -> None:
+        self.context = context
+        self.config = config
+
+    @abstractmethod
+    def step(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the scored logits for this batch (computed before any update it triggers)."""
+
+    def batch_log(self) -> dict[str, float]:
+        """Per-batch figures for batches.csv (e.g. the current E_max)."""
+        return {}
+
+
+def make_config(strategy_cls: type[Strategy], overrides: dict[str, Any], method: str) -> Any:
+    """The strategy's config dataclass with the published defaults, updated by ``overrides``."""
+    config_cls = strategy_cls.config_class
+    known = {f.name: f for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        valid = ", ".join(known) or "none"
+        raise CemaError(f"method {method!r} has no option {', '.join(unknown)}; its options are: {valid}.")
+    return config_cls(**{k: _coerce(known[k], v, method) for k, v in overrides.items()})
+
+
+def _coerce(field: Any, value: Any, method: str) -> Any:
+    default = field.default
+    if isinstance(value, str) and not isinstance(default, str) and default is not None:
+        try:
+            return type(default)(value) if not isinstance(default, bool) else value.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise CemaError(f"option {method}.{field.name}={value!r} is not a {type(default).__name__}.") from None
+    return value

@@ -1,0 +1,19 @@
+"""No adaptation (shared/spec/methods.md section 1): the source model in eval mode."""
+
+from __future__ import annotations
+
+import torch
+
+from cema_cli.strategies.base import Strategy, StrategyContext
+
+
+class Source(Strategy):
+    """Predict with the source model and its source BatchNorm statistics; upload nothing."""
+
+    def __init__(self, context: StrategyContext, config) -> None:
+        super().__init__(context, config)
+        self.model = context.edge_model.eval()
+
+    @torch.inference_mode()
+    def step(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
