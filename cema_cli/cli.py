@@ -29,8 +29,8 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_METHOD = "bn"
-DEFAULT_COMPARE = "source,bn"
+DEFAULT_METHOD = "cema"
+DEFAULT_COMPARE = "cema,tent,eata,source"
 
 
 # --- error handling ---------------------------------------------------------------------------
@@ -122,6 +122,7 @@ def _run_options(
     overflow: Annotated[str, typer.Option(help="When the budget is exhausted: drop or queue.")] = "drop",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(min=0, max=100, help="Exit 1 when a method's mean accuracy (%) is below this.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -175,8 +176,11 @@ def bench(method: str, **opts: Any) -> None:
     with user_errors(opts["verbose"]):
         rows = execute(resolve_methods(method), opts)
         from cema_cli import report
+        from cema_cli.saved_results import check_min_accuracy
 
-        console.print(report.bench_table(report.results_frame(rows)))
+        frame = report.results_frame(rows)
+        console.print(report.bench_table(frame))
+        check_min_accuracy(frame, opts["min_accuracy"])
 
 
 @app.command(help="Run several methods on the same stream and print one comparison table.")
@@ -186,11 +190,13 @@ def compare(methods: str, **opts: Any) -> None:
     with user_errors(opts["verbose"]):
         rows = execute(resolve_methods(methods), opts)
         from cema_cli import report
+        from cema_cli.saved_results import check_min_accuracy
 
         frame = report.results_frame(rows)
         console.print(report.compare_table(frame))
         if frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1:
             console.print(report.domain_table(frame))
+        check_min_accuracy(frame, opts["min_accuracy"])
 
 
 def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,6 +247,14 @@ def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -
         for path in paths:
             console.print(f"cached {path}")
         console.print(f"models ready in {time.perf_counter() - start:.1f} s")
+
+
+# --- commands on saved results (cli_results.py) ------------------------------------------------
+
+from cema_cli.cli_results import check_command, report_command  # noqa: E402 - registered after the run commands
+
+app.command("check", help="Compare a run with a baseline results.csv: exit 1 on an accuracy regression.")(check_command)
+app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(report_command)
 
 
 def main() -> None:

@@ -22,3 +22,9 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> CemaError:
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return CemaError(f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
+
+
+class CheckFailed(CemaError):
+    """A quality check failed (a regression against a baseline, or accuracy below a floor): exit 1."""
+
+    exit_code = 1

@@ -12,7 +12,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cema_cli.results import BATCH_COLUMNS, RESULT_COLUMNS
+from cema_cli.results import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 
 MB = 1e6
 CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
@@ -24,7 +24,7 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def batches_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(records))
+    frame = pd.DataFrame(list(records)).assign(schema_version=SCHEMA_VERSION)
     return frame.reindex(columns=[c for c in BATCH_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in BATCH_COLUMNS])
 
 
@@ -107,3 +107,33 @@ def domain_table(frame: pd.DataFrame) -> Table:
     for method, values in pivot.iterrows():
         table.add_row(str(method), *[f"{100 * v:.1f}" for v in values], f"{100 * values.mean():.1f}")
     return table
+
+
+def check_table(diff: pd.DataFrame, tolerance: float) -> Table:
+    """Baseline vs new accuracy per (method, domain); regressions beyond ``tolerance`` points in red."""
+    table = Table(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD)
+    for name in ("method", "domain"):
+        table.add_column(name, no_wrap=True)
+    for name in ("baseline %", "new %", "diff"):
+        table.add_column(name, justify="right")
+    table.add_column("status")
+    for _, row in diff.iterrows():
+        table.add_row(
+            row["method"], domain_label(row), f"{100 * row['accuracy_baseline']:.2f}", f"{100 * row['accuracy_new']:.2f}",
+            f"{row['diff_points']:+.2f}", row["status"], style="bold red" if row["status"] == "REGRESSED" else None,
+        )
+    return table
+
+
+def markdown_table(table: Table) -> str:
+    """A rich table as a GitHub-flavoured Markdown table (title as a bold line above it)."""
+    headers = [str(column.header) for column in table.columns]
+    align = ["---:" if column.justify == "right" else "---" for column in table.columns]
+    cells = [[str(cell) for cell in column.cells] for column in table.columns]
+    lines = [f"**{table.title}**", "", _markdown_row(headers), _markdown_row(align)]
+    lines += [_markdown_row(list(row)) for row in zip(*cells)]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cema_cli.errors import CemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 SCHEMA_VERSION = 1
 
 # Column order of results.csv; every row carries what is needed to reproduce it.
@@ -14,6 +22,42 @@ RESULT_COLUMNS = (
 )
 
 BATCH_COLUMNS = (
-    "method", "corruption", "severity", "batch", "seen", "correct", "accuracy", "uploads",
+    "schema_version", "method", "corruption", "severity", "batch", "seen", "correct", "accuracy", "uploads",
     "uplink_bytes", "downlink_bytes", "e_max",
 )
+
+
+def read_results(path: str | Path) -> "pd.DataFrame":
+    """Read a results.csv (or a run folder holding one) and check it against this schema.
+
+    Raises CemaError naming the missing columns, or the schema version expected and found.
+    Extra columns are kept: they do not stop a newer file of the same version from reading.
+    """
+    import pandas as pd
+
+    file = Path(path) / "results.csv" if Path(path).is_dir() else Path(path)
+    try:
+        frame = pd.read_csv(file)
+    except FileNotFoundError:
+        raise CemaError(f"{file}: no such file; give a results.csv written by `cema bench` or `cema compare`.") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise CemaError(f"{file} is not a readable CSV file ({error}).") from None
+    check_schema(frame, str(file))
+    return frame
+
+
+def check_schema(frame: "pd.DataFrame", name: str) -> None:
+    """A results table of this schema version with every column of RESULT_COLUMNS."""
+    if "schema_version" not in frame.columns:
+        raise CemaError(f"{name} has no schema_version column: it is not a cema results.csv, "
+                        f"or it predates schema version {SCHEMA_VERSION}; regenerate it with `cema bench ... --out`.")
+    found = sorted({str(v) for v in frame["schema_version"].unique()})
+    if found != [str(SCHEMA_VERSION)]:
+        raise CemaError(f"{name} has schema version {', '.join(found)}; this cema reads version {SCHEMA_VERSION}. "
+                        "Regenerate it with this version of cema (`cema bench ... --out`).")
+    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise CemaError(f"{name} lacks the column(s) {', '.join(missing)} of results schema version {SCHEMA_VERSION}; "
+                        "it is not a cema results.csv (or was edited).")
+    if frame.empty:
+        raise CemaError(f"{name} has no result rows.")

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cema_cli import report
 from cema_cli.config import RunConfig
+from cema_cli.results import SCHEMA_VERSION
 
 
 def new_progress(console: Console) -> Progress:
@@ -32,7 +33,7 @@ class FileSink:
         self.out = out
         self.rows: list[dict[str, Any]] = []
         self.batches: list[dict[str, Any]] = []
-        self.meta: dict[str, Any] = {"config": asdict(config), "command": command, "status": "running",
+        self.meta: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "config": asdict(config), "command": command, "status": "running",
                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def add_row(self, row: dict[str, Any]) -> None:

@@ -3,20 +3,39 @@
 Public API (stable; the rest of cema only uses these names):
 
 - ``COMMON``: the 15 common corruptions in the standard order; ``EXTRA``: the 4 extra ones;
-  ``ALL = COMMON + EXTRA``.
+  ``ALL = COMMON + EXTRA``; ``CONSTANT_SETS``: "imagenet" (224 px) and "cifar" (32 px).
 - ``corrupt(images, name, severity, *, seed, indices, constants)``: images uint8 (N, 3, H, W)
-  -> uint8 (N, 3, H, W). Sample i's randomness derives only from
-  (seed, name, severity, indices[i]), so results do not depend on batching.
+  on the CPU or a GPU -> uint8 (N, 3, H, W) on the same device. Sample i's randomness derives
+  only from (seed, name, severity, indices[i]), so results do not depend on batching.
 - ``constants_for_size(side)``: "imagenet" for 224 px, "cifar" for 32 px.
+- ``jpeg_roundtrip(images, quality)``: the Pillow JPEG round trip that the published
+  ImageNet-C files carry (quality 85), to imitate them (spec 2.1).
+
+Implementation notes: the work is done in float32 (``_ops.WORK_DTYPE``) on the images' device;
+the reference computes most corruptions in float64, so a truncated output value can differ by
+one level from a float64 computation on a small fraction of pixels (spec section 10 allows
+this). The final conversion to uint8 is truncation, as in the reference writers (spec 1.1).
+Random draws use per-sample CPU generators and are moved to the device, so CPU and CUDA see the
+same numbers. frost uses procedurally generated textures: "frost (procedural)" (frost.py).
+Images of any size are accepted; the constants stay in absolute pixel units (like the
+imagecorruptions package) and sizes a kernel or texture cannot handle are refused.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable, Sequence
 
 import torch
 
+from cema_cli.corruptions import blur, digital, frost, noise, spatter, weather
+from cema_cli.corruptions._random import sample_generators
+from cema_cli.corruptions.digital import jpeg_roundtrip
 from cema_cli.errors import CemaError, unknown_name
+
+__all__ = [
+    "ALL", "COMMON", "CONSTANT_SETS", "EXTRA", "constants_for_size", "corrupt", "jpeg_roundtrip",
+    "sample_generators", "validate",
+]
 
 COMMON: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
@@ -27,45 +46,90 @@ EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate
 ALL: tuple[str, ...] = COMMON + EXTRA
 CONSTANT_SETS: tuple[str, ...] = ("imagenet", "cifar")
 
-# Section 4.1: gaussian noise standard deviation per severity.
-_GAUSSIAN_SIGMA = {"imagenet": (0.08, 0.12, 0.18, 0.26, 0.38), "cifar": (0.04, 0.06, 0.08, 0.09, 0.10)}
+Corruption = Callable[[torch.Tensor, int, str, list[torch.Generator]], torch.Tensor]
+_FUNCTIONS: dict[str, Corruption] = {
+    "gaussian_noise": noise.gaussian_noise,
+    "shot_noise": noise.shot_noise,
+    "impulse_noise": noise.impulse_noise,
+    "defocus_blur": blur.defocus_blur,
+    "glass_blur": blur.glass_blur,
+    "motion_blur": blur.motion_blur,
+    "zoom_blur": blur.zoom_blur,
+    "snow": weather.snow,
+    "frost": frost.frost,
+    "fog": weather.fog,
+    "brightness": digital.brightness,
+    "contrast": digital.contrast,
+    "elastic_transform": digital.elastic_transform,
+    "pixelate": digital.pixelate,
+    "jpeg_compression": digital.jpeg_compression,
+    "speckle_noise": noise.speckle_noise,
+    "gaussian_blur": blur.gaussian_blur,
+    "spatter": spatter.spatter,
+    "saturate": digital.saturate,
+}
+_MIN_SIDE = 8  # below this no corruption is meaningful (and several 3x3/5x5 borders break)
 
 
 def constants_for_size(side: int) -> str:
-    """The constants set defined for an image side: 32 px -> cifar, otherwise imagenet."""
+    """The constants set defined for an image side: 32 px or less -> cifar, otherwise imagenet."""
     return "cifar" if side <= 32 else "imagenet"
 
 
-def sample_generators(seed: int, name: str, severity: int, indices: torch.Tensor) -> list[torch.Generator]:
-    """One torch.Generator per sample, seeded from (seed, corruption, severity, sample index)."""
-    gens = []
-    for index in indices.tolist():
-        digest = hashlib.blake2b(f"{seed}/{name}/{severity}/{index}".encode(), digest_size=8).digest()
-        gens.append(torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1)))
-    return gens
+def _size_limits(name: str, severity: int, constants: str) -> tuple[int, int, str]:
+    """(min side, max side or 0, what sets the limit) for one corruption setting."""
+    if name == "defocus_blur":
+        side = blur.defocus_kernel_size(severity, constants)
+        return max(_MIN_SIDE, side // 2 + 1), 0, f"the {side}x{side} defocus kernel"
+    if name == "glass_blur":
+        return max(_MIN_SIDE, blur.glass_min_side(severity, constants)), 0, "the glass-blur shift range"
+    if name == "pixelate":
+        return max(_MIN_SIDE, digital.pixelate_min_side(severity, constants)), 0, "the pixelate factor"
+    if name == "frost":
+        max_h, max_w = frost.frost_max_side(constants)
+        return _MIN_SIDE, min(max_h, max_w), f"the {constants} frost textures"
+    return _MIN_SIDE, 0, f"{name}"
 
 
-def _validate(images: torch.Tensor, name: str, severity: int, constants: str) -> None:
+def validate(images: torch.Tensor, name: str, severity: int, constants: str) -> str:
+    """Check the inputs of :func:`corrupt`; returns the resolved constants set.
+
+    Raises CemaError naming the problem and the fix. ``constants="auto"`` picks the set from
+    the smaller image side (:func:`constants_for_size`).
+    """
     if name not in ALL:
         raise unknown_name("corruption", name, ALL)
-    if constants not in CONSTANT_SETS:
-        raise unknown_name("constants set", constants, CONSTANT_SETS)
-    if not 1 <= severity <= 5:
-        raise CemaError(f"severity {severity} is outside 1-5; pass a severity from 1 to 5.")
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+    if not isinstance(images, torch.Tensor):
+        raise CemaError(f"corrupt() needs a torch.Tensor of uint8 images; got {type(images).__name__}.")
+    if images.dtype != torch.uint8:
         raise CemaError(
-            f"corrupt() needs uint8 images shaped (N, 3, H, W); got {images.dtype} {tuple(images.shape)}."
+            f"corrupt() needs uint8 images (values 0-255); got {images.dtype}. "
+            "Convert floats in [0, 1] with (x * 255).round().to(torch.uint8)."
         )
-
-
-def gaussian_noise(x: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.1: x + N(0, sigma^2), clipped to [0, 1]; x is float in [0, 1]."""
-    sigma = _GAUSSIAN_SIGMA[constants][severity - 1]
-    noise = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in gens])
-    return (x + sigma * noise.to(x.device)).clamp_(0, 1)
-
-
-_FUNCTIONS = {"gaussian_noise": gaussian_noise}
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise CemaError(
+            f"corrupt() needs RGB images shaped (N, 3, H, W); got shape {tuple(images.shape)}. "
+            "Repeat grayscale to 3 channels and put channels first."
+        )
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        raise CemaError(f"severity {severity!r} is outside 1-5; pass a severity from 1 to 5.")
+    if constants == "auto":
+        constants = constants_for_size(min(images.shape[-2:]))
+    if constants not in CONSTANT_SETS:
+        raise unknown_name("constants set", constants, (*CONSTANT_SETS, "auto"))
+    low, high, reason = _size_limits(name, severity, constants)
+    h, w = images.shape[-2:]
+    if min(h, w) < low:
+        raise CemaError(
+            f"{name} severity {severity} needs images of at least {low}x{low} px ({reason}); "
+            f"got {h}x{w}. Resize the images up first."
+        )
+    if high and max(h, w) > high:
+        raise CemaError(
+            f"{name} severity {severity} handles images up to {high}x{high} px ({reason}); "
+            f"got {h}x{w}. Resize the images to the constants' nominal size first (224 or 32 px)."
+        )
+    return constants
 
 
 def corrupt(
@@ -74,13 +138,23 @@ def corrupt(
     severity: int,
     *,
     seed: int,
-    indices: torch.Tensor,
+    indices: torch.Tensor | Sequence[int],
     constants: str,
 ) -> torch.Tensor:
-    """Corrupt a uint8 batch; the result is truncated to uint8 as the reference writers do."""
-    _validate(images, name, severity, constants)
-    if name not in _FUNCTIONS:
-        raise CemaError(f"corruption {name!r} is not implemented yet; available: {', '.join(_FUNCTIONS)}.")
-    gens = sample_generators(seed, name, severity, indices)
-    out = _FUNCTIONS[name](images.double() / 255.0, severity, constants, gens)
-    return (out * 255.0).to(torch.uint8)
+    """Corrupt a uint8 batch (N, 3, H, W) with one corruption at one severity (spec section 4).
+
+    ``indices`` holds one dataset index per sample: with ``seed`` they are the only source of
+    randomness. ``constants`` is "imagenet", "cifar" or "auto". The result is truncated (not
+    rounded) to uint8, as the reference writers do (spec 1.1), on the images' device.
+    """
+    constants = validate(images, name, severity, constants)
+    index_list = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    if len(index_list) != images.shape[0]:
+        raise CemaError(f"corrupt() got {images.shape[0]} images but {len(index_list)} indices; pass one index per image.")
+    if images.shape[0] == 0:
+        return images.clone()
+    gens = sample_generators(seed, name, severity, index_list)
+    out = _FUNCTIONS[name](images, severity, constants, gens)
+    if out.dtype == torch.uint8:
+        return out
+    return out.clamp_(0, 255).to(torch.uint8)  # float -> uint8 truncates toward zero

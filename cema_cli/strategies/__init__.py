@@ -10,3 +10,8 @@ from cema_cli.registry import Registry
 STRATEGIES = Registry("method")
 STRATEGIES.register("source", "cema_cli.strategies.source:Source", "no adaptation: source model, eval mode (section 1)")
 STRATEGIES.register("bn", "cema_cli.strategies.bn:BatchNormAdapt", "test-batch BatchNorm statistics, no gradients, on the edge (section 1)")
+STRATEGIES.register("tent", "cema_cli.strategies.tent:make_tent", "entropy minimisation on BN affine parameters; cloud (default) or edge placement (section 2)")
+STRATEGIES.register("eta", "cema_cli.strategies.eata:make_eta", "EATA without the Fisher regulariser: reliable, non-redundant samples only (section 3)")
+STRATEGIES.register("eata", "cema_cli.strategies.eata:make_eata", "ETA plus the Fisher anchor from clean in-distribution images (section 3)")
+STRATEGIES.register("cema", "cema_cli.strategies.cema:CEMA", "cloud-edge elastic adaptation, paper variant: dynamic E_max, E_min, distillation with replay (section 4)")
+STRATEGIES.register("cema-official", "cema_cli.strategies.cema:CEMAOfficial", "CEMA as the official code: static E_max, no E_min, EATA redundancy filter (section 4.2)")

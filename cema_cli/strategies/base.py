@@ -43,8 +43,13 @@ class Strategy(ABC):
         self.config = config
 
     @abstractmethod
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The edge's prediction with its current parameters; never adapts anything."""
+
     def step(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the scored logits for this batch (computed before any update it triggers)."""
+        """Return the scored logits for this batch (computed before any update it triggers),
+        then adapt. Non-adaptive strategies only predict."""
+        return self.predict(images)
 
     def batch_log(self) -> dict[str, float]:
         """Per-batch figures for batches.csv (e.g. the current E_max)."""

@@ -65,5 +65,5 @@ class BatchNormAdapt(Strategy):
         self.model = use_prior_statistics(model, config.prior) if config.prior > 0 else use_batch_statistics(model)
 
     @torch.inference_mode()
-    def step(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

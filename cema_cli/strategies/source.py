@@ -15,5 +15,5 @@ class Source(Strategy):
         self.model = context.edge_model.eval()
 
     @torch.inference_mode()
-    def step(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

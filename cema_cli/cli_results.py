@@ -1,0 +1,106 @@
+"""``cema check`` and ``cema report``: commands on saved results. Registered in cli.py.
+
+No torch import at module level: ``cema report`` never imports it, and ``cema check`` only when
+it re-runs the baseline's configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REPORT_FORMATS = ("table", "csv", "markdown", "json")
+
+
+def check_command(
+    baseline: Annotated[Path, typer.Option(help="The results.csv to hold the line against (e.g. committed in your repository).")],
+    tolerance: Annotated[float, typer.Option(help="Allowed accuracy drop per method and domain, in percentage points.")] = 0.5,
+    results: Annotated[Optional[Path], typer.Option(help="Compare this results.csv instead of re-running the baseline's configuration.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for the re-run).")] = "auto",
+    data_root: Annotated[Optional[str], typer.Option(help="Root folder of an on-disk dataset (for the re-run).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder of the re-run (default: cema-runs/<time>-<methods>).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    """Exit 0 when every accuracy is within the tolerance or better, 1 on a regression, 2 on unusable input."""
+    from cema_cli import report
+    from cema_cli.cli import console, user_errors
+    from cema_cli.results import read_results
+    from cema_cli.saved_results import compare_accuracy, fail_on_regression
+
+    with user_errors(verbose):
+        old = read_results(baseline)
+        new = read_results(results) if results else rerun(old, device, data_root, out)
+        diff = compare_accuracy(old, new, tolerance)
+        console.print(report.check_table(diff, tolerance))
+        fail_on_regression(diff, tolerance)
+        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better")
+
+
+def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":
+    """Run the configuration recorded in the baseline's rows; return the new results.csv."""
+    from cema_cli.cli import console, default_out_dir
+    from cema_cli.results import read_results
+    from cema_cli.runner import run_with_files
+    from cema_cli.saved_results import config_from_results
+
+    config = config_from_results(baseline, device, data_root).validate()
+    out = out or default_out_dir(list(config.methods))
+    run_with_files(config, out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
+    console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
+    return read_results(out / "results.csv")
+
+
+def report_command(
+    files: Annotated[list[Path], typer.Argument(help="results.csv files (or run folders) to merge.", show_default=False)],
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv (tidy rows), markdown (the tables) or json (tidy rows).")] = "table",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    """Tables as in bench/compare; csv/markdown/json go to stdout, ready to paste."""
+    from cema_cli.cli import console, user_errors
+    from cema_cli.errors import unknown_name
+
+    with user_errors(verbose):
+        if format not in REPORT_FORMATS:
+            raise unknown_name("format", format, REPORT_FORMATS)
+        frame = merged_results(files)
+        if format == "table":
+            for table in report_tables(frame):
+                console.print(table)
+        else:
+            typer.echo(report_text(frame, format), nl=False)
+
+
+def merged_results(files: list[Path]) -> "pd.DataFrame":
+    from cema_cli.results import read_results
+    from cema_cli.saved_results import merge_results, run_label
+
+    return merge_results([(run_label(path), read_results(path)) for path in files])
+
+
+def report_tables(frame: "pd.DataFrame") -> list:
+    """The tables bench (one method) or compare (several; per domain when several domains) print."""
+    from cema_cli import report
+
+    if frame["method"].nunique() == 1:
+        return [report.bench_table(frame)]
+    several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
+    return [report.compare_table(frame), *([report.domain_table(frame)] if several_domains else [])]
+
+
+def report_text(frame: "pd.DataFrame", format: str) -> str:
+    """csv and json: the merged tidy rows (schema versioned); markdown: the tables."""
+    from cema_cli import report
+    from cema_cli.results import SCHEMA_VERSION
+
+    if format == "csv":
+        return frame.to_csv(index=False)
+    if format == "json":
+        rows = json.loads(frame.to_json(orient="records"))
+        return json.dumps({"schema_version": SCHEMA_VERSION, "rows": rows}, indent=2) + "\n"
+    return "\n".join(report.markdown_table(table) for table in report_tables(frame))

@@ -1,0 +1,137 @@
+"""Digital corruptions: brightness, contrast, elastic, pixelate, jpeg, saturate (spec 4.11-4.15, 4.19).
+
+Each function takes uint8 images (N, 3, H, W), a severity 1..5, a constants set and one
+generator per sample, and returns floats on the 0..255 scale or uint8 (truncated to uint8 by
+the caller).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cema_cli.corruptions import constants as K
+from cema_cli.corruptions._ops import WORK_DTYPE, add_value, box_resize_u8, gaussian_filter, set_saturation
+from cema_cli.corruptions._random import uniform
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return images.to(WORK_DTYPE) / 255.0
+
+
+def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.11: HSV value V' = clip01(V + c) (closed form of 3.5), clip01."""
+    c = K.BRIGHTNESS[constants][severity - 1]
+    return add_value(_unit(images), c).clamp_(0, 1) * 255.0
+
+
+def saturate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.19: HSV saturation S' = clip01(a S + b) (closed form of 3.5); neutral pixels
+    have hue 0, so b > 0 tints them red, as in the reference."""
+    a, b = K.SATURATE[constants][severity - 1]
+    return set_saturation(_unit(images), a, b).clamp_(0, 1) * 255.0
+
+
+def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.12: clip01((x - mu) * c + mu) with one mean per image and channel."""
+    c = K.CONTRAST[constants][severity - 1]
+    x = _unit(images)
+    mu = x.mean(dim=(2, 3), keepdim=True)
+    return ((x - mu) * c + mu).clamp_(0, 1) * 255.0
+
+
+# ------------------------------------------------------------------------------ elastic
+
+
+def _affine_inverse(jitter: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, 2, 3) inverse of the affine map A with A(P_k) = P_k + jitter_k (section 4.13 step 2).
+
+    Source points (x, y): (cx+q, cy+q), (cx+q, cy-q), (cx-q, cy-q) with c = floor(side / 2) per
+    axis and q = floor(min side / 3), as the reference computes them from the image shape.
+    """
+    cy, cx, q = h // 2, w // 2, min(h, w) // 3
+    src = torch.tensor([[cx + q, cy + q], [cx + q, cy - q], [cx - q, cy - q]], dtype=torch.float64)
+    dst = src[None] + jitter.to(torch.float64)  # (N, 3, 2)
+    ones = torch.ones(jitter.shape[0], 3, 1, dtype=torch.float64)
+    # Solve [dst_k, 1] @ B = src_k for B (3 x 2): the inverse map, dst -> src.
+    inverse = torch.linalg.solve(torch.cat([dst, ones], dim=2), src[None].expand_as(dst))
+    return inverse.transpose(1, 2)  # (N, 2, 3): [x_src, y_src] = B^T [x, y, 1]
+
+
+def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.13: random affine warp (reflect-101 border), then a smooth random displacement
+    (Gaussian truncate 3, half-sample symmetric border extended periodically), bilinear both.
+
+    Draws per sample: 6 jitters U(-a, a) (float32, order P1.x, P1.y, P2.x, ...), the Ux field
+    U(-1, 1), the Uy field U(-1, 1).
+    """
+    alpha, sigma, a = K.ELASTIC[constants][severity - 1]
+    n, _, h, w = images.shape
+    device = images.device
+    jitters, fields = [], []
+    for g in gens:
+        jitters.append(uniform(g, (3, 2), -a, a).to(torch.float32))
+        fields.append(uniform(g, (2, h, w), -1.0, 1.0))
+    x = _unit(images)
+    # Step 3: x1(p) = x(A^-1 p), sampled on pixel centres with the reflect-101 border.
+    inverse = _affine_inverse(torch.stack(jitters), h, w)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
+    src = torch.einsum("hwk,nck->nhwc", points, inverse)  # (N, H, W, 2) as (x, y)
+    grid = torch.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], dim=-1)
+    x1 = F.grid_sample(x, grid.to(device=device, dtype=x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+    # Steps 4-5: smooth displacement fields; half-sample symmetric border, normalised accordingly.
+    disp = alpha * gaussian_filter(torch.stack(fields).to(device), sigma, truncate=3.0, border="reflect")
+    dx, dy = disp[:, 0], disp[:, 1]
+    col = xs.to(device) + dx
+    row = ys.to(device) + dy
+    grid = torch.stack([(2 * col + 1) / w - 1, (2 * row + 1) / h - 1], dim=-1).to(x.dtype)
+    out = F.grid_sample(x1, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.clamp_(0, 1) * 255.0
+
+
+# ----------------------------------------------------------------------------- pixelate
+
+
+def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.14: Pillow BOX resize down to int(side * factor), then BOX back up (3.6 model)."""
+    factor = K.PIXELATE[constants][severity - 1]
+    h, w = images.shape[-2:]
+    small = box_resize_u8(images.to(WORK_DTYPE), int(h * factor), int(w * factor))
+    return box_resize_u8(small, h, w)
+
+
+def pixelate_min_side(severity: int, constants: str) -> int:
+    factor = K.PIXELATE[constants][severity - 1]
+    return int(np.ceil(1 / factor))
+
+
+# --------------------------------------------------------------------------------- jpeg
+
+
+def jpeg_roundtrip(images: torch.Tensor, quality: int, *, optimize: bool = False) -> torch.Tensor:
+    """Section 3.7: Pillow JPEG encode (quality q, 4:2:0, standard tables) and decode, per image.
+
+    images: uint8 (N, 3, H, W) on any device; returns uint8 on the same device. ``optimize``
+    only changes the Huffman tables (file size), never the pixels.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError("jpeg_roundtrip needs uint8 images")
+    arrays = images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    out = np.empty_like(arrays)
+    for i, array in enumerate(arrays):
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode="RGB").save(buffer, "JPEG", quality=int(quality), optimize=optimize)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            out[i] = np.asarray(decoded.convert("RGB"))
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(images.device)
+
+
+def jpeg_compression(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
+    """Section 4.15: a Pillow JPEG round trip at the severity's quality (CPU; uint8 result)."""
+    return jpeg_roundtrip(images, K.JPEG[constants][severity - 1])

@@ -1,0 +1,156 @@
+"""Streams of on-disk datasets (shared/spec/data.md, "Formats users have on disk").
+
+A torch DataLoader reads, decodes and (for generated corruptions) corrupts one domain in the
+seeded stream order, in worker processes, with pinned memory when the run is on CUDA. Memory
+stays bounded whatever the domain size: only the batches in flight are held, and ``.npy`` files
+are memory-mapped. An unreadable or truncated image is skipped with a :class:`SkippedImageWarning`
+and counted in ``LoaderStream.skipped`` (the ``skipped_images`` column of the results).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cema_cli import corruptions
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+# One item of a domain: (uint8 CHW image or None, label, index in the domain, why it was skipped).
+Item = tuple[torch.Tensor | None, int, int, str]
+
+
+class SkippedImageWarning(UserWarning):
+    """An image of a stream could not be read and was skipped (and counted)."""
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How on-disk datasets are read; built from the run config (see ``open_dataset``)."""
+
+    subset: str | None = None  # a count (seeded choice) or a file listing <wnid>/<file> paths
+    clean_root: str | None = None  # clean in-distribution images for EATA's Fisher set
+    workers: int | None = None  # DataLoader worker processes; None: one per core, at most 8
+    pin_memory: bool = False  # True when the run is on CUDA
+    seed: int = 0  # the run seed: fixes the subset choice
+
+    def worker_count(self) -> int:
+        return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image -> uint8 (3, H, W)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageItems(torch.utils.data.Dataset):
+    """Image files with their labels; ``prepare`` (PIL -> PIL, e.g. resize and crop) is optional."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], prepare: Callable | None = None) -> None:
+        self.paths, self.labels, self.prepare = list(paths), list(labels), prepare
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Item:
+        try:
+            with Image.open(self.paths[i]) as image:
+                image = image.convert("RGB")
+                return to_tensor(self.prepare(image) if self.prepare else image), self.labels[i], i, ""
+        except UNREADABLE as error:
+            return None, self.labels[i], i, f"{self.paths[i]}: {error}"
+
+
+class NpyItems(torch.utils.data.Dataset):
+    """Rows [start, start + len(labels)) of a uint8 .npy image array, (N, H, W, 3) or (N, 3, H, W).
+    The file is memory-mapped on first use in each process, so it is never loaded whole."""
+
+    def __init__(self, path: Path, start: int, labels: Sequence[int]) -> None:
+        self.path, self.start, self.labels = path, start, list(labels)
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Item:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        row = torch.from_numpy(np.array(self._array[self.start + i], dtype=np.uint8))
+        image = row.permute(2, 0, 1).contiguous() if row.shape[-1] == 3 else row
+        return image, self.labels[i], i, ""
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A generated corruption (cema_cli.corruptions); sample i's noise depends on its domain index
+    only, so the images do not depend on the batching, the order or the worker."""
+
+    name: str
+    severity: int
+    seed: int
+    constants: str
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return corruptions.corrupt(images, self.name, self.severity, seed=self.seed, indices=indices, constants=self.constants)
+
+
+class Collate:
+    """Items -> (uint8 images, int64 labels, reasons for the skipped ones); runs in the workers."""
+
+    def __init__(self, corruption: Corruption | None = None) -> None:
+        self.corruption = corruption
+
+    def __call__(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        good = [item for item in items if item[0] is not None]
+        skipped = [item[3] for item in items if item[0] is None]
+        if good:
+            shape = good[0][0].shape
+            skipped += [f"image {i} of the domain is {tuple(x.shape)}, not {tuple(shape)} as the batch" for x, _, i, _ in good if x.shape != shape]
+            good = [item for item in good if item[0].shape == shape]
+        if not good:
+            return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped
+        images = torch.stack([item[0] for item in good])
+        if self.corruption is not None:
+            images = self.corruption(images, torch.tensor([item[2] for item in good]))
+        return images, torch.tensor([item[1] for item in good], dtype=torch.long), skipped
+
+
+class LoaderStream:
+    """The batches of one domain in ``order``; iterate once. ``skipped`` counts unreadable images."""
+
+    def __init__(self, items: torch.utils.data.Dataset, order: torch.Tensor, batch_size: int, collate: Collate, options: DataOptions) -> None:
+        self.items, self.order, self.batch_size, self.collate, self.options = items, order, batch_size, collate, options
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        workers = self.options.worker_count()
+        loader = torch.utils.data.DataLoader(
+            self.items, batch_size=self.batch_size, sampler=self.order.tolist(), collate_fn=self.collate,
+            num_workers=workers, pin_memory=self.options.pin_memory, prefetch_factor=2 if workers else None,
+        )
+        for images, labels, skipped in loader:
+            self._skip(skipped)
+            if len(labels):
+                yield images, labels
+
+    def _skip(self, reasons: list[str]) -> None:
+        for reason in reasons:
+            warnings.warn(f"skipped an unreadable image: {reason}", SkippedImageWarning, stacklevel=3)
+        self.skipped += len(reasons)
+
+
+def collect(stream: LoaderStream) -> torch.Tensor:
+    """Every image of a (short) stream in one tensor, e.g. EATA's clean Fisher set."""
+    return torch.cat([images for images, _ in stream]) if len(stream.order) else torch.empty(0, 3, 1, 1, dtype=torch.uint8)

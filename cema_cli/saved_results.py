@@ -1,0 +1,175 @@
+"""Working with saved results: merge files, rebuild a run's configuration from its rows,
+compare accuracy with a baseline, and a floor on mean accuracy. No torch import.
+
+Every function takes frames read by :func:`cema_cli.results.read_results` (schema checked).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.errors import CemaError, CheckFailed
+
+KEY = ["method", "corruption", "severity"]
+# One value per run: rows that disagree on these cannot come from one `cema` invocation.
+RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel")
+# Compared row by row between a baseline and new results: a difference means another setting.
+SETTING_COLUMNS = ("dataset", "samples", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants",
+                   "channel", "method_config")
+JSON_COLUMNS = ("channel", "method_config")
+EPSILON_POINTS = 1e-9
+
+
+def row_label(row: Any) -> str:
+    return f"{row['method']} {row['corruption']}-{row['severity']}"
+
+
+# --- merging files (cema report) ---------------------------------------------------------------
+
+def run_label(path: Path) -> str:
+    """The run's name: its folder for a results.csv, else the file's stem."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.parent.name if path.name == "results.csv" else path.stem
+
+
+def merge_results(labelled: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Concatenate result files; when a (method, domain) occurs in several, tag methods with the run."""
+    merged = pd.concat([frame for _, frame in labelled], ignore_index=True)
+    if merged.duplicated(KEY).any():
+        labels = [label for label, _ in labelled]
+        if len(set(labels)) < len(labels):
+            labels = [f"{index + 1}:{label}" for index, label in enumerate(labels)]
+        merged = pd.concat([frame.assign(method=frame["method"] + f" ({label})") for label, (_, frame) in zip(labels, labelled)],
+                           ignore_index=True)
+    duplicated = merged[merged.duplicated(KEY)]
+    if not duplicated.empty:
+        raise CemaError(f"{row_label(duplicated.iloc[0])} occurs twice in one file; a results.csv holds one row per method and domain.")
+    return merged
+
+
+# --- rebuilding the configuration (cema check without --results) --------------------------------
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python; NaN (an empty CSV cell) -> None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def single_value(frame: pd.DataFrame, column: str) -> Any:
+    values = list(dict.fromkeys(_plain(v) for v in frame[column]))
+    if len(values) != 1:
+        shown = ", ".join(repr(v) for v in values[:4])
+        raise CemaError(f"cannot reproduce the baseline: its rows disagree on {column} ({shown}); "
+                        "a baseline must be the results.csv of one run.")
+    return values[0]
+
+
+def _unique(frame: pd.DataFrame, column: str) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(_plain(v) for v in frame[column]))
+
+
+def _require_full_grid(frame: pd.DataFrame, methods: tuple[str, ...], corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
+    expected = len(methods) * len(corruptions) * len(severities)
+    if len(frame) != expected or frame.duplicated(KEY).any():
+        raise CemaError(f"cannot reproduce the baseline: its {len(frame)} rows are not every combination of "
+                        f"{len(methods)} method(s) x {len(corruptions)} corruption(s) x {len(severities)} severity(ies); "
+                        "was the run interrupted, or several files merged?")
+
+
+def _json(text: Any, column: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        raise CemaError(f"cannot reproduce the baseline: its {column} column holds {text!r}, not a JSON object.") from None
+    if not isinstance(value, dict):
+        raise CemaError(f"cannot reproduce the baseline: its {column} column holds {text!r}, not a JSON object.")
+    return value
+
+
+def _channel(text: Any) -> ChannelConfig:
+    try:
+        return ChannelConfig(**_json(text, "channel"))
+    except TypeError as error:
+        raise CemaError(f"cannot reproduce the baseline: its channel settings do not fit this cema ({error}).") from None
+
+
+def config_from_results(frame: pd.DataFrame, device: str = "auto", data_root: str | None = None) -> RunConfig:
+    """The RunConfig that produced ``frame`` (one run's results.csv), not yet validated.
+
+    ``device`` and ``data_root`` are not in the rows: they belong to the machine, not the result.
+    """
+    run = {column: single_value(frame, column) for column in RUN_COLUMNS}
+    methods, corruptions = _unique(frame, "method"), _unique(frame, "corruption")
+    severities = tuple(int(s) for s in _unique(frame, "severity"))
+    _require_full_grid(frame, methods, corruptions, severities)
+    options = {m: _json(single_value(frame[frame["method"] == m], "method_config"), "method_config") for m in methods}
+    return RunConfig(
+        methods=methods, dataset=run["dataset"], corruptions=corruptions, severities=severities,
+        samples=int(frame["samples"].max()), batch_size=int(run["batch_size"]), seed=int(run["seed"]),
+        edge=run["edge_model"], cloud=run["cloud_model"], device=device, protocol=run["protocol"],
+        constants=run["constants"], data_root=data_root, channel=_channel(run["channel"]), method_options=options,
+    )
+
+
+# --- comparing with a baseline -------------------------------------------------------------------
+
+def _setting_value(value: Any, column: str) -> Any:
+    value = _plain(value)
+    return json.loads(value) if column in JSON_COLUMNS and isinstance(value, str) else value
+
+
+def check_same_setting(matched: pd.DataFrame) -> None:
+    """``matched`` = baseline rows merged with new rows (suffixes _baseline/_new) on KEY."""
+    for column in SETTING_COLUMNS:
+        for _, row in matched.iterrows():
+            old, new = (_setting_value(row[f"{column}{s}"], column) for s in ("_baseline", "_new"))
+            if old != new:
+                raise CemaError(f"the results do not come from the baseline's setting: {column} is {new!r} in the results "
+                                f"and {old!r} in the baseline ({row_label(row)}); compare like with like, or regenerate the baseline.")
+
+
+def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per baseline (method, domain): both accuracies, the difference in points, a status."""
+    if tolerance < 0:
+        raise CemaError(f"--tolerance {tolerance:g} is negative; give the allowed drop in points, e.g. 0.5.")
+    for name, frame in (("baseline", baseline), ("results", new)):
+        if frame.duplicated(KEY).any():
+            raise CemaError(f"the {name} holds {row_label(frame[frame.duplicated(KEY)].iloc[0])} twice; give one run's results.csv.")
+    columns = KEY + ["accuracy", *[c for c in SETTING_COLUMNS if c != "dataset"], "dataset"]
+    merged = baseline[columns].merge(new[columns], on=KEY, how="left", suffixes=("_baseline", "_new"), indicator=True)
+    missing = merged[merged["_merge"] == "left_only"]
+    check_same_setting(merged[merged["_merge"] == "both"])
+    if not missing.empty:
+        names = ", ".join(row_label(row) for _, row in missing.head(5).iterrows())
+        raise CemaError(f"the results have no row for {names} of the baseline; run the baseline's methods and domains.")
+    diff = 100 * (merged["accuracy_new"] - merged["accuracy_baseline"])
+    status = ["REGRESSED" if d < -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
+    return merged[KEY + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
+
+
+def fail_on_regression(diff: pd.DataFrame, tolerance: float) -> None:
+    regressed = diff[diff["status"] == "REGRESSED"]
+    if not regressed.empty:
+        names = "; ".join(f"{row_label(r)} {100 * r['accuracy_baseline']:.2f}% -> {100 * r['accuracy_new']:.2f}% "
+                          f"({r['diff_points']:+.2f})" for _, r in regressed.iterrows())
+        raise CheckFailed(f"accuracy regressed by more than {tolerance:g} points: {names}.")
+
+
+# --- a floor on accuracy (cema bench --min-accuracy) --------------------------------------------
+
+def check_min_accuracy(frame: pd.DataFrame, minimum_percent: float | None) -> None:
+    """Exit 1 (CheckFailed) when a method's mean accuracy over the domains is below the floor."""
+    if minimum_percent is None:
+        return
+    if not 0 <= minimum_percent <= 100:
+        raise CemaError(f"--min-accuracy {minimum_percent:g} is not a percentage; give e.g. 90 for 90%.")
+    means = frame.groupby("method", sort=False)["accuracy"].mean() * 100
+    low = [f"{method} {mean:.2f}%" for method, mean in means.items() if mean < minimum_percent]
+    if low:
+        raise CheckFailed(f"mean accuracy below --min-accuracy {minimum_percent:g}%: {', '.join(low)}.")

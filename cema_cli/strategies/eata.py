@@ -1,0 +1,168 @@
+"""ETA and EATA (Niu et al., ICML 2022; methods.md section 3)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cema_cli.errors import CemaError
+from cema_cli.strategies.base import Strategy, StrategyContext
+from cema_cli.strategies.common import (
+    CloudEdgeStrategy, RedundancyFilter, entropy, entropy_threshold, make_optimizer, weighted_entropy_loss,
+)
+from cema_cli.strategies.tent import check_placement, tent_model
+
+
+@dataclass(frozen=True)
+class ETAConfig:
+    lr: float = 0.00025
+    momentum: float = 0.9
+    e0_factor: float = 0.4  # E_0 = 0.4 ln C
+    redundancy_margin: float = 0.05  # keep |cos(p, m)| < 0.05
+    placement: str = "cloud"  # cloud: the edge uploads the kept samples; edge: on-device EATA
+
+
+@dataclass(frozen=True)
+class EATAConfig(ETAConfig):
+    fisher_beta: float = 2000.0
+    fisher_samples: int = 2000  # clean in-distribution images for the Fisher (500 are enough)
+    fisher_batch_size: int = 64
+
+
+def fisher_diagonal(model: nn.Module, params: list[nn.Parameter], images: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Diagonal Fisher of ``params``: squared gradients of the cross-entropy against the model's
+    own predicted labels, accumulated per batch and divided by the number of batches (step 4)."""
+    fisher = [torch.zeros_like(p) for p in params]
+    batches = list(torch.split(images, batch_size))
+    for batch in batches:
+        logits = model(batch)
+        loss = F.cross_entropy(logits, logits.argmax(dim=1))
+        grads = torch.autograd.grad(loss, params)
+        for f, g in zip(fisher, grads):
+            f += g.detach() ** 2
+    return [f / len(batches) for f in fisher]
+
+
+class FisherAnchor:
+    """beta * sum_k F_k (theta_k - theta0_k)^2 around the parameters before adaptation."""
+
+    def __init__(self, params: list[nn.Parameter], fisher: list[torch.Tensor], beta: float) -> None:
+        self.params = params
+        self.fisher = fisher
+        self.anchor = [p.detach().clone() for p in params]
+        self.beta = beta
+
+    def penalty(self) -> torch.Tensor:
+        return self.beta * sum((f * (p - a) ** 2).sum() for p, f, a in zip(self.params, self.fisher, self.anchor))
+
+
+class EATALearner:
+    """The part of (E)ATA that takes gradient steps: weighted entropy plus the optional anchor."""
+
+    def __init__(self, model: nn.Module, params: list[nn.Parameter], config: ETAConfig, e0: float, anchor: FisherAnchor | None) -> None:
+        self.model = model
+        self.optimizer = make_optimizer(params, "sgd", config.lr, config.momentum)
+        self.e0 = e0
+        self.anchor = anchor
+
+    def update(self, logits: torch.Tensor) -> None:
+        """One step on already-selected logits (which carry the graph); no samples, no step."""
+        if len(logits) == 0:
+            return
+        loss = weighted_entropy_loss(logits, self.e0)
+        if self.anchor is not None:
+            loss = loss + self.anchor.penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+class SampleSelector:
+    """Reliability (E < E_0) then redundancy (|cos(p, m)| < margin) filters (steps 1-2)."""
+
+    def __init__(self, e0: float, margin: float) -> None:
+        self.e0 = e0
+        self.redundancy = RedundancyFilter(margin)
+
+    def keep(self, logits: torch.Tensor) -> torch.Tensor:
+        reliable = entropy(logits) < self.e0
+        mask = torch.zeros_like(reliable)
+        mask[reliable] = self.redundancy.keep(logits[reliable].softmax(dim=1).detach())
+        return mask
+
+
+def build_anchor(context: StrategyContext, model: nn.Module, params: list[nn.Parameter], config: ETAConfig) -> FisherAnchor | None:
+    if not isinstance(config, EATAConfig):
+        return None
+    clean = context.clean_samples(config.fisher_samples)
+    if len(clean) == 0:
+        raise CemaError("EATA needs clean in-distribution images for its Fisher regulariser; name a clean folder, or use 'eta'.")
+    fisher = fisher_diagonal(model, params, clean.to(context.device), config.fisher_batch_size)
+    return FisherAnchor(params, fisher, config.fisher_beta)
+
+
+def make_eata(context: StrategyContext, config: ETAConfig) -> Strategy:
+    check_placement(config.placement)
+    return EATAOnEdge(context, config) if config.placement == "edge" else EATACloudEdge(context, config)
+
+
+def make_eta(context: StrategyContext, config: ETAConfig) -> Strategy:
+    return make_eata(context, config)
+
+
+make_eata.config_class = EATAConfig  # type: ignore[attr-defined]
+make_eta.config_class = ETAConfig  # type: ignore[attr-defined]
+
+
+class EATAOnEdge(Strategy):
+    """The original (E)ATA: one forward on the whole batch, filter, weighted step on the device."""
+
+    def __init__(self, context: StrategyContext, config: ETAConfig) -> None:
+        super().__init__(context, config)
+        self.model, params = tent_model(context.edge_model)
+        e0 = entropy_threshold(config.e0_factor, context.num_classes)
+        self.selector = SampleSelector(e0, config.redundancy_margin)
+        self.learner = EATALearner(self.model, params, config, e0, build_anchor(context, self.model, params, config))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def step(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(images)
+        self.learner.update(logits[self.selector.keep(logits.detach())])
+        return logits.detach()
+
+
+class EATACloudEdge(CloudEdgeStrategy):
+    """(E)ATA in the cloud-edge setting: the edge filters and uploads the kept samples; the
+    cloud's BN statistics therefore come from those samples alone (methods.md section 3, note)."""
+
+    def __init__(self, context: StrategyContext, config: ETAConfig) -> None:
+        super().__init__(context, config)
+        self._edge, _ = tent_model(context.edge_model)
+        self._edge.requires_grad_(False)
+        self.cloud, params = tent_model(copy.deepcopy(context.edge_model))
+        e0 = entropy_threshold(config.e0_factor, context.num_classes)
+        self.selector = SampleSelector(e0, config.redundancy_margin)
+        self.learner = EATALearner(self.cloud, params, config, e0, build_anchor(context, self.cloud, params, config))
+
+    @property
+    def edge(self) -> nn.Module:
+        return self._edge
+
+    def cloud_edge_model(self) -> nn.Module:
+        return self.cloud
+
+    def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.selector.keep(logits), entropy(logits)
+
+    def learn(self, images: torch.Tensor | None) -> bool:
+        if images is None or len(images) < 2:
+            return False
+        self.learner.update(self.cloud(images))
+        return True

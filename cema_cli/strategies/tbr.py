@@ -1,0 +1,66 @@
+"""Test-time batch renormalisation (methods.md section 4.1), used by both CEMA models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TestTimeBatchRenorm(nn.modules.batchnorm._BatchNorm):
+    """xhat = (x - mu_B)/sigma_B * r + d with r = sg(sigma_B)/sigma_R, d = sg(mu_B - mu_R)/sigma_R.
+
+    In value xhat = (x - mu_R)/sigma_R, but gradients flow through the batch moments (training
+    mode). The source running moments are discarded: the first batch seen initialises them.
+    Training mode moves them by EMA (momentum 0.1); eval mode leaves them alone, so an eval
+    prediction depends only on the sample and the current running moments.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__(bn.num_features, bn.eps, momentum=0.1, affine=bn.affine)
+        if bn.affine:
+            self.weight, self.bias = bn.weight, bn.bias
+        self.register_buffer("initialised", torch.tensor(False, device=bn.running_mean.device))
+        self.to(bn.running_mean.device)
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        pass
+
+    def _batch_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = [0] + list(range(2, x.ndim))
+        return x.mean(dims), x.var(dims, unbiased=True)
+
+    def _shape(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return v.view(1, -1, *([1] * (x.ndim - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(self.initialised):
+            with torch.no_grad():
+                mean, var = self._batch_moments(x)
+                self.running_mean.copy_(mean)
+                self.running_var.copy_(var)
+                self.initialised.fill_(True)
+        sigma_r = torch.sqrt(self.running_var + self.eps)
+        if self.training:
+            mu_b, var_b = self._batch_moments(x)
+            sigma_b = torch.sqrt(var_b + self.eps)
+            r = sigma_b.detach() / sigma_r
+            d = (mu_b.detach() - self.running_mean) / sigma_r
+            xhat = (x - self._shape(mu_b, x)) / self._shape(sigma_b, x) * self._shape(r, x) + self._shape(d, x)
+            with torch.no_grad():
+                self.running_mean.lerp_(mu_b, self.momentum)
+                self.running_var.lerp_(var_b, self.momentum)
+        else:
+            xhat = (x - self._shape(self.running_mean, x)) / self._shape(sigma_r, x)
+        if self.affine:
+            xhat = xhat * self._shape(self.weight, x) + self._shape(self.bias, x)
+        return xhat
+
+
+def use_batch_renorm(model: nn.Module) -> nn.Module:
+    """Replace every BatchNorm of ``model`` in place by TestTimeBatchRenorm (same affine params)."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(model, name, TestTimeBatchRenorm(child))
+        else:
+            use_batch_renorm(child)
+    return model

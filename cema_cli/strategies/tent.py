@@ -1,0 +1,103 @@
+"""Tent (Wang et al., ICLR 2021; methods.md section 2): entropy minimisation on BN affine params."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cema_cli.errors import CemaError
+from cema_cli.models.norm import prepare_for_norm_adaptation
+from cema_cli.strategies.base import Strategy, StrategyContext
+from cema_cli.strategies.bn import use_batch_statistics
+from cema_cli.strategies.common import CloudEdgeStrategy, entropy, make_optimizer
+
+PLACEMENTS = ("cloud", "edge")
+
+
+@dataclass(frozen=True)
+class TentConfig:
+    lr: float = 0.00025  # ImageNet setting; Tent's CIFAR example uses adam, lr 1e-3
+    momentum: float = 0.9
+    optimizer: str = "sgd"
+    placement: str = "cloud"  # cloud: the edge uploads every sample; edge: the original on-device Tent
+
+
+def check_placement(placement: str) -> None:
+    if placement not in PLACEMENTS:
+        raise CemaError(f"placement {placement!r} is not one of {', '.join(PLACEMENTS)}; e.g. --option tent.placement=edge.")
+
+
+def tent_model(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
+    """Batch statistics in every BN layer; only BN affine parameters train (section 2)."""
+    model = use_batch_statistics(model.train())
+    return model, prepare_for_norm_adaptation(model)
+
+
+def entropy_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor) -> torch.Tensor:
+    """One forward pass, loss = mean entropy, one optimiser step; return the forward's logits."""
+    logits = model(images)
+    loss = entropy(logits).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits.detach()
+
+
+def make_tent(context: StrategyContext, config: TentConfig) -> Strategy:
+    check_placement(config.placement)
+    return TentOnEdge(context, config) if config.placement == "edge" else TentCloudEdge(context, config)
+
+
+class TentOnEdge(Strategy):
+    """The original Tent: the device itself takes the gradient step; nothing is uploaded."""
+
+    config_class = TentConfig
+
+    def __init__(self, context: StrategyContext, config: TentConfig) -> None:
+        super().__init__(context, config)
+        self.model, params = tent_model(context.edge_model)
+        self.optimizer = make_optimizer(params, config.optimizer, config.lr, config.momentum)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def step(self, images: torch.Tensor) -> torch.Tensor:
+        return entropy_step(self.model, self.optimizer, images)
+
+
+class TentCloudEdge(CloudEdgeStrategy):
+    """Tent in the cloud-edge setting: the edge forwards and uploads every sample; the cloud
+    runs the backward pass on what arrived and sends the BN affine parameters back. With an
+    unlimited channel and no delay it predicts exactly as on-device Tent."""
+
+    config_class = TentConfig
+
+    def __init__(self, context: StrategyContext, config: TentConfig) -> None:
+        super().__init__(context, config)
+        self._edge, _ = tent_model(context.edge_model)
+        self._edge.requires_grad_(False)
+        self.cloud, params = tent_model(copy.deepcopy(context.edge_model))
+        self.optimizer = make_optimizer(params, config.optimizer, config.lr, config.momentum)
+
+    @property
+    def edge(self) -> nn.Module:
+        return self._edge
+
+    def cloud_edge_model(self) -> nn.Module:
+        return self.cloud
+
+    def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones(len(images), dtype=torch.bool, device=images.device), entropy(logits)
+
+    def learn(self, images: torch.Tensor | None) -> bool:
+        if images is None or len(images) < 2:  # batch statistics need two samples
+            return False
+        entropy_step(self.cloud, self.optimizer, images)
+        return True
+
+
+make_tent.config_class = TentConfig  # type: ignore[attr-defined]
