@@ -6,6 +6,7 @@ No printing and no files here: callers receive rows and per-batch records throug
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import platform
 from collections.abc import Callable
@@ -17,10 +18,10 @@ import torch
 import cema_cli
 from cema_cli.channel import Channel, LinkStats
 from cema_cli.config import RunConfig
-from cema_cli.data import DATASETS
+from cema_cli.data import open_dataset
 from cema_cli.engine import Tally, run_stream
 from cema_cli.errors import CemaError
-from cema_cli.models import load_model
+from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext, make_config
@@ -48,11 +49,13 @@ class Session:
     edge_source: torch.nn.Module
     events: Events
     _cloud_source: torch.nn.Module | None = field(default=None, repr=False)
+    cloud_options: ModelOptions = field(default_factory=ModelOptions)
+    autocast: Callable[[], Any] | None = None  # --amp: a torch.autocast context factory
 
     def cloud_model(self) -> torch.nn.Module:
         """A fresh foundation model on the device; loaded on first use only."""
         if self._cloud_source is None:
-            self._cloud_source = load_model(self.cloud_name, self.events.on_model_progress)
+            self._cloud_source = load_model(self.cloud_name, self.events.on_model_progress, self.cloud_options)
         return copy.deepcopy(self._cloud_source).to(self.device)
 
 
@@ -99,11 +102,35 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
 
 def open_session(config: RunConfig, events: Events) -> Session:
     device = resolve_device(config.device)
-    dataset = DATASETS.get(config.dataset)(constants=config.constants, data_root=config.data_root)
+    dataset = open_dataset(config, pin_memory=device.type == "cuda")
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
-    edge_source = load_model(edge_name, events.on_model_progress)
-    return Session(config, device, dataset, edge_name, cloud_name, edge_source, events)
+    if not edge_name or not cloud_name:
+        raise CemaError(f"dataset {config.dataset!r} has no default models; pass --edge and --cloud "
+                        "(e.g. timm:resnet18 with --edge-checkpoint FILE).")
+    edge_options, cloud_options = model_options(config, dataset)
+    autocast = autocast_for(config.amp, device)
+    edge_source = load_model(edge_name, events.on_model_progress, edge_options)
+    return Session(config, device, dataset, edge_name, cloud_name, edge_source, events, cloud_options=cloud_options, autocast=autocast)
+
+
+def model_options(config: RunConfig, dataset: Any) -> tuple[ModelOptions, ModelOptions]:
+    """(edge, cloud) model options: weights from the config; classes and logit subset from the dataset."""
+    shared = dict(
+        random_init=config.random_init, num_classes=getattr(dataset, "model_classes", dataset.num_classes),
+        class_subset=getattr(dataset, "class_subset", None), input_size=config.input_size, channels_last=config.channels_last,
+    )
+    return ModelOptions(checkpoint=config.edge_checkpoint, **shared), ModelOptions(checkpoint=config.cloud_checkpoint, **shared)
+
+
+def autocast_for(amp: str | None, device: torch.device) -> Callable[[], Any] | None:
+    """--amp bf16|fp16: a CUDA autocast context around each strategy step; refused elsewhere."""
+    if amp is None:
+        return None
+    if device.type != "cuda":
+        raise CemaError(f"--amp runs on CUDA only; this run is on {device.type}. Drop --amp or use --device cuda.")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
 
 
 def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: Any) -> tuple[Strategy, Channel]:
@@ -140,7 +167,7 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         })
 
     stream = session.dataset.stream(corruption, severity, config.seed, samples, config.batch_size)
-    tally = run_stream(strategy, stream, channel, session.device, on_batch)
+    tally = run_stream(strategy, stream, channel, session.device, on_batch, session.autocast)
     up, down = channel.uplink.stats.minus(up_before), channel.downlink.stats.minus(down_before)
     delay_sum, delay_n = channel.param_delay_sum - delay_before[0], channel.param_delay_batches - delay_before[1]
     info = session.dataset.domain_info(corruption, severity, tally.seen)
@@ -155,6 +182,9 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol,
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
+        "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
+        "cloud_weights": weights_label(session.cloud_name, session.cloud_options),
+        "skipped_images": getattr(stream, "skipped", 0), "amp": config.amp or "none",
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "method_config": json.dumps(asdict(method_config), sort_keys=True),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cema_cli.errors import CemaError, unknown_name
@@ -16,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 ENCODINGS = ("uint8", "jpeg", "float32")
 PARAM_DTYPES = ("float32", "float16")
 OVERFLOW_POLICIES = ("drop", "queue")
+AMP_DTYPES = ("bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,16 @@ class RunConfig:
     protocol: str = "reset-each-shift"
     constants: str | None = None
     data_root: str | None = None
+    # Real runs (issue 6; shared/spec/data.md): weights, inputs, loading and the accelerator.
+    edge_checkpoint: str | None = None
+    cloud_checkpoint: str | None = None
+    random_init: bool = False
+    input_size: int | None = None
+    subset: str | None = None
+    clean_root: str | None = None
+    workers: int | None = None
+    amp: str | None = None
+    channels_last: bool = False
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -98,8 +110,25 @@ class RunConfig:
             raise unknown_name("device", self.device, DEVICES)
         if self.constants is not None and self.constants not in CONSTANT_SETS:
             raise unknown_name("constants set", self.constants, CONSTANT_SETS)
+        self.validate_real_run()
         self.channel.validate()
         return self
+
+    def validate_real_run(self) -> None:
+        """The options of runs on real data and models (shared/spec/data.md)."""
+        if self.random_init and (self.edge_checkpoint or self.cloud_checkpoint):
+            raise CemaError("--random-init and a --*-checkpoint contradict each other; give one of them.")
+        for flag, path in (("--edge-checkpoint", self.edge_checkpoint), ("--cloud-checkpoint", self.cloud_checkpoint)):
+            if path is not None and not Path(path).expanduser().is_file():
+                raise CemaError(f"{flag} {path}: no such file; give a saved state_dict (torch.save(model.state_dict(), path)).")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise unknown_name("--amp dtype", self.amp, AMP_DTYPES)
+        if self.amp is not None and self.device not in ("auto", "cuda"):
+            raise CemaError(f"--amp runs on CUDA only; this run asks for --device {self.device}. Drop --amp or use --device cuda.")
+        if self.input_size is not None and self.input_size < 8:
+            raise CemaError(f"--input-size {self.input_size} is too small; give a side in pixels, e.g. 32 or 224.")
+        if self.workers is not None and self.workers < 0:
+            raise CemaError(f"--workers {self.workers} must be 0 (load in the main process) or more.")
 
     def domains(self) -> list[tuple[str, int]]:
         """(corruption, severity) pairs in run order: corruption-major, as the papers iterate."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
+from typing import ContextManager
 from dataclasses import dataclass
 
 import torch
@@ -35,13 +37,16 @@ def run_stream(
     channel: Channel,
     device: torch.device,
     on_batch: BatchHook | None = None,
+    autocast: Callable[[], ContextManager] | None = None,
 ) -> Tally:
     """Feed every batch to the strategy without its labels, score the returned logits, tick the
-    channel once per batch. Time covers the strategy and scoring, not the data loading."""
+    channel once per batch. Time covers the strategy and scoring, not the data loading.
+    ``autocast`` (--amp) builds the mixed-precision context each step runs in."""
     tally = Tally()
     for images, labels in batches:
         start = time.perf_counter()
-        logits = strategy.step(images.to(device, non_blocking=True))
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            logits = strategy.step(images.to(device, non_blocking=True))
         predicted = logits.argmax(dim=1).cpu()
         tally.seconds += time.perf_counter() - start
         tally.correct += int((predicted == labels).sum())

@@ -19,6 +19,7 @@ RESULT_COLUMNS = (
     "queued_uploads", "param_delay_batches", "sync_events", "seconds", "images_per_s",
     "seed", "batch_size", "protocol", "edge_model", "cloud_model", "corruption_source", "constants",
     "channel", "method_config", "device", "cema_version", "torch_version",
+    "edge_weights", "cloud_weights", "skipped_images", "amp",
 )
 
 BATCH_COLUMNS = (

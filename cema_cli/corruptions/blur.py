@@ -75,7 +75,9 @@ def defocus_blur(images: torch.Tensor, severity: int, constants: str, gens: list
     """Section 4.4: per-channel correlation with the disk kernel, reflect-101 border, clip01."""
     kernel = _support(disk_kernel(*K.DEFOCUS_BLUR[constants][severity - 1]))
     half = kernel.shape[0] // 2
-    x = _unit(images)
+    # Small kernels (CIFAR: 3x3 box, plus, tiny Gaussians) often give exact integer levels, where
+    # float32 would flip the truncation; float64 is cheap there. Large ones run in float32.
+    x = images.to(torch.float64 if kernel.shape[0] <= 5 else WORK_DTYPE) / 255.0
     weight = torch.from_numpy(kernel).to(x)[None, None].expand(3, 1, *kernel.shape)
     padded = F.pad(x, (half, half, half, half), mode="reflect")
     return F.conv2d(padded, weight, groups=3).clamp_(0, 1) * 255.0

@@ -23,23 +23,29 @@ def _unit(images: torch.Tensor) -> torch.Tensor:
     return images.to(WORK_DTYPE) / 255.0
 
 
+def _unit64(images: torch.Tensor) -> torch.Tensor:
+    """float64 for the cheap pointwise colour formulas: their results often land exactly on
+    integer levels, where float32 rounding would flip the truncated value much more often."""
+    return images.to(torch.float64) / 255.0
+
+
 def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.11: HSV value V' = clip01(V + c) (closed form of 3.5), clip01."""
     c = K.BRIGHTNESS[constants][severity - 1]
-    return add_value(_unit(images), c).clamp_(0, 1) * 255.0
+    return add_value(_unit64(images), c).clamp_(0, 1) * 255.0
 
 
 def saturate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.19: HSV saturation S' = clip01(a S + b) (closed form of 3.5); neutral pixels
     have hue 0, so b > 0 tints them red, as in the reference."""
     a, b = K.SATURATE[constants][severity - 1]
-    return set_saturation(_unit(images), a, b).clamp_(0, 1) * 255.0
+    return set_saturation(_unit64(images), a, b).clamp_(0, 1) * 255.0
 
 
 def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.12: clip01((x - mu) * c + mu) with one mean per image and channel."""
     c = K.CONTRAST[constants][severity - 1]
-    x = _unit(images)
+    x = _unit64(images)
     mu = x.mean(dim=(2, 3), keepdim=True)
     return ((x - mu) * c + mu).clamp_(0, 1) * 255.0
 

@@ -20,7 +20,6 @@ import torch
 from scipy import ndimage
 
 from cema_cli.corruptions import constants as K
-from cema_cli.corruptions._ops import WORK_DTYPE
 
 
 @dataclass(frozen=True)
@@ -166,5 +165,6 @@ def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.
         top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
         left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
         crops.append(tex[:, top:top + h, left:left + w])
-    texture = torch.stack(crops).to(device=images.device, dtype=WORK_DTYPE)
-    return (ai * images.to(WORK_DTYPE) + af * texture).clamp_(0, 255)
+    # float64: ai * U + af * F often lands exactly on an integer level (float32 would flip it).
+    texture = torch.stack(crops).to(device=images.device, dtype=torch.float64)
+    return (ai * images.to(torch.float64) + af * texture).clamp_(0, 255)

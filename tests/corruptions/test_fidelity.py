@@ -310,21 +310,31 @@ def test_frost_textures_are_deterministic():
 
 @pytest.mark.parametrize("constants", ["cifar", "imagenet"])
 def test_brightness_and_saturate_match_skimage_hsv(constants):
+    """The closed forms equal scikit-image's HSV round trip to float precision; after truncation
+    they agree to one level (results exactly on an integer level depend on rounding order)."""
     pytest.importorskip("skimage")
+    from cema_cli.corruptions._ops import add_value, set_saturation
+
     images = batch(32, 2)
     images[1, :, :4, :4] = 0  # black pixels become grey under brightness
     images[1, :, 4:8, :4] = 255  # white pixels get tinted red by saturate's b
+    x = images.double() / 255.0
     for severity in range(1, 6):
+        c = K.BRIGHTNESS[constants][severity - 1]
+        a, b = K.SATURATE[constants][severity - 1]
         out_b = run(images, "brightness", severity, constants)
         out_s = run(images, "saturate", severity, constants)
         for i in range(2):
-            assert_close_u8(hwc(out_b[i]), ref.to_uint8(ref.brightness(hwc(images[i]), K.BRIGHTNESS[constants][severity - 1])))
-            a, b = K.SATURATE[constants][severity - 1]
-            assert_close_u8(hwc(out_s[i]), ref.to_uint8(ref.saturate(hwc(images[i]), a, b)))
+            expected_b = ref.brightness(hwc(images[i]), c)
+            expected_s = ref.saturate(hwc(images[i]), a, b)
+            np.testing.assert_allclose(hwc(add_value(x[i:i + 1], c).clamp(0, 1)[0] * 255), expected_b, atol=1e-9)
+            np.testing.assert_allclose(hwc(set_saturation(x[i:i + 1], a, b).clamp(0, 1)[0] * 255), expected_s, atol=1e-9)
+            assert_close_u8(hwc(out_b[i]), ref.to_uint8(expected_b), max_fraction=0.08)
+            assert_close_u8(hwc(out_s[i]), ref.to_uint8(expected_s), max_fraction=0.08)
 
 
 def test_brightness_raises_max_channel_and_saturate_tints_white():
-    img = torch.tensor([[[[100]], [[50]], [[20]]]], dtype=torch.uint8)
+    img = torch.tensor([100, 50, 20], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 8, 8).contiguous()
     out = run(img, "brightness", 1, "imagenet")[0, :, 0, 0].tolist()  # V 100/255 + 0.1
     v = 100 / 255 + 0.1
     assert out == [int(v * 255), int(v * 255 * 50 / 100), int(v * 255 * 20 / 100)] or max(
@@ -393,7 +403,7 @@ def test_pixelate_block_structure():
     blocks = out.reshape(3, 56, 4, 56, 4)
     assert torch.equal(blocks, blocks[:, :, :1, :, :1].expand_as(blocks))
     means = images[0].double().reshape(3, 56, 4, 56, 4).mean(dim=(2, 4))
-    assert (blocks[:, :, 0, :, 0] - means).abs().max() <= 0.5 + 1e-9
+    assert (blocks[:, :, 0, :, 0] - means).abs().max() <= 1  # two rounded passes
 
 
 def test_jpeg_roundtrip_q85_equals_pillow():
@@ -420,7 +430,8 @@ def test_spatter_opencv_steps():
         assert np.array_equal(edges, cv2.Canny(u8, 50, 150) > 0)
         dist = chamfer_distance(torch.from_numpy(edges)[None, None])[0, 0].numpy()
         expected = np.minimum(cv2.distanceTransform((255 - 255 * edges).astype(np.uint8), cv2.DIST_L2, 5), 20)
-        np.testing.assert_array_equal(dist, expected)
+        # cema follows OpenCV 3.x/4.x 16.16 fixed-point costs; OpenCV 5 sums float costs.
+        np.testing.assert_allclose(dist, expected, atol=1e-4)
         levels = rng.integers(0, 21, (48, 48), dtype=np.uint8)
         np.testing.assert_array_equal(equalize_hist(torch.from_numpy(levels)[None, None])[0, 0].numpy(), cv2.equalizeHist(levels))
 

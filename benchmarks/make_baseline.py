@@ -1,0 +1,39 @@
+"""Regenerate the project's accuracy baseline, tests/baselines/embedded.csv.
+
+The test suite re-runs this configuration with ``cema check`` (tests/test_results_cli.py), so a
+change that makes any method worse on the embedded default fails the build. Regenerate it, on
+CPU, whenever a method is added or a change in accuracy is intended (and say why in the PR):
+
+    python benchmarks/make_baseline.py
+
+which is the same as
+
+    cema compare --methods all --corruption gaussian_noise,impulse_noise,defocus_blur \
+        --severity 5 --samples 512 --seed 0 --device cpu --out /tmp/baseline
+    cp /tmp/baseline/results.csv tests/baselines/embedded.csv
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cema_cli import report
+from cema_cli.api import run_benchmark
+from cema_cli.config import RunConfig
+from cema_cli.strategies import STRATEGIES
+
+BASELINE = Path(__file__).resolve().parents[1] / "tests" / "baselines" / "embedded.csv"
+CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur")
+
+
+def main() -> None:
+    config = RunConfig(methods=tuple(STRATEGIES.names()), dataset="mnist", corruptions=CORRUPTIONS, severities=(5,),
+                       samples=512, seed=0, device="cpu")
+    frame = report.results_frame(run_benchmark(config))
+    report.write_csv(frame, BASELINE)
+    print(f"wrote {BASELINE}: {len(frame)} rows, methods {', '.join(config.methods)}")
+    print(frame.groupby("method", sort=False)["accuracy"].mean().mul(100).round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
