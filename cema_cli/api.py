@@ -116,10 +116,11 @@ def open_session(config: RunConfig, events: Events) -> Session:
 
 def model_options(config: RunConfig, dataset: Any) -> tuple[ModelOptions, ModelOptions]:
     """(edge, cloud) model options: weights from the config; classes and logit subset from the dataset."""
-    shared = dict(
-        random_init=config.random_init, num_classes=getattr(dataset, "model_classes", dataset.num_classes),
-        class_subset=getattr(dataset, "class_subset", None), input_size=config.input_size, channels_last=config.channels_last,
-    )
+    shared = {
+        "random_init": config.random_init, "num_classes": getattr(dataset, "model_classes", dataset.num_classes),
+        "class_subset": getattr(dataset, "class_subset", None), "input_size": config.input_size,
+        "channels_last": config.channels_last,
+    }
     return ModelOptions(checkpoint=config.edge_checkpoint, **shared), ModelOptions(checkpoint=config.cloud_checkpoint, **shared)
 
 
@@ -156,7 +157,8 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
     session.events.on_domain_start(method, corruption, severity, -(-samples // config.batch_size))
     up_before, down_before = copy.copy(channel.uplink.stats), copy.copy(channel.downlink.stats)
     delay_before = (channel.param_delay_sum, channel.param_delay_batches)
-    base = {"method": method, "corruption": corruption, "severity": severity}
+    base = {"method": method, "corruption": corruption, "severity": severity,
+            "uplink_budget_bytes": config.channel.uplink_budget_bytes}
 
     def on_batch(tally: Tally, strat: Strategy, chan: Channel) -> None:
         up, down = chan.uplink.stats.minus(up_before), chan.downlink.stats.minus(down_before)
@@ -178,6 +180,7 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         "uploads": up.sent, "upload_ratio": up.sent / tally.seen if tally.seen else 0.0,
         "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
         "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
+        "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol,

@@ -123,8 +123,8 @@ def _run_options(
     amp: Annotated[Optional[str], typer.Option(help="CUDA autocast dtype: bf16 or fp16.")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for the models.")] = False,
     uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8",
-    uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch, e.g. 16kB, or unlimited.")] = "unlimited",
-    downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited.")] = "unlimited",
+    uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch, e.g. 16kB, or unlimited; a comma list sweeps.")] = "unlimited",
+    downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited; a comma list sweeps.")] = "unlimited",
     uplink_delay: Annotated[int, typer.Option(help="Uplink delay in batches.")] = 0,
     downlink_delay: Annotated[int, typer.Option(help="Downlink delay in batches.")] = 0,
     sync_period: Annotated[int, typer.Option(help="Send parameters to the edge every K batches.")] = 1,
@@ -167,6 +167,22 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
     ).validate()
 
 
+def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
+    """One configuration per budget point: ``--uplink-budget 0,16kB,unlimited`` sweeps."""
+    from dataclasses import replace
+
+    base = build_config(methods, {**opts, "uplink_budget": "unlimited", "downlink_budget": "unlimited"})
+    points = [(up, down) for up in budget_list(opts["uplink_budget"]) for down in budget_list(opts["downlink_budget"])]
+    return [replace(base, channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate() for up, down in points]
+
+
+def budget_list(text: str) -> list[int | None]:
+    points = [parse_bytes(part) for part in split_list(text)]
+    if not points:
+        raise CemaError("a budget option is empty; give e.g. 16kB, a comma list, or unlimited.")
+    return points
+
+
 def resolve_methods(text: str) -> list[str]:
     from cema_cli.strategies import STRATEGIES
 
@@ -192,6 +208,7 @@ def bench(method: str, **opts: Any) -> None:
 
         frame = report.results_frame(rows)
         console.print(report.bench_table(frame))
+        print_sweep(frame)
         check_min_accuracy(frame, opts["min_accuracy"])
 
 
@@ -208,16 +225,25 @@ def compare(methods: str, **opts: Any) -> None:
         console.print(report.compare_table(frame))
         if frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1:
             console.print(report.domain_table(frame))
+        print_sweep(frame)
         check_min_accuracy(frame, opts["min_accuracy"])
+
+
+def print_sweep(frame: Any) -> None:
+    """With several uplink budgets, the accuracy-versus-upload table as well."""
+    from cema_cli import report
+
+    if frame["uplink_budget_bytes"].astype("float").fillna(-1).nunique() > 1:
+        console.print(report.sweep_table(frame))
 
 
 def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
     from cema_cli.runner import run_with_files
 
-    config = build_config(methods, opts)
+    configs = build_configs(methods, opts)
     out = opts["out"] or default_out_dir(methods)
-    rows = run_with_files(config, out, console, command=" ".join(["cema", *sys.argv[1:]]))
+    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]))
     console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
     return rows
 
@@ -267,6 +293,23 @@ from cema_cli.cli_results import check_command, report_command  # noqa: E402 - r
 
 app.command("check", help="Compare a run with a baseline results.csv: exit 1 on an accuracy regression.")(check_command)
 app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(report_command)
+
+
+@app.command(help="Plot accuracy versus uploads and bytes, and along the stream, from a results.csv.")
+def plot(
+    results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("plot.png"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    with user_errors(verbose):
+        from cema_cli.plot import plot_results
+
+        console.print(f"plot written to [bold]{plot_results(results, output)}[/]")
+
+
+from cema_cli.cli_corrupt import corrupt_command  # noqa: E402 - torch-free, registered below
+
+app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C layout) or .npy (CIFAR-10-C layout).")(corrupt_command)
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: 
 
     config = config_from_results(baseline, device, data_root).validate()
     out = out or default_out_dir(list(config.methods))
-    run_with_files(config, out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
+    run_with_files([config], out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
     console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
     return read_results(out / "results.csv")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import ContextManager
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +36,7 @@ def run_stream(
     channel: Channel,
     device: torch.device,
     on_batch: BatchHook | None = None,
-    autocast: Callable[[], ContextManager] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> Tally:
     """Feed every batch to the strategy without its labels, score the returned logits, tick the
     channel once per batch. Time covers the strategy and scoring, not the data loading.

@@ -105,7 +105,7 @@ def domain_table(frame: pd.DataFrame) -> Table:
         table.add_column(domain, justify="right")
     table.add_column("mean", justify="right", style="bold")
     for method, values in pivot.iterrows():
-        table.add_row(str(method), *[f"{100 * v:.1f}" for v in values], f"{100 * values.mean():.1f}")
+        table.add_row(str(method), *["-" if pd.isna(v) else f"{100 * v:.1f}" for v in values], f"{100 * values.mean():.1f}")
     return table
 
 
@@ -132,8 +132,57 @@ def markdown_table(table: Table) -> str:
     cells = [[str(cell) for cell in column.cells] for column in table.columns]
     lines = [f"**{table.title}**", "", _markdown_row(headers), _markdown_row(align)]
     lines += [_markdown_row(list(row)) for row in zip(*cells)]
+    lines += ["", f"_{table.caption}_"] if table.caption else []
     return "\n".join(lines) + "\n"
 
 
 def _markdown_row(cells: list[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def budget_label(value: Any) -> str:
+    """Bytes per batch as a short label; a missing budget is unlimited."""
+    if value is None or pd.isna(value):
+        return "unlimited"
+    value = float(value)
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}B"
+
+
+def pareto_front(accuracy: pd.Series, cost: pd.Series) -> pd.Series:
+    """True where no other row has at least the accuracy at no more cost, strictly better in one."""
+    better = [
+        ((accuracy >= a) & (cost <= c) & ((accuracy > a) | (cost < c))).any()
+        for a, c in zip(accuracy, cost)
+    ]
+    return ~pd.Series(better, index=accuracy.index)
+
+
+def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (uplink budget, method): mean accuracy, total uploads and uplink bytes, Pareto mark."""
+    keyed = frame.assign(budget=frame["uplink_budget_bytes"].astype("float").fillna(float("inf")))
+    summary = keyed.groupby(["budget", "method"], sort=False).agg(
+        accuracy=("accuracy", "mean"), uploads=("uploads", "sum"), delivered=("delivered_uploads", "sum"),
+        uplink_bytes=("uplink_bytes", "sum"),
+        samples=("samples", "sum"),
+    ).reset_index()
+    summary["pareto"] = summary.groupby("budget", group_keys=False).apply(
+        lambda g: pareto_front(g["accuracy"], g["uplink_bytes"])
+    )
+    return summary.sort_values(["budget", "accuracy"], ascending=[True, False])
+
+
+def sweep_table(frame: pd.DataFrame) -> Table:
+    """Accuracy against uploads and bytes per uplink budget; * marks the Pareto-best methods
+    (no other method is as accurate for fewer uplink bytes) at that budget."""
+    table = Table(title="accuracy vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD)
+    for name in ("uplink budget", "method", "acc %", "uploads", "delivered", "ratio", "up MB"):
+        table.add_column(name, justify="left" if name in ("uplink budget", "method") else "right")
+    for _, row in sweep_frame(frame).iterrows():
+        label = budget_label(None if row["budget"] == float("inf") else row["budget"])
+        mark = " *" if row["pareto"] else ""
+        table.add_row(label, f"{row['method']}{mark}", f"{100 * row['accuracy']:.2f}", f"{row['uploads']:,.0f}", f"{row['delivered']:,.0f}",
+                      f"{100 * row['uploads'] / row['samples']:.1f}%", f"{row['uplink_bytes'] / MB:.2f}")
+    return table

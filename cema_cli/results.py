@@ -16,15 +16,23 @@ SCHEMA_VERSION = 1
 RESULT_COLUMNS = (
     "schema_version", "method", "dataset", "corruption", "severity", "samples", "accuracy", "correct",
     "uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "delivered_uploads", "dropped_uploads",
-    "queued_uploads", "param_delay_batches", "sync_events", "seconds", "images_per_s",
+    "queued_uploads", "uplink_budget_bytes", "downlink_budget_bytes", "param_delay_batches", "sync_events", "seconds", "images_per_s",
     "seed", "batch_size", "protocol", "edge_model", "cloud_model", "corruption_source", "constants",
     "channel", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp",
 )
 
 BATCH_COLUMNS = (
-    "schema_version", "method", "corruption", "severity", "batch", "seen", "correct", "accuracy", "uploads",
+    "schema_version", "method", "corruption", "severity", "uplink_budget_bytes", "batch", "seen", "correct", "accuracy", "uploads",
     "uplink_bytes", "downlink_bytes", "e_max",
+)
+
+
+# What `cema report` and `cema check` read: the tables' figures and what reproduces a run.
+REQUIRED_COLUMNS = (
+    "schema_version", "method", "dataset", "corruption", "severity", "samples", "accuracy", "correct",
+    "uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "seconds", "images_per_s",
+    "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel", "method_config",
 )
 
 
@@ -32,7 +40,8 @@ def read_results(path: str | Path) -> "pd.DataFrame":
     """Read a results.csv (or a run folder holding one) and check it against this schema.
 
     Raises CemaError naming the missing columns, or the schema version expected and found.
-    Extra columns are kept: they do not stop a newer file of the same version from reading.
+    Columns beyond REQUIRED_COLUMNS are kept when present and not required, so adding a column
+    keeps the schema version; renaming, removing or changing the meaning of one bumps it.
     """
     import pandas as pd
 
@@ -48,17 +57,17 @@ def read_results(path: str | Path) -> "pd.DataFrame":
 
 
 def check_schema(frame: "pd.DataFrame", name: str) -> None:
-    """A results table of this schema version with every column of RESULT_COLUMNS."""
+    """A results table of this schema version with every column of REQUIRED_COLUMNS."""
     if "schema_version" not in frame.columns:
         raise CemaError(f"{name} has no schema_version column: it is not a cema results.csv, "
                         f"or it predates schema version {SCHEMA_VERSION}; regenerate it with `cema bench ... --out`.")
+    if frame.empty:
+        raise CemaError(f"{name} has no result rows.")
     found = sorted({str(v) for v in frame["schema_version"].unique()})
     if found != [str(SCHEMA_VERSION)]:
         raise CemaError(f"{name} has schema version {', '.join(found)}; this cema reads version {SCHEMA_VERSION}. "
                         "Regenerate it with this version of cema (`cema bench ... --out`).")
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CemaError(f"{name} lacks the column(s) {', '.join(missing)} of results schema version {SCHEMA_VERSION}; "
                         "it is not a cema results.csv (or was edited).")
-    if frame.empty:
-        raise CemaError(f"{name} has no result rows.")

@@ -46,11 +46,14 @@ class FileSink:
         report.write_json(self.meta, self.out / "run.json")
 
 
-def run_with_files(config: RunConfig, out: Path, console: Console, command: str) -> list[dict[str, Any]]:
+def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str) -> list[dict[str, Any]]:
+    """Run each configuration (one per budget point of a sweep) into one set of files."""
     from cema_cli.api import Events, environment, resolve_device, run_benchmark
 
+    config = configs[0]
     sink = FileSink(out, config, command)
-    sink.write_meta(environment=environment(resolve_device(config.device)))
+    budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
+    sink.write_meta(environment=environment(resolve_device(config.device)), budget_points=budgets)
     with new_progress(console) as progress:
         task = progress.add_task("starting", total=None)
         model_tasks: dict[str, Any] = {}
@@ -70,7 +73,7 @@ def run_with_files(config: RunConfig, out: Path, console: Console, command: str)
             on_model_progress=on_model_progress,
         )
         try:
-            rows = run_benchmark(config, events)
+            rows = [row for point in configs for row in run_benchmark(point, events)]
         except BaseException:
             sink.write_meta(status="interrupted", finished_rows=len(sink.rows))
             raise

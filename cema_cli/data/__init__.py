@@ -27,14 +27,18 @@ ON_DISK_OPTIONS = ("subset", "clean_root", "workers")
 
 
 def open_dataset(config: Any, pin_memory: bool = False) -> Any:
-    """The dataset of a RunConfig; on-disk datasets also get the loading options."""
+    """The dataset of a RunConfig; on-disk datasets also get the loading options, and every
+    domain of the run is checked to exist before any model loads."""
     dataset_cls = DATASETS.get(config.dataset)
     if getattr(dataset_cls, "on_disk", False):
         from cema_cli.data.loading import DataOptions
 
         options = DataOptions(config.subset, config.clean_root, config.workers, pin_memory, config.seed)
-        return dataset_cls(constants=config.constants, data_root=config.data_root, options=options)
+        dataset = dataset_cls(constants=config.constants, data_root=config.data_root, options=options)
+        for corruption, severity in config.domains():
+            dataset.check_domain(corruption, severity)
+        return dataset
     given = [f"--{name.replace('_', '-')}" for name in ON_DISK_OPTIONS if getattr(config, name) is not None]
     if given:
-        raise CemaError(f"{' and '.join(given)} apply to datasets read from --data-root; {config.dataset!r} takes none. Drop them.")
+        raise CemaError(f"{' and '.join(given)} only apply to datasets read from --data-root; {config.dataset!r} is not one. Drop them.")
     return dataset_cls(constants=config.constants, data_root=config.data_root)

@@ -19,8 +19,26 @@ from PIL import Image
 
 from cema_cli import corruptions
 from cema_cli.data.base import DomainInfo, stream_order
-from cema_cli.data.loading import UNREADABLE, Collate, Corruption, DataOptions, ImageItems, LoaderStream, NpyItems, collect
-from cema_cli.data.trees import class_files, choose_subset, describe, imagenet_index, require_root, subfolders, unknown_wnids
+from cema_cli.data.loading import (
+    DEFAULT_OPTIONS,
+    UNREADABLE,
+    Collate,
+    Corruption,
+    DataOptions,
+    ImageItems,
+    LoaderStream,
+    NpyItems,
+    collect,
+)
+from cema_cli.data.trees import (
+    choose_subset,
+    class_files,
+    describe,
+    imagenet_index,
+    require_root,
+    subfolders,
+    unknown_wnids,
+)
 from cema_cli.errors import CemaError
 
 FOLDER_LAYOUT = "<root>/<class>/<file> (an ImageFolder tree, e.g. n01440764/ILSVRC2012_val_00000293.JPEG)"
@@ -68,6 +86,9 @@ class OnDiskDataset:
         """How many logits the model must produce (1,000 when a class subset is kept)."""
         return 1000 if self.class_subset is not None else self.num_classes
 
+    def check_domain(self, corruption: str, severity: int) -> None:
+        """Raise a CemaError naming what is missing for this domain (generated: nothing)."""
+
     def domain_info(self, corruption: str, severity: int, samples: int) -> DomainInfo:
         return DomainInfo(corruption, severity, samples, self.corruption_source, self.constants)
 
@@ -90,7 +111,7 @@ class ClassTree:
     files: list[str]
 
     @classmethod
-    def read(cls, root: Path, dataset: str, layout: str) -> "ClassTree":
+    def read(cls, root: Path, dataset: str, layout: str) -> ClassTree:
         classes = [p.name for p in subfolders(root)]
         files = class_files(root, classes) if classes else []
         if not files:
@@ -128,7 +149,7 @@ class FolderDataset(OnDiskDataset):
     name = "folder"
     corruption_source = "generated"
 
-    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DataOptions()) -> None:
+    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)
         tree = ClassTree.read(require_root(data_root, self.name, FOLDER_LAYOUT), self.name, FOLDER_LAYOUT)
         self.tree, self.corruption_seed = tree, corruption_seed
@@ -166,7 +187,7 @@ class NpyPair:
     side: int
 
     @classmethod
-    def read(cls, images: Path, labels: Path, dataset: str) -> "NpyPair":
+    def read(cls, images: Path, labels: Path, dataset: str) -> NpyPair:
         if not images.is_file() or not labels.is_file():
             raise CemaError(f"{images.parent} does not look like {dataset}: expected {NPY_LAYOUT}; found {describe(images.parent)}.")
         array = np.load(images, mmap_mode="r")
@@ -195,7 +216,7 @@ class NpyDataset(OnDiskDataset):
     name = "npy"
     corruption_source = "generated"
 
-    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DataOptions()) -> None:
+    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)
         if data_root is None:
             raise CemaError(f"dataset 'npy' reads files: pass --data-root PATH holding {NPY_LAYOUT}.")

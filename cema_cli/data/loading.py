@@ -46,6 +46,9 @@ class DataOptions:
         return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
 
 
+DEFAULT_OPTIONS = DataOptions()
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

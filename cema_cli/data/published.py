@@ -14,8 +14,22 @@ from pathlib import Path
 from cema_cli import corruptions
 from cema_cli.data.base import stream_order
 from cema_cli.data.generic import IMAGENET_CROP, ClassTree, NpyPair, OnDiskDataset
-from cema_cli.data.loading import Collate, DataOptions, ImageItems, LoaderStream
-from cema_cli.data.trees import choose_subset, class_files, describe, imagenet_index, require_root, subfolders, unknown_wnids
+from cema_cli.data.loading import (
+    DEFAULT_OPTIONS,
+    Collate,
+    DataOptions,
+    ImageItems,
+    LoaderStream,
+)
+from cema_cli.data.trees import (
+    choose_subset,
+    class_files,
+    describe,
+    imagenet_index,
+    require_root,
+    subfolders,
+    unknown_wnids,
+)
 from cema_cli.errors import CemaError
 
 IMAGENET_C_LAYOUT = "<root>/<corruption>/<severity>/<wnid>/<file>.JPEG (e.g. gaussian_noise/5/n01440764/ILSVRC2012_val_00000293.JPEG)"
@@ -26,8 +40,8 @@ PAPER_EDGE, PAPER_CLOUD = "torchvision:resnet18", "torchvision:resnet101"
 
 def names_found(folder: Path, suffix: str = "") -> str:
     """The corruption folders (or ``.npy`` files) present, for 'missing' messages."""
-    found = sorted(p.name.removesuffix(suffix) for p in folder.iterdir() if p.name.removesuffix(suffix) in corruptions.ALL and p.name.endswith(suffix))
-    return ", ".join(found) or "none"
+    stems = [p.name.removesuffix(suffix) for p in folder.iterdir() if p.name.endswith(suffix)]
+    return ", ".join(sorted(s for s in stems if s in corruptions.ALL)) or "none"
 
 
 class ImageNetC(OnDiskDataset):
@@ -38,13 +52,17 @@ class ImageNetC(OnDiskDataset):
     num_classes = 1000
     default_edge, default_cloud = PAPER_EDGE, PAPER_CLOUD
 
-    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DataOptions()) -> None:
+    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)
         self.root = require_root(data_root, self.name, IMAGENET_C_LAYOUT)
         if names_found(self.root) == "none":
-            hint = " It looks like a class tree: use --dataset imagenet-r or folder." if subfolders(self.root) and not unknown_wnids([p.name for p in subfolders(self.root)]) else ""
+            classes = [p.name for p in subfolders(self.root)]
+            hint = " It looks like a class tree: use --dataset imagenet-r or folder." if classes and not unknown_wnids(classes) else ""
             raise CemaError(f"{self.root} does not look like ImageNet-C: expected {IMAGENET_C_LAYOUT}; found {describe(self.root)}.{hint}")
         self._domain: tuple[tuple[str, int], list[str]] | None = None  # one domain's file list at a time
+
+    def check_domain(self, corruption: str, severity: int) -> None:
+        self.domain_folder(corruption, severity)
 
     def domain_folder(self, corruption: str, severity: int) -> Path:
         if not (self.root / corruption).is_dir():
@@ -86,7 +104,7 @@ class ImageNetR(OnDiskDataset):
     name = "imagenet-r"
     default_edge, default_cloud = PAPER_EDGE, PAPER_CLOUD
 
-    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DataOptions()) -> None:
+    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)
         root = require_root(data_root, self.name, IMAGENET_R_LAYOUT)
         bad = unknown_wnids([p.name for p in subfolders(root)])
@@ -99,15 +117,15 @@ class ImageNetR(OnDiskDataset):
         self.class_subset = self.tree.imagenet_subset()
 
     def domain_size(self, corruption: str, severity: int) -> int:
-        self._check_domain(corruption)
+        self.check_domain(corruption, severity)
         return len(self.files)
 
-    def _check_domain(self, corruption: str) -> None:
+    def check_domain(self, corruption: str, severity: int) -> None:
         if corruption != "none":
             raise CemaError(f"imagenet-r has one domain, the renditions themselves; pass --corruption none (not {corruption!r}).")
 
     def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
-        self._check_domain(corruption)
+        self.check_domain(corruption, severity)
         items = ImageItems([self.tree.root / f for f in self.files], self.tree.labels(self.files), IMAGENET_CROP)
         return LoaderStream(items, stream_order(len(self.files), seed)[:samples], batch_size, Collate(), self.options)
 
@@ -119,7 +137,7 @@ class Cifar10C(OnDiskDataset):
     name = "cifar10-c"
     num_classes = 10
 
-    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DataOptions()) -> None:
+    def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)
         if options.subset is not None:
             raise CemaError("--subset applies to image-folder datasets; for cifar10-c use --samples (a seeded prefix of the stream).")
@@ -128,12 +146,15 @@ class Cifar10C(OnDiskDataset):
             raise CemaError(f"{self.root} does not look like CIFAR-10-C: expected {CIFAR_C_LAYOUT}; found {describe(self.root)}.")
         self._pair: tuple[str, NpyPair] | None = None
 
+    def check_domain(self, corruption: str, severity: int) -> None:
+        if not (self.root / f"{corruption}.npy").is_file():
+            raise CemaError(f"CIFAR-10-C file {corruption}.npy is missing under {self.root} "
+                            f"(found: {names_found(self.root, '.npy')}); add it or drop it from --corruption.")
+
     def pair(self, corruption: str) -> NpyPair:
         if self._pair is None or self._pair[0] != corruption:
+            self.check_domain(corruption, 1)
             path = self.root / f"{corruption}.npy"
-            if not path.is_file():
-                raise CemaError(f"CIFAR-10-C file {corruption}.npy is missing under {self.root} "
-                                f"(found: {names_found(self.root, '.npy')}); add it or drop it from --corruption.")
             pair = NpyPair.read(path, self.root / "labels.npy", self.name)
             if len(pair.labels) % 5:
                 raise CemaError(f"{path} has {len(pair.labels)} rows; CIFAR-10-C stacks 5 severities of equal size.")

@@ -16,9 +16,9 @@ from cema_cli.errors import CemaError
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1,000 ImageNet-1k wnids in sorted order, from timm's offline metadata; a wnid's position
     is its class index, the same order as torchvision's ImageNet indices (spec: ImageNet-C)."""
-    from timm.data import ImageNetInfo
+    from cema_cli.models import import_timm
 
-    wnids = tuple(ImageNetInfo().label_names())
+    wnids = tuple(import_timm().data.ImageNetInfo().label_names())
     assert len(wnids) == 1000 and list(wnids) == sorted(wnids), "timm's ImageNet synset list changed"
     return wnids
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from cema_cli.registry import Registry
@@ -25,6 +26,15 @@ class ModelOptions:
     class_subset: tuple[int, ...] | None = None  # logits kept before the argmax (ImageNet-R)
     input_size: int | None = None  # overrides the model config's input side
     channels_last: bool = False
+
+
+def import_timm():
+    """timm, with the Hugging Face hub set offline first (spec: no weights from a hub at run
+    time); cema reads cached files only and never asks timm to download."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import timm
+
+    return timm
 
 
 def load_model(name: str, on_progress=None, options: ModelOptions | None = None):

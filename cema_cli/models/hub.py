@@ -12,20 +12,17 @@
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before timm imports huggingface_hub: never download
-
 import torch
 from torch import nn
 
 from cema_cli.errors import CemaError
-from cema_cli.models import MODELS, ModelOptions
+from cema_cli.models import MODELS, ModelOptions, import_timm
 from cema_cli.models.nets import Classifier
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -92,7 +89,7 @@ def embedded_net(arch: str, options: ModelOptions, on_progress: Callable | None)
 
 def timm_net(arch: str, options: ModelOptions) -> Built:
     """A timm model; mean, std and input size from its pretrained config (the test size)."""
-    import timm
+    timm = import_timm()
     from timm.data import resolve_data_config
 
     if not timm.is_model(arch):

@@ -1,0 +1,350 @@
+"""Write corrupted copies of a dataset to disk (``cema corrupt``; spec sections 2.1-2.2).
+
+Two input kinds, two published layouts:
+
+- a class-folder image tree ``<in>/<class>/<file>`` -> the ImageNet-C layout
+  ``<out>/<corruption>/<severity>/<class>/<file>``;
+- an ``.npy`` array (N, H, W, 3) uint8 with ``labels.npy`` beside it -> the CIFAR-10-C layout
+  ``<out>/<corruption>.npy`` (severity-major rows) and ``<out>/labels.npy``.
+
+Sample i (its position in the sorted class/file enumeration, or its row) is corrupted with the
+randomness of (seed, corruption, severity, i) only, so the output is byte-identical for the
+same seed whatever the worker count or batch size. Existing outputs are skipped (resumable);
+every file is written to a temporary name and moved into place (atomic). A
+``cema_corruption.json`` beside the outputs records that they are generated, with the constants
+set, the seed and the JPEG quality, so they are never confused with the published files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cema_cli.errors import CemaError
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+JPEG_SUFFIXES = (".jpeg", ".jpg")
+DEFAULT_JPEG_QUALITY = 85  # JPEG inputs stay JPEG; the published ImageNet-C used quality 85
+METADATA_NAME = "cema_corruption.json"
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Summary:
+    """What a materialisation did: counts of written and skipped images, and the layout."""
+
+    layout: str
+    written: int = 0
+    skipped: int = 0
+    outputs: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _save_image(array: np.ndarray, path: Path, jpeg_quality: int | None) -> None:
+    """Save an H x W x 3 uint8 image atomically; JPEG with Pillow defaults + optimize=True."""
+    from PIL import Image
+
+    tmp = _atomic_target(path)
+    try:
+        image = Image.fromarray(array, mode="RGB")
+        if jpeg_quality is not None:
+            image.save(tmp, format="JPEG", quality=int(jpeg_quality), optimize=True)
+        else:
+            image.save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], severities: Sequence[int],
+                    seed: int, constants: str, jpeg_quality: int | None) -> None:
+    record = {
+        "source": "generated",
+        "layout": layout,
+        "corruptions": list(corruptions),
+        "severities": list(severities),
+        "seed": seed,
+        "constants": constants,
+        "jpeg_quality": jpeg_quality,
+        "frost": "frost (procedural)",
+        "truncation": "floor",
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / METADATA_NAME
+    tmp = _atomic_target(path)
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_units(units: list[tuple], fn: Callable, workers: int, on_result: Callable) -> None:
+    """Run fn(*unit) for every unit, in this process or over `workers` spawned processes."""
+    if workers <= 1 or len(units) <= 1:
+        for unit in units:
+            on_result(unit, fn(*unit))
+        return
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        pending = {pool.submit(fn, *unit): unit for unit in units}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_result(pending.pop(future), future.result())
+
+
+# --------------------------------------------------------------------------- image tree
+
+
+def _enumerate_tree(root: Path) -> list[tuple[str, Path]]:
+    """(class name, file) for every image, classes and files sorted: the sample order."""
+    samples = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            samples.append((class_dir.name, file))
+    if not samples:
+        raise CemaError(
+            f"no images found under {root}; expected class folders <class>/<file> with "
+            f"{', '.join(IMAGE_SUFFIXES)} files, or an .npy array."
+        )
+    return samples
+
+
+def _output_name(file: Path, jpeg_quality: int | None) -> str:
+    """Keep the file name; a non-JPEG file written as JPEG gets a .jpg suffix."""
+    if jpeg_quality is not None and file.suffix.lower() not in JPEG_SUFFIXES:
+        return file.stem + ".jpg"
+    return file.name
+
+
+def _tree_unit(name: str, severity: int, items: list[tuple[int, str, str]], seed: int,
+               jpeg_quality: int | None, constants: str) -> int:
+    """Corrupt and save a chunk of tree images; images of equal size are batched together."""
+    import torch
+    from PIL import Image
+
+    from cema_cli.corruptions import corrupt
+
+    groups: dict[tuple[int, int], list[tuple[int, np.ndarray, Path, int | None]]] = {}
+    for index, src, dst in items:
+        with Image.open(src) as image:
+            array = np.asarray(image.convert("RGB"))
+        quality = jpeg_quality
+        if quality is None and Path(dst).suffix.lower() in JPEG_SUFFIXES:
+            quality = DEFAULT_JPEG_QUALITY
+        groups.setdefault(array.shape[:2], []).append((index, array, Path(dst), quality))
+    for members in groups.values():
+        images = torch.from_numpy(np.stack([m[1] for m in members])).permute(0, 3, 1, 2).contiguous()
+        out = corrupt(images, name, severity, seed=seed, indices=[m[0] for m in members], constants=constants)
+        for (_, _, dst, quality), result in zip(members, out.permute(0, 2, 3, 1).numpy()):
+            _save_image(np.ascontiguousarray(result), dst, quality)
+    return len(items)
+
+
+def _materialize_tree(input: Path, output: Path, corruptions: Sequence[str], severities: Sequence[int], seed: int,
+                      jpeg_quality: int | None, workers: int, constants: str, batch_size: int,
+                      progress: Progress | None, on_total: Callable[[int], None] | None) -> Summary:
+    samples = _enumerate_tree(input)
+    summary = Summary(layout="imagenet-c")
+    units = []
+    for name in corruptions:
+        for severity in severities:
+            todo = []
+            for index, (label, file) in enumerate(samples):
+                dst = output / name / str(severity) / label / _output_name(file, jpeg_quality)
+                if dst.exists():
+                    summary.skipped += 1
+                else:
+                    todo.append((index, str(file), str(dst)))
+            units += [(name, severity, list(chunk), seed, jpeg_quality, constants) for chunk in _chunks(todo, batch_size)]
+            summary.outputs.append(str(output / name / str(severity)))
+    if on_total:
+        on_total(sum(len(u[2]) for u in units))
+    _write_metadata(output, "imagenet-c", corruptions, severities, seed, constants, jpeg_quality)
+
+    def done(unit: tuple, count: int) -> None:
+        summary.written += count
+        if progress:
+            progress(count)
+
+    _run_units(units, _tree_unit, workers, done)
+    return summary
+
+
+# --------------------------------------------------------------------------------- npy
+
+
+def _load_npy(input: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        images = np.load(input, mmap_mode="r")
+    except (ValueError, OSError) as error:
+        raise CemaError(f"cannot read {input} as a NumPy array ({error}); pass an .npy file saved with np.save.") from error
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise CemaError(
+            f"{input} holds {images.dtype} {images.shape}; cema corrupt needs uint8 images shaped (N, H, W, 3) "
+            "with values 0-255 (CIFAR-10 layout). Convert floats in [0, 1] with (x * 255).round().astype(np.uint8)."
+        )
+    labels_path = input.parent / "labels.npy"
+    if not labels_path.exists():
+        raise CemaError(f"no labels.npy beside {input}; save the {images.shape[0]} labels there (np.save) and retry.")
+    labels = np.load(labels_path)
+    if labels.shape[:1] != images.shape[:1]:
+        raise CemaError(f"{labels_path} holds {labels.shape[0]} labels for {images.shape[0]} images; they must match.")
+    return images, labels
+
+
+def _npy_unit(name: str, severity: int, start: int, stop: int, input: str, seed: int, constants: str) -> np.ndarray:
+    import torch
+
+    from cema_cli.corruptions import corrupt
+
+    images = np.load(input, mmap_mode="r")
+    chunk = torch.from_numpy(np.ascontiguousarray(images[start:stop])).permute(0, 3, 1, 2).contiguous()
+    out = corrupt(chunk, name, severity, seed=seed, indices=list(range(start, stop)), constants=constants)
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], severities: Sequence[int], seed: int,
+                     jpeg_quality: int | None, workers: int, constants: str, batch_size: int,
+                     progress: Progress | None, on_total: Callable[[int], None] | None) -> Summary:
+    images, labels = _load_npy(input)
+    n = images.shape[0]
+    summary = Summary(layout="cifar-10-c")
+    output.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for name in corruptions:
+        target = output / f"{name}.npy"
+        summary.outputs.append(str(target))
+        if target.exists():
+            summary.skipped += n * len(severities)
+        else:
+            todo.append(name)
+    if on_total:
+        on_total(n * len(severities) * len(todo))
+    _write_metadata(output, "cifar-10-c", corruptions, severities, seed, constants, jpeg_quality)
+    labels_path = output / "labels.npy"
+    if not labels_path.exists():
+        tmp = _atomic_target(labels_path)
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.tile(labels, len(severities)))
+        os.replace(tmp, labels_path)
+    # One output file per corruption, filled chunk by chunk and moved into place when full.
+    shape = (n * len(severities), *images.shape[1:])
+    temps = {name: _atomic_target(output / f"{name}.npy") for name in todo}
+    arrays = {name: np.lib.format.open_memmap(temps[name], mode="w+", dtype=np.uint8, shape=shape) for name in todo}
+    remaining = {name: n * len(severities) for name in todo}
+    units = [
+        (name, severity, start, min(start + batch_size, n), str(input), seed, constants)
+        for name in todo for severity in severities for start in range(0, n, batch_size)
+    ]
+
+    def done(unit: tuple, result: np.ndarray) -> None:
+        name, severity, start, stop = unit[:4]
+        row = severities.index(severity) * n
+        if jpeg_quality is not None:
+            result = _jpeg_rows(result, jpeg_quality)
+        arrays[name][row + start:row + stop] = result
+        summary.written += stop - start
+        remaining[name] -= stop - start
+        if remaining[name] == 0:
+            arrays.pop(name).flush()
+            os.replace(temps.pop(name), output / f"{name}.npy")
+        if progress:
+            progress(stop - start)
+
+    try:
+        _run_units(units, _npy_unit, workers, done)
+    finally:
+        arrays.clear()
+        for tmp in temps.values():  # left only by an interrupted run
+            tmp.unlink(missing_ok=True)
+    return summary
+
+
+def _jpeg_rows(rows: np.ndarray, quality: int) -> np.ndarray:
+    import torch
+
+    from cema_cli.corruptions import jpeg_roundtrip
+
+    out = jpeg_roundtrip(torch.from_numpy(rows).permute(0, 3, 1, 2).contiguous(), quality)
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ------------------------------------------------------------------------------- entry
+
+
+def materialize(
+    input: Path,
+    output: Path,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    *,
+    seed: int = 0,
+    jpeg_quality: int | None = None,
+    workers: int = 1,
+    constants: str = "auto",
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> Summary:
+    """Materialise corrupted copies of ``input`` under ``output`` (layouts in the module doc).
+
+    ``progress(k)`` is called after every k images written; ``on_total(n)`` once, first, with
+    the number of images to write. ``jpeg_quality`` writes JPEG files at that quality (tree) or
+    applies that JPEG round trip to the arrays (npy); without it files keep their format (JPEG
+    inputs are written at quality 85). ``constants`` is "auto" (by image size), "imagenet" or
+    "cifar". Raises CemaError for bad input.
+    """
+    from cema_cli.corruptions import ALL, CONSTANT_SETS
+    from cema_cli.errors import unknown_name
+
+    input, output = Path(input), Path(output)
+    if not input.exists():
+        raise CemaError(f"input {input} does not exist; pass a class-folder image tree or an .npy file.")
+    for name in corruptions:
+        if name not in ALL:
+            raise unknown_name("corruption", name, ALL)
+    bad = [s for s in severities if s not in (1, 2, 3, 4, 5)]
+    if bad or not severities:
+        raise CemaError(f"severities {list(severities)} must be taken from 1-5; pass e.g. --severity 1,2,3,4,5.")
+    if constants not in (*CONSTANT_SETS, "auto"):
+        raise unknown_name("constants set", constants, (*CONSTANT_SETS, "auto"))
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise CemaError(f"JPEG quality {jpeg_quality} is outside 1-100; the published ImageNet-C used 85.")
+    if workers < 1:
+        raise CemaError(f"workers must be at least 1; got {workers}.")
+    args = (input, output, list(corruptions), list(severities), seed, jpeg_quality, workers, constants, batch_size,
+            progress, on_total)
+    if input.is_file():
+        if input.suffix.lower() != ".npy":
+            raise CemaError(f"{input} is a file but not an .npy array; pass an .npy file or a class-folder image tree.")
+        return _materialize_npy(*args)
+    return _materialize_tree(*args)

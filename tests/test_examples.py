@@ -1,0 +1,90 @@
+"""Every file in examples/ is exercised here, so none of them rots."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cema_cli.cli import app
+from cema_cli.config import ChannelConfig, RunConfig
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TESTED = {"quickstart.py", "custom_strategy.py", "imagenet_c_paper.toml", "ci-workflow.yml"}
+
+
+def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=300)
+
+
+def line_count(name: str) -> int:
+    return len((EXAMPLES / name).read_text().splitlines())
+
+
+def test_every_example_has_a_test():
+    assert {p.name for p in EXAMPLES.iterdir() if not p.name.startswith(".")} == TESTED
+
+
+def test_quickstart_gets_a_dataframe_in_under_40_lines():
+    out = run_example("quickstart.py", "--samples", "128")
+    assert out.returncode == 0, out.stderr
+    assert "tent" in out.stdout and "impulse_noise" in out.stdout
+    assert line_count("quickstart.py") < 40
+
+
+def test_custom_strategy_registers_and_runs_in_under_60_lines():
+    out = run_example("custom_strategy.py", "--samples", "128")
+    assert out.returncode == 0, out.stderr
+    assert 'bn-ema gaussian_noise' in out.stdout and '{"momentum": 0.8}' in out.stdout
+    assert line_count("custom_strategy.py") < 60
+
+
+def test_paper_toml_names_run_config_fields_and_real_method_options():
+    from cema_cli.corruptions import COMMON
+    from cema_cli.strategies import STRATEGIES
+    from cema_cli.strategies.base import make_config
+
+    data = tomllib.loads((EXAMPLES / "imagenet_c_paper.toml").read_text())
+    top = {k: v for k, v in data.items() if k not in ("channel", "methods")}
+    assert set(top) <= {f.name for f in fields(RunConfig)}
+    assert set(data["channel"]) <= {f.name for f in fields(ChannelConfig)}
+    assert list(data["methods"]) == ["cema", "tent", "eata", "source"]
+    for method, options in data["methods"].items():
+        make_config(STRATEGIES.get(method), options, method)  # raises on an option the method lacks
+    assert tuple(data["corruptions"]) == COMMON and data["severities"] == [5] and data["batch_size"] == 64
+    config = RunConfig(**{**top, "corruptions": tuple(top["corruptions"]), "severities": tuple(top["severities"])},
+                       methods=tuple(data["methods"]), channel=ChannelConfig(**data["channel"]), method_options=data["methods"])
+    assert config.validate().edge == "torchvision:resnet18" and config.cloud == "torchvision:resnet101"
+
+
+def workflow_commands() -> list[list[str]]:
+    """The `cema ...` commands of the workflow's run steps, in order, shell redirections removed."""
+    yaml = pytest.importorskip("yaml")
+    steps = yaml.safe_load((EXAMPLES / "ci-workflow.yml").read_text())["jobs"]["accuracy"]["steps"]
+    commands = []
+    for line in (line for step in steps for line in step.get("run", "").splitlines()):
+        words = shlex.split(line)
+        if words[:1] == ["cema"]:
+            commands.append(words[1: words.index(">>")] if ">>" in words else words[1:])
+    return commands
+
+
+def test_ci_workflow_commands_run_and_pass(tmp_path, monkeypatch):
+    """Runs the workflow's cema steps (with fewer samples), after making the baseline as its header says."""
+    commands = workflow_commands()
+    assert [c[0] for c in commands] == ["prepare", "compare", "check", "report"]
+    monkeypatch.chdir(tmp_path)
+    for words in commands:
+        words = [("128" if w == "512" else w) for w in words]
+        if words[0] == "check":
+            (tmp_path / "ci").mkdir()
+            shutil.copy(tmp_path / "cema-run" / "results.csv", tmp_path / "ci" / "cema-baseline.csv")
+        result = CliRunner().invoke(app, words, catch_exceptions=False)
+        assert result.exit_code == 0, f"cema {' '.join(words)}\n{result.output}"
