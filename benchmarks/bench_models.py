@@ -8,8 +8,10 @@ The stream is a temporary ImageNet-C tree of random 224x224 JPEGs (quality 85) r
 real loader. ``img/s`` is the engine's figure (strategy step and scoring, not the loading);
 ``wall img/s`` includes loading and model set-up. With random weights the entropy filters of
 ETA/EATA/CEMA see near-uniform predictions (entropy close to ln 1000), so they select few samples:
-read the ``uploads`` column before comparing methods' costs. EATA's Fisher set is cut to
-``--fisher-samples`` clean images so its set-up stays short on a CPU.
+read the ``uploads`` column before comparing methods' costs, or pass ``--select-all``, which
+raises the entropy thresholds above ln 1000 so every sample passes them (the worst-case cost).
+EATA's Fisher set is cut to ``--fisher-samples`` clean images so its set-up stays short on a
+CPU. One untimed warm-up run (source, one batch) comes first.
 """
 
 from __future__ import annotations
@@ -39,11 +41,17 @@ def write_tree(root: Path, count: int, prefix: str = "") -> Path:
     return root
 
 
-def measure(method: str, args: argparse.Namespace, data: Path, clean: Path) -> dict:
-    options = {"eata": {"fisher_samples": args.fisher_samples}} if method == "eata" else {}
+SELECT_ALL = {"eta": {"e0_factor": "1.01"}, "eata": {"e0_factor": "1.01"}, "cema": {"e_max_factor": "1.01", "e_min_factor": "0"},
+              "cema-official": {"e_max_factor": "1.01", "e_min_factor": "0"}}
+
+
+def measure(method: str, args: argparse.Namespace, data: Path, clean: Path, samples: int | None = None) -> dict:
+    options = {method: dict(SELECT_ALL.get(method, {})) if args.select_all else {}}
+    if method == "eata":
+        options["eata"]["fisher_samples"] = str(args.fisher_samples)
     config = RunConfig(
         methods=(method,), dataset="imagenet-c", data_root=str(data), clean_root=str(clean), corruptions=("gaussian_noise",),
-        severities=(5,), samples=args.samples, batch_size=args.batch_size, edge="torchvision:resnet18",
+        severities=(5,), samples=samples or args.samples, batch_size=args.batch_size, edge="torchvision:resnet18",
         cloud="torchvision:resnet50", random_init=True, device=args.device, amp=args.amp, channels_last=args.channels_last,
         workers=args.workers, method_options=options,
     )
@@ -62,13 +70,15 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--fisher-samples", type=int, default=64)
+    parser.add_argument("--select-all", action="store_true", help="entropy thresholds above ln 1000: every sample passes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = write_tree(Path(tmp), args.samples, "imagenet-c/gaussian_noise/5") / "imagenet-c"
         clean = write_tree(Path(tmp), args.fisher_samples, "clean") / "clean"
+        measure("source", args, data, clean, samples=args.batch_size)  # warm-up, untimed
         rows = [measure(m, args, data, clean) for m in args.methods.split(",")]
     print(f"device {rows[0]['device']}, amp {args.amp or 'none'}, {args.samples} samples, batch {args.batch_size}, "
-          "edge resnet18, cloud resnet50, random weights, 224 px")
+          f"edge resnet18, cloud resnet50, random weights, 224 px{', select-all' if args.select_all else ''}")
     print(f"{'method':<15}{'img/s':>8}{'wall img/s':>12}{'uploads':>9}")
     for row in rows:
         print(f"{row['method']:<15}{row['images_per_s']:>8.1f}{row['wall_images_per_s']:>12.1f}{row['uploads']:>9}")

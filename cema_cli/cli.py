@@ -130,6 +130,7 @@ def _run_options(
     sync_period: Annotated[int, typer.Option(help="Send parameters to the edge every K batches.")] = 1,
     overflow: Annotated[str, typer.Option(help="When the budget is exhausted: drop or queue.")] = "drop",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(min=0, max=100, help="Exit 1 when a method's mean accuracy (%) is below this.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
@@ -142,8 +143,9 @@ def with_run_options(first: inspect.Parameter) -> Callable[[Callable[..., Any]],
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         shared = inspect.signature(_run_options, eval_str=True)
-        command.__signature__ = shared.replace(parameters=[first, *shared.parameters.values()])  # type: ignore[attr-defined]
-        command.__annotations__ = {first.name: first.annotation, **_run_options.__annotations__}
+        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        command.__signature__ = shared.replace(parameters=[context, first, *shared.parameters.values()])  # type: ignore[attr-defined]
+        command.__annotations__ = {"ctx": typer.Context, first.name: first.annotation, **_run_options.__annotations__}
         return command
 
     return decorate
@@ -172,8 +174,17 @@ def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
     from dataclasses import replace
 
     base = build_config(methods, {**opts, "uplink_budget": "unlimited", "downlink_budget": "unlimited"})
+    if opts["config"] is not None:
+        from cema_cli.toml_config import apply_toml
+
+        base = apply_toml(base, opts["config"], explicit_flags(opts["ctx"])).validate()
     points = [(up, down) for up in budget_list(opts["uplink_budget"]) for down in budget_list(opts["downlink_budget"])]
     return [replace(base, channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate() for up, down in points]
+
+
+def explicit_flags(context: typer.Context) -> set[str]:
+    """Names of the options the user typed (not defaults), so they win over a TOML file."""
+    return {name for name in context.params if getattr(context.get_parameter_source(name), "name", "") == "COMMANDLINE"}
 
 
 def budget_list(text: str) -> list[int | None]:
@@ -200,9 +211,9 @@ def default_out_dir(methods: list[str]) -> Path:
 @app.command(help="Run one adaptation method on the chosen domains and print a table.")
 @with_run_options(inspect.Parameter("method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_METHOD,
                                     annotation=Annotated[str, typer.Option("--method", "-m", help="Method; see `cema list methods`.")]))
-def bench(method: str, **opts: Any) -> None:
+def bench(ctx: typer.Context, method: str, **opts: Any) -> None:
     with user_errors(opts["verbose"]):
-        rows = execute(resolve_methods(method), opts)
+        rows = execute(resolve_methods(method), {**opts, "ctx": ctx})
         from cema_cli import report
         from cema_cli.saved_results import check_min_accuracy
 
@@ -215,9 +226,9 @@ def bench(method: str, **opts: Any) -> None:
 @app.command(help="Run several methods on the same stream and print one comparison table.")
 @with_run_options(inspect.Parameter("methods", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_COMPARE,
                                     annotation=Annotated[str, typer.Option("--methods", help="Comma list of methods, or all.")]))
-def compare(methods: str, **opts: Any) -> None:
+def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
     with user_errors(opts["verbose"]):
-        rows = execute(resolve_methods(methods), opts)
+        rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
         from cema_cli.saved_results import check_min_accuracy
 

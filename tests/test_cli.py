@@ -101,3 +101,26 @@ def test_same_seed_same_numbers_other_seed_other_order(cli, tmp_path):
         runs[name] = pd.read_csv(tmp_path / name / "batches.csv")["correct"].tolist()
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
+
+
+def test_toml_config_sets_the_run_and_flags_win(cli, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'corruptions = ["gaussian_noise", "contrast"]\nsamples = 128\nseed = 3\n'
+        '[channel]\nuplink_encoding = "jpeg"\n[methods.bn]\nprior = 16.0\n[methods.source]\n'
+    )
+    result = cli("compare", "--config", str(config), "--samples", "64", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(frame["method"].unique()) == ["bn", "source"]
+    assert set(frame["corruption"]) == {"gaussian_noise", "contrast"}
+    assert (frame["samples"] == 64).all() and (frame["seed"] == 3).all()  # the flag won over the file's 128
+    assert json.loads(frame["method_config"].iloc[0]) == {"prior": 16.0}
+    assert json.loads(frame["channel"].iloc[0])["uplink_encoding"] == "jpeg"
+
+
+def test_toml_config_with_an_unknown_key_is_one_clear_line(cli, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("sample = 5\n")
+    result = cli("bench", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "unknown key(s) sample" in result.output

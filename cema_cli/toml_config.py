@@ -1,0 +1,63 @@
+"""``--config FILE.toml``: a RunConfig from a TOML file; flags given on the command line win.
+
+Top-level keys are RunConfig fields, ``[channel]`` holds ChannelConfig fields, and each
+``[methods.<name>]`` table names a method to run (in file order) with its options.
+See examples/imagenet_c_paper.toml.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.errors import CemaError
+
+# CLI option name -> the RunConfig (or channel) field it sets.
+CLI_TO_FIELD = {
+    "corruption": "corruptions", "severity": "severities", "method": "methods", "methods": "methods",
+    "uplink_budget": "channel.uplink_budget_bytes", "downlink_budget": "channel.downlink_budget_bytes",
+    "uplink_delay": "channel.uplink_delay_batches", "downlink_delay": "channel.downlink_delay_batches",
+    "sync_period": "channel.sync_period_batches", "overflow": "channel.overflow",
+    "uplink_encoding": "channel.uplink_encoding",
+}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CemaError(f"config file {path} does not exist; pass the path of a TOML file.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CemaError(f"config file {path} is not valid TOML: {error}.") from None
+
+
+def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
+    """``base`` (built from the flags) updated by the file, except for fields set by ``explicit`` flags."""
+    data = read_toml(path)
+    run_fields = {f.name for f in fields(RunConfig)} - {"channel", "method_options", "methods"}
+    unknown = sorted(set(data) - run_fields - {"channel", "methods"})
+    if unknown:
+        raise CemaError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(run_fields))}, [channel], [methods.NAME].")
+    overridden = {CLI_TO_FIELD.get(name, name) for name in explicit}
+    updates = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in run_fields and k not in overridden}
+    config = replace(base, **updates, channel=apply_channel(base.channel, data.get("channel", {}), overridden, path))
+    return apply_methods(config, data.get("methods", {}), "methods" in overridden)
+
+
+def apply_channel(channel: ChannelConfig, table: dict[str, Any], overridden: set[str], path: Path) -> ChannelConfig:
+    valid = {f.name for f in fields(ChannelConfig)}
+    unknown = sorted(set(table) - valid)
+    if unknown:
+        raise CemaError(f"{path}: unknown [channel] key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}.")
+    return replace(channel, **{k: v for k, v in table.items() if f"channel.{k}" not in overridden})
+
+
+def apply_methods(config: RunConfig, tables: dict[str, dict[str, Any]], methods_from_flags: bool) -> RunConfig:
+    """Methods in file order (unless given as flags); --option values win over the file's."""
+    options = {name: {**table, **config.method_options.get(name, {})} for name, table in tables.items()}
+    options.update({name: opts for name, opts in config.method_options.items() if name not in options})
+    methods = config.methods if methods_from_flags or not tables else tuple(tables)
+    return replace(config, methods=methods, method_options=options)
