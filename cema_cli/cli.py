@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from cema_cli.config import ChannelConfig, RunConfig, parse_bytes
+from cema_cli.config import ChannelConfig, RunConfig, parse_bytes, parse_rate
 from cema_cli.errors import CemaError, unknown_name
 
 app = typer.Typer(
@@ -123,12 +123,13 @@ def _run_options(
     amp: Annotated[Optional[str], typer.Option(help="CUDA autocast dtype: bf16 or fp16.")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for the models.")] = False,
     uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8",
-    uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch, e.g. 16kB, or unlimited; a comma list sweeps.")] = "unlimited",
+    uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch (16kB), a link rate (8Mbit/s, with --frame-rate), or unlimited; a comma list sweeps.")] = "unlimited",
     downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited; a comma list sweeps.")] = "unlimited",
     uplink_delay: Annotated[int, typer.Option(help="Uplink delay in batches.")] = 0,
     downlink_delay: Annotated[int, typer.Option(help="Downlink delay in batches.")] = 0,
     sync_period: Annotated[int, typer.Option(help="Send parameters to the edge every K batches.")] = 1,
     overflow: Annotated[str, typer.Option(help="When the budget is exhausted: drop or queue.")] = "drop",
+    frame_rate: Annotated[Optional[float], typer.Option(help="Stream images per second, to read budgets given as link rates (8Mbit/s).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
@@ -178,7 +179,8 @@ def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
         from cema_cli.toml_config import apply_toml
 
         base = apply_toml(base, opts["config"], explicit_flags(opts["ctx"])).validate()
-    points = [(up, down) for up in budget_list(opts["uplink_budget"]) for down in budget_list(opts["downlink_budget"])]
+    rate = (opts["frame_rate"], base.batch_size)
+    points = [(up, down) for up in budget_list(opts["uplink_budget"], *rate) for down in budget_list(opts["downlink_budget"], *rate)]
     return [replace(base, channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate() for up, down in points]
 
 
@@ -187,8 +189,8 @@ def explicit_flags(context: typer.Context) -> set[str]:
     return {name for name in context.params if getattr(context.get_parameter_source(name), "name", "") == "COMMANDLINE"}
 
 
-def budget_list(text: str) -> list[int | None]:
-    points = [parse_bytes(part) for part in split_list(text)]
+def budget_list(text: str, frame_rate: float | None, batch_size: int) -> list[int | None]:
+    points = [parse_rate(part, frame_rate, batch_size) for part in split_list(text)]
     if not points:
         raise CemaError("a budget option is empty; give e.g. 16kB, a comma list, or unlimited.")
     return points

@@ -138,6 +138,23 @@ class RunConfig:
         return asdict(self)
 
 
+def parse_rate(text: str, frame_rate: float | None, batch_size: int) -> int | None:
+    """A link rate such as '8Mbit/s' -> bytes per edge batch at ``frame_rate`` images per second;
+    anything else is read by ``parse_bytes``."""
+    cleaned = text.strip().lower()
+    rates = {"kbit/s": 1e3, "mbit/s": 1e6, "gbit/s": 1e9}
+    unit = next((u for u in rates if cleaned.endswith(u)), None)
+    if unit is None:
+        return parse_bytes(text)
+    if not frame_rate or frame_rate <= 0:
+        raise CemaError(f"the link rate {text!r} needs the stream's frame rate; add e.g. --frame-rate 30 (images per second).")
+    try:
+        bits_per_second = float(cleaned[: -len(unit)]) * rates[unit]
+    except ValueError:
+        raise CemaError(f"cannot read {text!r} as a link rate; use e.g. 8Mbit/s or 500kbit/s.") from None
+    return int(bits_per_second / 8 * batch_size / frame_rate)
+
+
 def parse_bytes(text: str) -> int | None:
     """'unlimited' -> None; '16kB' -> 16000; '1MiB' -> 1048576; '512' -> 512."""
     units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

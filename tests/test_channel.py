@@ -117,3 +117,13 @@ def test_parse_bytes(text, value):
 def test_parse_bytes_rejects_garbage():
     with pytest.raises(CemaError, match="byte count"):
         parse_bytes("-3kB")
+
+
+def test_link_rate_becomes_bytes_per_batch():
+    from cema_cli.config import parse_rate
+
+    # 8 Mbit/s = 1 MB/s; 64 images per batch at 32 images/s = 2 s per batch = 2 MB.
+    assert parse_rate("8Mbit/s", frame_rate=32, batch_size=64) == 2_000_000
+    assert parse_rate("16kB", frame_rate=None, batch_size=64) == 16_000
+    with pytest.raises(CemaError, match="--frame-rate"):
+        parse_rate("8Mbit/s", frame_rate=None, batch_size=64)
