@@ -96,3 +96,26 @@ def test_cema_uploads_a_fraction_and_logs_e_max():
     sent = s.channel.uplink.stats.sent
     assert 0 < sent < 6 * 64
     assert s.batch_log()["e_max"] > 0
+
+
+def run_logits(spec: str, channel_config: ChannelConfig | None, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    s = build(spec, channel_config)
+    out = []
+    for batch in batches:
+        out.append(s.step(batch))
+        s.context.channel.tick()
+    return out
+
+
+@pytest.mark.parametrize("spec", ["tent", "cema"])
+def test_a_budget_that_never_binds_changes_nothing(spec):
+    batches = noisy_batches(5)
+    free = run_logits(spec, None, batches)
+    ample = run_logits(spec, ChannelConfig(uplink_budget_bytes=10**9, downlink_budget_bytes=10**9), batches)
+    assert all(torch.equal(a, b) for a, b in zip(free, ample))
+
+
+def test_cema_is_deterministic_for_a_seed():
+    batches = noisy_batches(5)
+    first, second = run_logits("cema", None, batches), run_logits("cema", None, batches)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
