@@ -51,6 +51,7 @@ class Session:
     _cloud_source: torch.nn.Module | None = field(default=None, repr=False)
     cloud_options: ModelOptions = field(default_factory=ModelOptions)
     autocast: Callable[[], Any] | None = None  # --amp: a torch.autocast context factory
+    cache: dict[Any, Any] = field(default_factory=dict)  # per-run results reused across domains (EATA's Fisher)
 
     def cloud_model(self) -> torch.nn.Module:
         """A fresh foundation model on the device; loaded on first use only."""
@@ -146,6 +147,7 @@ def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: 
         device=session.device,
         clean_samples=lambda count: session.dataset.clean_samples(count, session.config.seed),
         seed=session.config.seed,
+        cache=session.cache,
     )
     return strategy_cls(context, method_config), channel
 

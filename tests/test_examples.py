@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cema_cli.cli import app
 from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.toml_config import apply_toml
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TESTED = {"quickstart.py", "custom_strategy.py", "imagenet_c_paper.toml", "ci-workflow.yml"}
@@ -69,9 +70,15 @@ def test_paper_toml_names_run_config_fields_and_real_method_options():
     for method, options in data["methods"].items():
         make_config(STRATEGIES.get(method), options, method)  # raises on an option the method lacks
     assert tuple(data["corruptions"]) == COMMON and data["severities"] == [5] and data["batch_size"] == 64
-    config = RunConfig(**{**top, "corruptions": tuple(top["corruptions"]), "severities": tuple(top["severities"])},
-                       methods=tuple(data["methods"]), channel=ChannelConfig(**data["channel"]), method_options=data["methods"])
-    assert config.validate().edge == "torchvision:resnet18" and config.cloud == "torchvision:resnet101"
+    config = apply_toml(RunConfig(), EXAMPLES / "imagenet_c_paper.toml", explicit=set()).validate()
+    assert config.methods == ("cema", "tent", "eata", "source") and config.method_options["eata"]["fisher_beta"] == 2000.0
+    assert (config.dataset, config.edge, config.cloud) == ("imagenet-c", "torchvision:resnet18", "torchvision:resnet101")
+
+
+def test_paper_toml_is_accepted_by_the_cli_up_to_the_missing_dataset(cli, tmp_path):
+    result = cli("compare", "--config", str(EXAMPLES / "imagenet_c_paper.toml"), "--out", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "<root>/<corruption>/<severity>/<wnid>/<file>.JPEG" in " ".join(result.output.split())
 
 
 def workflow_commands() -> list[list[str]]:

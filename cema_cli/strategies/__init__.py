@@ -1,8 +1,9 @@
 """Adaptation strategies by name (shared/spec/methods.md). Listing imports nothing heavy.
 
-Register your own with ``STRATEGIES.register("name", MyStrategy, "summary")``; a strategy is a
-class with ``__init__(self, context, config)`` and ``step(self, images) -> logits``
-(see ``cema_cli.strategies.base``).
+Register your own with ``STRATEGIES.register("name", MyStrategy, "summary")``: a target is a
+``Strategy`` subclass, or a factory ``(context, config) -> Strategy`` (tent, eta and eata pick
+their placement this way); either carries ``config_class``, the dataclass of its options
+(see ``cema_cli.strategies.base`` and examples/custom_strategy.py).
 """
 
 from cema_cli.registry import Registry

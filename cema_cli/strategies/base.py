@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +31,7 @@ class StrategyContext:
     device: torch.device
     clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution uint8 images
     seed: int
+    cache: dict[Any, Any] = field(default_factory=dict)  # shared by every domain of a run
 
 
 class Strategy(ABC):

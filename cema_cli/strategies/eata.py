@@ -98,11 +98,14 @@ class SampleSelector:
 def build_anchor(context: StrategyContext, model: nn.Module, params: list[nn.Parameter], config: ETAConfig) -> FisherAnchor | None:
     if not isinstance(config, EATAConfig):
         return None
-    clean = context.clean_samples(config.fisher_samples)
-    if len(clean) == 0:
-        raise CemaError("EATA needs clean in-distribution images for its Fisher regulariser; name a clean folder, or use 'eta'.")
-    fisher = fisher_diagonal(model, params, clean.to(context.device), config.fisher_batch_size)
-    return FisherAnchor(params, fisher, config.fisher_beta)
+    # Every domain starts from the same source model, so the Fisher is computed once per run.
+    key = ("eata-fisher", config.fisher_samples, config.fisher_batch_size)
+    if key not in context.cache:
+        clean = context.clean_samples(config.fisher_samples)
+        if len(clean) == 0:
+            raise CemaError("EATA needs clean in-distribution images for its Fisher regulariser; name a clean folder, or use 'eta'.")
+        context.cache[key] = fisher_diagonal(model, params, clean.to(context.device), config.fisher_batch_size)
+    return FisherAnchor(params, context.cache[key], config.fisher_beta)
 
 
 def make_eata(context: StrategyContext, config: ETAConfig) -> Strategy:
