@@ -14,6 +14,9 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+from rich.console import Console
+
+from cema_cli import report
 from cema_cli.api import run_benchmark
 from cema_cli.config import RunConfig
 from cema_cli.corruptions import COMMON
@@ -61,6 +64,13 @@ def main() -> None:
     print(f"{len(methods)} method(s) x {len(corruptions)} corruption(s), {sum(r['samples'] for r in rows):,} predictions: {total:.1f} s")
     for name, seconds in sorted(SECONDS.items(), key=lambda item: -item[1]):
         print(f"  {name:32s} {seconds:7.1f} s  {100 * seconds / total:5.1f}%")
+    frame = report.results_frame(rows)
+    console = Console(width=200)
+    console.print(report.compare_table(frame))
+    if len(corruptions) > 1:
+        console.print(report.domain_table(frame))
+        ratios = frame.pivot_table(index="method", columns="corruption", values="upload_ratio", sort=False)
+        print("upload ratio % per domain\n" + (100 * ratios).round(1).to_string())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -12,9 +11,9 @@ from torch import nn
 from cema_cli.errors import CemaError
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import (
-    CloudEdgeStrategy, RedundancyFilter, entropy, entropy_threshold, make_optimizer, weighted_entropy_loss,
+    RedundancyFilter, entropy, entropy_threshold, make_optimizer, weighted_entropy_loss,
 )
-from cema_cli.strategies.tent import check_placement, tent_model
+from cema_cli.strategies.tent import BatchStatsCloudEdge, check_placement, tent_model
 
 
 @dataclass(frozen=True)
@@ -141,31 +140,19 @@ class EATAOnEdge(Strategy):
         return logits.detach()
 
 
-class EATACloudEdge(CloudEdgeStrategy):
+class EATACloudEdge(BatchStatsCloudEdge):
     """(E)ATA in the cloud-edge setting: the edge filters and uploads the kept samples; the
     cloud's BN statistics therefore come from those samples alone (methods.md section 3, note)."""
 
     def __init__(self, context: StrategyContext, config: ETAConfig) -> None:
         super().__init__(context, config)
-        self._edge, _ = tent_model(context.edge_model)
-        self._edge.requires_grad_(False)
-        self.cloud, params = tent_model(copy.deepcopy(context.edge_model))
         e0 = entropy_threshold(config.e0_factor, context.num_classes)
         self.selector = SampleSelector(e0, config.redundancy_margin)
-        self.learner = EATALearner(self.cloud, params, config, e0, build_anchor(context, self.cloud, params, config))
-
-    @property
-    def edge(self) -> nn.Module:
-        return self._edge
-
-    def cloud_edge_model(self) -> nn.Module:
-        return self.cloud
+        anchor = build_anchor(context, self.cloud, self.cloud_params, config)
+        self.learner = EATALearner(self.cloud, self.cloud_params, config, e0, anchor)
 
     def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.selector.keep(logits), entropy(logits)
 
-    def learn(self, images: torch.Tensor | None) -> bool:
-        if images is None or len(images) < 2:
-            return False
+    def cloud_step(self, images: torch.Tensor) -> None:
         self.learner.update(self.cloud(images))
-        return True

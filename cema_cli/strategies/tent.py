@@ -69,19 +69,15 @@ class TentOnEdge(Strategy):
         return entropy_step(self.model, self.optimizer, images)
 
 
-class TentCloudEdge(CloudEdgeStrategy):
-    """Tent in the cloud-edge setting: the edge forwards and uploads every sample; the cloud
-    runs the backward pass on what arrived and sends the BN affine parameters back. With an
-    unlimited channel and no delay it predicts exactly as on-device Tent."""
+class BatchStatsCloudEdge(CloudEdgeStrategy):
+    """Cloud-edge pair for Tent-style methods: an edge copy and a cloud copy of the source
+    model, both normalising with batch statistics; the cloud trains the BN affine parameters."""
 
-    config_class = TentConfig
-
-    def __init__(self, context: StrategyContext, config: TentConfig) -> None:
+    def __init__(self, context: StrategyContext, config) -> None:
         super().__init__(context, config)
         self._edge, _ = tent_model(context.edge_model)
         self._edge.requires_grad_(False)
-        self.cloud, params = tent_model(copy.deepcopy(context.edge_model))
-        self.optimizer = make_optimizer(params, config.optimizer, config.lr, config.momentum)
+        self.cloud, self.cloud_params = tent_model(copy.deepcopy(context.edge_model))
 
     @property
     def edge(self) -> nn.Module:
@@ -90,14 +86,32 @@ class TentCloudEdge(CloudEdgeStrategy):
     def cloud_edge_model(self) -> nn.Module:
         return self.cloud
 
-    def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.ones(len(images), dtype=torch.bool, device=images.device), entropy(logits)
-
     def learn(self, images: torch.Tensor | None) -> bool:
         if images is None or len(images) < 2:  # batch statistics need two samples
             return False
-        entropy_step(self.cloud, self.optimizer, images)
+        self.cloud_step(images)
         return True
+
+    def cloud_step(self, images: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class TentCloudEdge(BatchStatsCloudEdge):
+    """Tent in the cloud-edge setting: the edge forwards and uploads every sample; the cloud
+    runs the backward pass on what arrived and sends the BN affine parameters back. With an
+    unlimited channel and no delay it predicts exactly as on-device Tent."""
+
+    config_class = TentConfig
+
+    def __init__(self, context: StrategyContext, config: TentConfig) -> None:
+        super().__init__(context, config)
+        self.optimizer = make_optimizer(self.cloud_params, config.optimizer, config.lr, config.momentum)
+
+    def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones(len(images), dtype=torch.bool, device=images.device), entropy(logits)
+
+    def cloud_step(self, images: torch.Tensor) -> None:
+        entropy_step(self.cloud, self.optimizer, images)
 
 
 make_tent.config_class = TentConfig  # type: ignore[attr-defined]
