@@ -25,10 +25,12 @@ def plot_results(results_csv: Path, output: Path) -> Path:
     panels = 3 if batches is not None and not batches.empty else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), constrained_layout=True)
     summary = sweep_frame(frame)
-    draw_tradeoff(axes[0], summary, "delivered", "uploads delivered to the cloud (samples, all domains)", 1.0)
-    draw_tradeoff(axes[1], summary, "uplink_bytes", "uplink (MB, all domains)", MB)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(frame["method"].unique())}  # same in every panel
+    draw_tradeoff(axes[0], summary, "delivered", "uploads delivered to the cloud (samples, all domains)", 1.0, colors)
+    draw_tradeoff(axes[1], summary, "uplink_bytes", "uplink (MB, all domains)", MB, colors)
     if panels == 3:
-        draw_stream(axes[2], batches)
+        draw_stream(axes[2], batches, colors)
     title = f"{frame['dataset'].iloc[0]}: {frame['edge_model'].iloc[0]} edge, {frame['cloud_model'].iloc[0]} cloud, seed {frame['seed'].iloc[0]}"
     fig.suptitle(title)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -46,11 +48,11 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise CemaError(f"{path} is not a readable CSV ({error}); pass a results.csv written by cema.") from None
 
 
-def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: float) -> None:
+def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: float, colors: dict[str, str]) -> None:
     """Mean accuracy against total uploads or bytes; points labelled with their budget."""
     for method, group in summary.groupby("method", sort=False):
         group = group.sort_values("budget")
-        ax.plot(group[column] / scale, 100 * group["accuracy"], marker="o", label=method)
+        ax.plot(group[column] / scale, 100 * group["accuracy"], marker="o", label=method, color=colors[method])
         for _, row in group.iterrows():
             if summary["budget"].nunique() > 1:
                 text = budget_label(None if row["budget"] == float("inf") else row["budget"])
@@ -61,7 +63,7 @@ def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: flo
     ax.legend(title="method", fontsize=8)
 
 
-def draw_stream(ax, batches: pd.DataFrame) -> None:
+def draw_stream(ax, batches: pd.DataFrame, colors: dict[str, str]) -> None:
     """Per-batch accuracy (moving average of 5 batches) along the stream, domains in run order."""
     unlimited = batches[batches["uplink_budget_bytes"].isna()] if "uplink_budget_bytes" in batches else batches
     batches = unlimited if not unlimited.empty else batches
@@ -69,7 +71,7 @@ def draw_stream(ax, batches: pd.DataFrame) -> None:
         per_batch = group["correct"].diff().where(group["batch"] > 1, group["correct"])
         size = group["seen"].diff().where(group["batch"] > 1, group["seen"])
         accuracy = (100 * per_batch / size).rolling(5, min_periods=1).mean()
-        ax.plot(range(len(group)), accuracy.to_numpy(), label=method, linewidth=1)
+        ax.plot(range(len(group)), accuracy.to_numpy(), label=method, linewidth=1, color=colors.get(method))
     ax.set_xlabel("edge batch (domains in run order)")
     ax.set_ylabel("batch accuracy, moving average of 5 (%)")
     ax.set_title("accuracy along the stream", fontsize=10)
