@@ -46,3 +46,11 @@ def test_edge_model_is_trained_cached_and_accurate():
     with torch.inference_mode():
         accuracy = (model(images).argmax(1) == labels).float().mean().item()
     assert accuracy > 0.93
+
+
+def test_initial_weights_are_fixed_by_the_recipe_seed():
+    torch.manual_seed(123)  # the global RNG state must not matter
+    first = models.build("mnist-foundation").state_dict()
+    torch.manual_seed(456)
+    second = models.build("mnist-foundation").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -23,7 +23,7 @@ from cema_cli import corruptions
 from cema_cli.data import embedded as digits
 from cema_cli.models.nets import Classifier, SmallResNet
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the initial weights are seeded too
 MEAN, STD = (0.1307,) * 3, (0.3081,) * 3  # MNIST pixel statistics
 
 
@@ -65,8 +65,11 @@ def checkpoint_path(name: str) -> Path:
 
 
 def build(name: str) -> Classifier:
+    """The untrained network, its initial weights fixed by the recipe's seed."""
     recipe = RECIPES[name]
-    net = SmallResNet(recipe.widths, recipe.blocks, digits.EmbeddedDigits.num_classes, recipe.stem_stride)
+    with torch.random.fork_rng():
+        torch.manual_seed(recipe.seed)
+        net = SmallResNet(recipe.widths, recipe.blocks, digits.EmbeddedDigits.num_classes, recipe.stem_stride)
     return Classifier(net, MEAN, STD)
 
 
@@ -102,8 +105,7 @@ def training_set(recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def train(model: Classifier, recipe: Recipe, on_step: Callable[[int, int], None]) -> None:
-    """Deterministic SGD training with a cosine schedule."""
-    torch.manual_seed(recipe.seed)
+    """Deterministic SGD training with a one-cycle schedule (every draw from seeded generators)."""
     gen = torch.Generator().manual_seed(recipe.seed)
     versions, labels, _ = training_set(recipe)
     n = labels.numel()
