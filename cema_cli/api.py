@@ -174,22 +174,31 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
     tally = run_stream(strategy, stream, channel, session.device, on_batch, session.autocast)
     up, down = channel.uplink.stats.minus(up_before), channel.downlink.stats.minus(down_before)
     delay_sum, delay_n = channel.param_delay_sum - delay_before[0], channel.param_delay_batches - delay_before[1]
+    traffic = {
+        "uploads": up.sent, "upload_ratio": up.sent / tally.seen if tally.seen else 0.0,
+        "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
+        "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
+        "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
+    }
+    return result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0))
+
+
+def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,
+               traffic: dict[str, Any], skipped: int) -> dict[str, Any]:
+    """One tidy results.csv row: the scores, the channel traffic, and what reproduces them."""
+    config = session.config
     info = session.dataset.domain_info(corruption, severity, tally.seen)
     return {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
-        "accuracy": tally.accuracy, "correct": tally.correct,
-        "uploads": up.sent, "upload_ratio": up.sent / tally.seen if tally.seen else 0.0,
-        "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
-        "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
+        "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
-        "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol,
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
         "cloud_weights": weights_label(session.cloud_name, session.cloud_options),
-        "skipped_images": getattr(stream, "skipped", 0), "amp": config.amp or "none",
+        "skipped_images": skipped, "amp": config.amp or "none",
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "method_config": json.dumps(asdict(method_config), sort_keys=True),

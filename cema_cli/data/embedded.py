@@ -19,9 +19,10 @@ from cema_cli.errors import CemaError
 
 SPLIT_SEED = 0
 TRAIN_PER_CLASS = 250
-# Chosen after measuring all 15 corruptions under both constant sets (see README, "The
-# embedded default"): the 224-px constants give a shift worth adapting to on 32-px digits.
-DEFAULT_CONSTANTS = "imagenet"
+# Chosen after measuring all 15 corruptions under both constant sets (README, "The embedded
+# default"): the 32-px constants shift 11 of 15 domains and stay recoverable; the 224-px ones
+# erase the digits outright on several (defocus, glass: below 20% even with BN).
+DEFAULT_CONSTANTS = "cifar"
 
 
 @lru_cache(maxsize=1)
