@@ -63,7 +63,9 @@ def test_cema_edge_keeps_entropies_between_e_min_and_e_max():
     edge = CEMAEdge(SmallResNet((4, 4, 4), 1, 10), CEMAConfig(), num_classes=10)
     e_min, e_max0 = 0.02 * math.log(10), 0.4 * math.log(10)
     logits = logits_with_entropy([0.01, e_min + 0.01, 0.5, e_max0 - 0.01, e_max0 + 0.01, 2.0])
-    assert edge.select(logits).tolist() == [False, True, True, True, False, False]
+    mask, ent = edge.select(logits)
+    assert mask.tolist() == [False, True, True, True, False, False]
+    assert torch.allclose(ent, entropy(logits))
 
 
 def test_redundancy_filter_and_its_moving_average():

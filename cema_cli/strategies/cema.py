@@ -93,15 +93,15 @@ class CEMAEdge:
         self.e_min = entropy_threshold(config.e_min_factor, num_classes)
         self.redundancy = RedundancyFilter(config.redundancy_margin) if config.redundancy_filter else None
 
-    def select(self, logits: torch.Tensor) -> torch.Tensor:
-        """Upload mask: E_min < E < E_max(t) (steps 3-4), then optionally the redundancy filter."""
+    def select(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(upload mask, entropy): E_min < E < E_max(t) (steps 3-4), then optionally the redundancy filter."""
         ent = entropy(logits)
         e_max = self.e_max.update(ent)
         mask = (ent < e_max) & (ent > self.e_min)
         if self.redundancy is not None:
             kept = mask.clone()
             mask[kept] = self.redundancy.keep(logits[kept].softmax(dim=1))
-        return mask
+        return mask, ent
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, e_max0: float, config: CEMAConfig) -> torch.Tensor:
@@ -200,7 +200,7 @@ class CEMA(CloudEdgeStrategy):
         return self.cloud.student
 
     def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.edge_half.select(logits), entropy(logits)
+        return self.edge_half.select(logits)
 
     def learn(self, images: torch.Tensor | None) -> bool:
         if images is not None:

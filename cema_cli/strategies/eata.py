@@ -87,11 +87,13 @@ class SampleSelector:
         self.e0 = e0
         self.redundancy = RedundancyFilter(margin)
 
-    def keep(self, logits: torch.Tensor) -> torch.Tensor:
-        reliable = entropy(logits) < self.e0
+    def keep(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask of kept samples, their entropy)."""
+        ent = entropy(logits)
+        reliable = ent < self.e0
         mask = torch.zeros_like(reliable)
         mask[reliable] = self.redundancy.keep(logits[reliable].softmax(dim=1).detach())
-        return mask
+        return mask, ent
 
 
 def build_anchor(context: StrategyContext, model: nn.Module, params: list[nn.Parameter], config: ETAConfig) -> FisherAnchor | None:
@@ -136,7 +138,8 @@ class EATAOnEdge(Strategy):
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.model(images)
-        self.learner.update(logits[self.selector.keep(logits.detach())])
+        mask, _ = self.selector.keep(logits.detach())
+        self.learner.update(logits[mask])
         return logits.detach()
 
 
@@ -152,7 +155,7 @@ class EATACloudEdge(BatchStatsCloudEdge):
         self.learner = EATALearner(self.cloud, self.cloud_params, config, e0, anchor)
 
     def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.selector.keep(logits), entropy(logits)
+        return self.selector.keep(logits)
 
     def cloud_step(self, images: torch.Tensor) -> None:
         self.learner.update(self.cloud(images))
