@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from cema_cli.config import ChannelConfig, RunConfig, parse_bytes, parse_rate
+from cema_cli.config import ChannelConfig, RunConfig, parse_rate
 from cema_cli.errors import CemaError, unknown_name
 
 app = typer.Typer(
@@ -161,9 +161,9 @@ def with_run_options(first: inspect.Parameter) -> Callable[[Callable[..., Any]],
 
 
 def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
+    """The run the flags describe, with unlimited budgets (``build_configs`` sets the points)."""
     channel = ChannelConfig(
-        uplink_encoding=opts["uplink_encoding"], uplink_budget_bytes=parse_bytes(opts["uplink_budget"]),
-        downlink_budget_bytes=parse_bytes(opts["downlink_budget"]), uplink_delay_batches=opts["uplink_delay"],
+        uplink_encoding=opts["uplink_encoding"], uplink_delay_batches=opts["uplink_delay"],
         downlink_delay_batches=opts["downlink_delay"], sync_period_batches=opts["sync_period"], overflow=opts["overflow"],
     )
     return RunConfig(
@@ -174,22 +174,29 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
         subset=opts["subset"], clean_root=opts["clean_root"], workers=opts["workers"],
         edge_checkpoint=opts["edge_checkpoint"], cloud_checkpoint=opts["cloud_checkpoint"], random_init=opts["random_init"],
         input_size=opts["input_size"], amp=opts["amp"], channels_last=opts["channels_last"],
-        method_options=checked_options(parse_options(opts["option"] or []), methods),
-    ).validate()
+        method_options=parse_options(opts["option"] or []),
+    )
 
 
 def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
-    """One configuration per budget point: ``--uplink-budget 0,16kB,unlimited`` sweeps."""
+    """One validated configuration per budget point: ``--uplink-budget 0,16kB,unlimited`` sweeps.
+    A ``--config`` file fills in what the flags did not set."""
     from dataclasses import replace
 
-    base = build_config(methods, {**opts, "uplink_budget": "unlimited", "downlink_budget": "unlimited"})
+    base = build_config(methods, opts)
+    explicit = explicit_flags(opts["ctx"])
     if opts["config"] is not None:
         from cema_cli.toml_config import apply_toml
 
-        base = apply_toml(base, opts["config"], explicit_flags(opts["ctx"])).validate()
+        base = apply_toml(base, opts["config"], explicit)
+    checked_options(parse_options(opts["option"] or []), list(base.methods))
     rate = (opts["frame_rate"], base.batch_size)
-    points = [(up, down) for up in budget_list(opts["uplink_budget"], *rate) for down in budget_list(opts["downlink_budget"], *rate)]
-    return [replace(base, channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate() for up, down in points]
+    ups, downs = (
+        budget_list(opts[flag], *rate) if flag in explicit or opts["config"] is None else [getattr(base.channel, field)]
+        for flag, field in (("uplink_budget", "uplink_budget_bytes"), ("downlink_budget", "downlink_budget_bytes"))
+    )
+    return [replace(base, channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate()
+            for up in ups for down in downs]
 
 
 def explicit_flags(context: typer.Context) -> set[str]:
@@ -222,30 +229,30 @@ def default_out_dir(methods: list[str]) -> Path:
 @with_run_options(inspect.Parameter("method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_METHOD,
                                     annotation=Annotated[str, typer.Option("--method", "-m", help="Method; see `cema list methods`.")]))
 def bench(ctx: typer.Context, method: str, **opts: Any) -> None:
-    with user_errors(opts["verbose"]):
-        rows = execute(resolve_methods(method), {**opts, "ctx": ctx})
-        from cema_cli import report
-        from cema_cli.saved_results import check_min_accuracy
-
-        frame = report.results_frame(rows)
-        console.print(report.bench_table(frame))
-        print_sweep(frame)
-        check_min_accuracy(frame, opts["min_accuracy"])
+    run_and_report(ctx, method, opts, lambda report, frame: [report.bench_table(frame)])
 
 
 @app.command(help="Run several methods on the same stream and print one comparison table.")
 @with_run_options(inspect.Parameter("methods", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_COMPARE,
                                     annotation=Annotated[str, typer.Option("--methods", help="Comma list of methods, or all.")]))
 def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
+    def tables(report: Any, frame: Any) -> list[Any]:
+        several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
+        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else [])
+
+    run_and_report(ctx, methods, opts, tables)
+
+
+def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], tables: Callable[[Any, Any], list[Any]]) -> None:
+    """Run, print the command's tables (and the sweep table), then apply --min-accuracy."""
     with user_errors(opts["verbose"]):
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
         from cema_cli.saved_results import check_min_accuracy
 
         frame = report.results_frame(rows)
-        console.print(report.compare_table(frame))
-        if frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1:
-            console.print(report.domain_table(frame))
+        for table in tables(report, frame):
+            console.print(table)
         print_sweep(frame)
         check_min_accuracy(frame, opts["min_accuracy"])
 

@@ -56,8 +56,8 @@ def apply_channel(channel: ChannelConfig, table: dict[str, Any], overridden: set
 
 
 def apply_methods(config: RunConfig, tables: dict[str, dict[str, Any]], methods_from_flags: bool) -> RunConfig:
-    """Methods in file order (unless given as flags); --option values win over the file's."""
-    options = {name: {**table, **config.method_options.get(name, {})} for name, table in tables.items()}
-    options.update({name: opts for name, opts in config.method_options.items() if name not in options})
+    """Methods in file order (unless given as flags); --option values win over the file's.
+    The file's tables for methods that do not run are left out."""
     methods = config.methods if methods_from_flags or not tables else tuple(tables)
-    return replace(config, methods=methods, method_options=options)
+    options = {name: {**tables.get(name, {}), **config.method_options.get(name, {})} for name in methods}
+    return replace(config, methods=methods, method_options={k: v for k, v in options.items() if v or k in tables})

@@ -125,3 +125,13 @@ def test_toml_config_with_an_unknown_key_is_one_clear_line(cli, tmp_path):
     config.write_text("sample = 5\n")
     result = cli("bench", "--config", str(config), "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and "unknown key(s) sample" in result.output
+
+
+def test_toml_budget_and_options_for_file_methods_are_kept(cli, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('samples = 64\n[channel]\nuplink_budget_bytes = 6000\n[methods.tent]\n[methods.bn]\n')
+    result = cli("compare", "--config", str(config), "-o", "bn.prior=8", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "run" / "results.csv").set_index("method")
+    assert frame.loc["tent", "uplink_budget_bytes"] == 6000 and frame.loc["tent", "uplink_bytes"] <= 6000
+    assert json.loads(frame.loc["bn", "method_config"]) == {"prior": 8.0}
