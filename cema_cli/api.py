@@ -18,7 +18,7 @@ import torch
 import cema_cli
 from cema_cli.channel import Channel, LinkStats
 from cema_cli.config import RunConfig
-from cema_cli.data import open_dataset
+from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.engine import Tally, run_stream
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
@@ -52,6 +52,11 @@ class Session:
     cloud_options: ModelOptions = field(default_factory=ModelOptions)
     autocast: Callable[[], Any] | None = None  # --amp: a torch.autocast context factory
     cache: dict[Any, Any] = field(default_factory=dict)  # per-run results reused across domains (EATA's Fisher)
+
+    @property
+    def preset(self) -> str:
+        """The published method settings in force: --preset, else the dataset's."""
+        return self.config.preset or dataset_preset(self.dataset)
 
     def cloud_model(self) -> torch.nn.Module:
         """A fresh foundation model on the device; loaded on first use only."""
@@ -87,7 +92,7 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
     config.validate()
     events = events or Events()
     session = open_session(config, events)
-    methods = {m: (STRATEGIES.get(m), make_config(STRATEGIES.get(m), config.method_options.get(m, {}), m)) for m in config.methods}
+    methods = method_configs(config, session.preset)
     live: dict[str, tuple[Strategy, Channel]] = {}
     rows = []
     for corruption, severity in config.domains():
@@ -99,6 +104,11 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
             events.on_row(row)
             rows.append(row)
     return rows
+
+
+def method_configs(config: RunConfig, preset: str) -> dict[str, tuple[type[Strategy], Any]]:
+    """Each method's strategy and its config: defaults, the preset's published settings, then -o."""
+    return {m: (STRATEGIES.get(m), make_config(STRATEGIES.get(m), config.method_options.get(m, {}), m, preset)) for m in config.methods}
 
 
 def open_session(config: RunConfig, events: Events) -> Session:
@@ -201,6 +211,6 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "skipped_images": skipped, "amp": config.amp or "none",
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
-        "method_config": json.dumps(asdict(method_config), sort_keys=True),
+        "preset": session.preset, "method_config": json.dumps(asdict(method_config), sort_keys=True),
         **{k: v for k, v in environment(session.device).items() if k in ("device", "cema_version", "torch_version")},
     }

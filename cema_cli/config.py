@@ -18,6 +18,8 @@ ENCODINGS = ("uint8", "jpeg", "float32")
 PARAM_DTYPES = ("float32", "float16")
 OVERFLOW_POLICIES = ("drop", "queue")
 AMP_DTYPES = ("bf16", "fp16")
+# Published per-dataset method settings (fidelity/reference.md, "Published settings by dataset").
+PRESETS = ("imagenet", "cifar10", "cifar100")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class RunConfig:
     device: str = "auto"
     protocol: str = "reset-each-shift"
     constants: str | None = None
+    preset: str | None = None  # method settings: None = the dataset's (imagenet, cifar10, cifar100)
     data_root: str | None = None
     # Real runs (issue 6; shared/spec/data.md): weights, inputs, loading and the accelerator.
     edge_checkpoint: str | None = None
@@ -108,6 +111,8 @@ class RunConfig:
             raise unknown_name("protocol", self.protocol, PROTOCOLS)
         if self.device not in DEVICES:
             raise unknown_name("device", self.device, DEVICES)
+        if self.preset is not None and self.preset not in PRESETS:
+            raise unknown_name("preset", self.preset, PRESETS)
         if self.constants is not None and self.constants not in CONSTANT_SETS:
             raise unknown_name("constants set", self.constants, CONSTANT_SETS)
         self.validate_real_run()

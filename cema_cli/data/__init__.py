@@ -26,6 +26,13 @@ DATASETS.register("npy", "cema_cli.data.generic:NpyDataset", "clean <root>/image
 ON_DISK_OPTIONS = ("subset", "clean_root", "workers")
 
 
+def dataset_preset(dataset: Any) -> str:
+    """The published-settings preset a dataset implies (fidelity/reference.md): its own
+    ``preset`` attribute, else by class count: 10 -> cifar10, 100 -> cifar100, else imagenet."""
+    declared = getattr(dataset, "preset", None)
+    return declared or {10: "cifar10", 100: "cifar100"}.get(dataset.num_classes, "imagenet")
+
+
 def open_dataset(config: Any, pin_memory: bool = False) -> Any:
     """The dataset of a RunConfig; on-disk datasets also get the loading options, and every
     domain of the run is checked to exist before any model loads."""

@@ -67,6 +67,7 @@ class EmbeddedDigits:
 
     name = "mnist"
     num_classes = 10
+    preset = "cifar10"  # 10-class 32-px data: the CIFAR-10-C published settings
     default_edge = "mnist-edge"
     default_cloud = "mnist-foundation"
     corruption_source = "generated"

@@ -50,6 +50,7 @@ class ImageNetC(OnDiskDataset):
 
     name = "imagenet-c"
     num_classes = 1000
+    preset = "imagenet"
     default_edge, default_cloud = PAPER_EDGE, PAPER_CLOUD
 
     def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
@@ -102,6 +103,7 @@ class ImageNetR(OnDiskDataset):
     among the dataset's own wnids; ``class_subset`` keeps those wnids' logits of a 1,000-class model."""
 
     name = "imagenet-r"
+    preset = "imagenet"
     default_edge, default_cloud = PAPER_EDGE, PAPER_CLOUD
 
     def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
@@ -136,6 +138,7 @@ class Cifar10C(OnDiskDataset):
 
     name = "cifar10-c"
     num_classes = 10
+    preset = "cifar10"
 
     def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)

@@ -57,15 +57,27 @@ class Strategy(ABC):
         return {}
 
 
-def make_config(strategy_cls: type[Strategy], overrides: dict[str, Any], method: str) -> Any:
-    """The strategy's config dataclass with the published defaults, updated by ``overrides``."""
+def make_config(strategy_cls: type[Strategy], overrides: dict[str, Any], method: str, preset: str | None = None) -> Any:
+    """The strategy's config dataclass: its defaults, then the published settings of ``preset``
+    (the config class's ``presets`` table, e.g. ``{"cifar10": {"lr": 1e-3}}``), then ``overrides``.
+    A config class may define ``validate()`` to check its values' meaning; it runs here."""
     config_cls = strategy_cls.config_class
     known = {f.name: f for f in fields(config_cls)}
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         valid = ", ".join(known) or "none"
         raise CemaError(f"method {method!r} has no option {', '.join(unknown)}; its options are: {valid}.")
-    return config_cls(**{k: _coerce(known[k], v, method) for k, v in overrides.items()})
+    published = getattr(config_cls, "presets", {}).get(preset, {})
+    config = config_cls(**{**published, **{k: _coerce(known[k], v, method) for k, v in overrides.items()}})
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+def placements_of(target: Any) -> tuple[str, ...]:
+    """Where a registered strategy can run, default first: ``("edge",)`` unless it declares
+    ``placements`` (a class attribute, or an attribute of its factory)."""
+    return tuple(getattr(target, "placements", ("edge",)))
 
 
 def _coerce(field: Any, value: Any, method: str) -> Any:
