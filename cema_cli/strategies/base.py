@@ -34,14 +34,28 @@ class StrategyContext:
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by every domain of a run
 
 
+@dataclass
+class WorkCounts:
+    """Samples that went through forward and backward passes on each side, summed over a run
+    (EATA's efficiency figure is the backward count, methods.md section 3)."""
+
+    edge_forward: int = 0
+    edge_backward: int = 0
+    cloud_forward: int = 0
+    cloud_backward: int = 0
+
+
 class Strategy(ABC):
-    """Base class: subclasses set ``config_class`` and implement ``step``."""
+    """Base class: subclasses set ``config_class`` and implement ``step``. ``placements`` lists
+    where the method can run, default first (see ``placements_of``)."""
 
     config_class: ClassVar[type] = NoOptions
+    placements: ClassVar[tuple[str, ...]] = ("edge",)
 
     def __init__(self, context: StrategyContext, config: Any) -> None:
         self.context = context
         self.config = config
+        self.work = WorkCounts()
 
     @abstractmethod
     def predict(self, images: torch.Tensor) -> torch.Tensor:

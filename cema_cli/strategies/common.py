@@ -115,6 +115,8 @@ class CloudEdgeStrategy(Strategy):
     Edge and cloud halves share no objects: only the channel connects them.
     """
 
+    placements = ("cloud",)
+
     def __init__(self, context: StrategyContext, config) -> None:
         super().__init__(context, config)
         self.channel = context.channel
@@ -162,12 +164,21 @@ class CloudEdgeStrategy(Strategy):
         packets = self.channel.uplink.receive()
         return torch.stack([p.payload for p in packets]) if packets else None
 
+    def downlink_state(self) -> dict[str, torch.Tensor]:
+        """Cloud: the tensors sent at a sync, exactly those the cloud changed and the edge reads
+        (default: the norm layers' affine parameters and running moments)."""
+        return norm_state(self.cloud_edge_model())
+
+    def load_downlink_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Edge: take a received ``downlink_state`` into the predicting model."""
+        load_norm_state(self.edge, state)
+
     def send_parameters(self) -> None:
         dtype = self.channel.config.downlink_dtype
-        state = {k: v.to(getattr(torch, dtype)) for k, v in norm_state(self.cloud_edge_model()).items()}
+        state = {k: v.to(getattr(torch, dtype)) for k, v in self.downlink_state().items()}
         self.channel.downlink.send([state], [state_nbytes(state, dtype)])
 
     def apply_parameters(self) -> None:
         for packet in self.channel.downlink.receive():
-            load_norm_state(self.edge, packet.payload)
+            self.load_downlink_state(packet.payload)
             self.channel.note_params_applied(packet)

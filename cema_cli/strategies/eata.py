@@ -120,6 +120,7 @@ def make_eta(context: StrategyContext, config: ETAConfig) -> Strategy:
 
 make_eata.config_class = EATAConfig  # type: ignore[attr-defined]
 make_eta.config_class = ETAConfig  # type: ignore[attr-defined]
+make_eata.placements = make_eta.placements = ("cloud", "edge")  # type: ignore[attr-defined]
 
 
 class EATAOnEdge(Strategy):

@@ -115,3 +115,4 @@ class TentCloudEdge(BatchStatsCloudEdge):
 
 
 make_tent.config_class = TentConfig  # type: ignore[attr-defined]
+make_tent.placements = PLACEMENTS  # type: ignore[attr-defined]
