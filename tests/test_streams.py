@@ -154,6 +154,12 @@ def test_cotta_gradual_plays_file_order():
     assert len(legs) == 5 + 2 * 9 and all(leg.order == list(range(10)) for leg in legs)
 
 
+def test_a_mixed_stream_of_one_domain_is_still_tagged():
+    leg = plan_stream(replace(toy_config(protocol="mixed"), corruptions=STANDARD[:1]), ToyDomains())[0]
+    assert leg.mixed and sorted(leg.order) == [(0, i) for i in range(60)]
+    assert torch.cat([b[2] for b in MixedStream(ToyDomains(), leg, 5, 16)]).tolist() == [0] * 60
+
+
 def test_mixed_stream_batches_carry_each_samples_domain_and_item():
     leg = plan_stream(toy_config(protocol="mixed"), ToyDomains())[0]
     batches = list(MixedStream(ToyDomains(), leg, 5, 16))
@@ -192,7 +198,7 @@ def test_sliding_window_adapts_once_every_l_samples_on_the_whole_ring():
 
 
 def test_batch_size_1_with_a_bn_model_needs_the_window():
-    config = RunConfig(methods=("bn",), batch_size=1, samples=4, device="cpu")
+    config = RunConfig(methods=("bn",), corruptions=("none",), batch_size=1, samples=4, device="cpu")
     with pytest.raises(CemaError, match="--window"):
         run_benchmark(config)
     rows = run_benchmark(replace(config, methods=("source",)))
@@ -228,21 +234,24 @@ class SeenB(Seen):
 
 
 @pytest.mark.parametrize("protocol", ["mixed", "correlated", "gradual"])
-def test_every_method_sees_the_same_stream_and_rows_record_it(protocol):
+def test_every_method_sees_the_same_stream_and_rows_record_it(protocol, monkeypatch):
+    monkeypatch.setattr(STRATEGIES, "_entries", dict(STRATEGIES._entries))  # registered for this test only
     STRATEGIES.register("seen-a", SeenA)
     STRATEGIES.register("seen-b", SeenB)
     Seen.log.clear()
-    config = RunConfig(methods=("seen-a", "seen-b"), corruptions=("gaussian_noise", "fog"),
+    corruptions = ("none",) if protocol == "gradual" else ("brightness", "contrast")  # "none": 5 severities, no corrupting
+    config = RunConfig(methods=("seen-a", "seen-b"), corruptions=corruptions,
                        samples=96, batch_size=32, device="cpu", protocol=protocol, order="md")
     rows = pd.DataFrame(run_benchmark(config))
     assert Seen.log["SeenA"] == Seen.log["SeenB"] and Seen.log["SeenA"]
     assert set(rows["protocol"]) == {protocol} and set(rows["order"]) == {"md"}
-    per_method = rows.groupby("method")
-    assert per_method["samples"].sum().tolist() == [96 * (9 if protocol == "gradual" else 1) * (2 if protocol != "mixed" else 1)] * 2
+    legs = {"mixed": 1, "correlated": 2, "gradual": 9}[protocol]
+    assert rows.groupby("method")["samples"].sum().tolist() == [96 * legs] * 2
     if protocol == "mixed":  # one row per source domain, their counts summing to the capped total
-        assert sorted(rows["corruption"].unique()) == ["fog", "gaussian_noise"]
+        assert sorted(rows["corruption"].unique()) == ["brightness", "contrast"]
     if protocol == "gradual":
-        assert rows[rows.method == "seen-a"]["segment"].tolist() == list(range(18))
+        assert rows[rows.method == "seen-a"]["segment"].tolist() == list(range(9))
+        assert rows[rows.method == "seen-a"]["severity"].tolist() == [1, 2, 3, 4, 5, 4, 3, 2, 1]
 
 
 def test_mixed_traffic_is_shared_out_by_samples_and_sums_to_the_legs():

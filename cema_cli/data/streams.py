@@ -120,10 +120,7 @@ class Leg:
     order: list[Any]
     reset: bool
     segment: int
-
-    @property
-    def mixed(self) -> bool:
-        return len(self.domains) > 1
+    mixed: bool = False
 
 
 def plan_stream(config: Any, dataset: Any) -> list[Leg]:
@@ -167,7 +164,7 @@ def mixed_leg(config: Any, dataset: Any) -> Leg:
     if config.protocol == "mixed-correlated":
         labels = [np.asarray(dataset.domain_labels(c, s)) for c, s in domains]
         pairs = label_shifted(pairs, np.array([labels[d][i] for d, i in pairs]), config.dirichlet, config.seed)
-    return Leg(domains, pairs, True, 0)
+    return Leg(domains, pairs, True, 0, mixed=True)
 
 
 class MixedStream:
