@@ -112,7 +112,7 @@ def _run_options(
     dataset: Annotated[str, typer.Option(help="Dataset name; see `cema list datasets`.")] = "mnist",
     corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones).")] = "gaussian_noise",
     severity: Annotated[str, typer.Option("--severity", "-s", help="1-5, a comma list, or 'all'.")] = "5",
-    samples: Annotated[Optional[int], typer.Option(help="Samples per domain (default: all).")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Samples per domain (default: all); a mixed stream's total.")] = None,
     batch_size: Annotated[int, typer.Option(help="Edge batch size.")] = 64,
     seed: Annotated[int, typer.Option(help="Fixes the stream order and every random draw.")] = 0,
     edge: Annotated[Optional[str], typer.Option(help="Edge model (default: the dataset's).")] = None,

@@ -142,6 +142,8 @@ class RunConfig:
             raise CemaError(f"--dirichlet and --label-sampler shape label-shifted streams; add --protocol correlated or mixed-correlated (not {self.protocol}).")
         if self.label_sampler == "rotta" and (self.protocol != "correlated" or self.dirichlet is None):
             raise CemaError("--label-sampler rotta runs with --protocol correlated and a concentration --dirichlet GAMMA (RoTTA publishes 0.1).")
+        if self.protocol == "gradual" and self.severities != (5,):
+            raise CemaError("--protocol gradual visits severities 1-5 on its own schedule; drop --severity.")
         if self.gradual != "md" and self.protocol != "gradual":
             raise CemaError(f"--gradual {self.gradual} applies to --protocol gradual only.")
         if self.window is not None and (self.window < 1 or self.batch_size != 1):

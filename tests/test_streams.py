@@ -273,9 +273,23 @@ def test_mixed_traffic_is_shared_out_by_samples_and_sums_to_the_legs():
     (["--gradual", "cotta"], "--protocol gradual only"),
     (["--window", "4"], "--batch-size 1"),
     (["--batch-size", "0"], "at least 1"),
+    (["--protocol", "gradual", "--severity", "3"], "drop --severity"),
 ])
 def test_bad_stream_parameters_are_one_line_and_exit_2(cli, tmp_path, args, expected):
     result = cli("bench", "--method", "source", "--samples", "8", "--out", str(tmp_path / "run"), *args)
     assert result.exit_code == 2
     assert expected in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("protocol", "corruptions"), [("mixed", ("none", "brightness")), ("gradual", ("none",))])
+def test_a_streams_rows_rebuild_the_same_run_for_cema_check(protocol, corruptions):
+    from cema_cli.saved_results import compare_accuracy, config_from_results
+
+    config = RunConfig(methods=("bn",), corruptions=corruptions, samples=40, batch_size=8, device="cpu", protocol=protocol, order="md")
+    first = pd.DataFrame(run_benchmark(config))
+    rebuilt = config_from_results(first, device="cpu").validate()
+    assert (rebuilt.protocol, rebuilt.order, rebuilt.samples) == (protocol, "md", 40)
+    again = pd.DataFrame(run_benchmark(rebuilt))
+    assert set(compare_accuracy(first, again, 0)["status"]) == {"ok"}
+    assert again["correct"].tolist() == first["correct"].tolist()

@@ -27,13 +27,15 @@ DIRICHLET_ATTEMPTS = 1000  # MD gives up after 120 s; an attempt count keeps the
 
 def domain_order(n: int, seed: int, family: str = "cema", samples: int | None = None) -> list[int]:
     """One domain's order (spec section 1): a seeded permutation of its n items, capped at ``samples``.
-    ``md``: re-seed, Python shuffle, then ``random.sample`` of min(samples, n) from the same state."""
+    ``md``: re-seed, Python shuffle, then ``random.sample`` of ``samples`` items from the same state.
+    A cap of n or more is no cap (MD would still draw the sample, re-ordering the items): a run's
+    rows then rebuild the same stream (``cema check``) whether it was capped at n or not capped."""
     if family == "cema":
         return stream_order(n, seed)[:samples].tolist()
     rng = random.Random(seed)
     items = list(range(n))
     rng.shuffle(items)
-    return rng.sample(items, min(samples, n)) if samples is not None else items
+    return rng.sample(items, samples) if samples is not None and samples < n else items
 
 
 def mixed_order(sizes: Sequence[int], seed: int, family: str = "cema", samples: int | None = None) -> list[tuple[int, int]]:
