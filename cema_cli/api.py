@@ -218,12 +218,12 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
 
     stream = leg_stream(session, leg)
     tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window)
-    skipped, queued = getattr(stream, "skipped", 0), len(channel.uplink.queue)
+    queued = len(channel.uplink.queue)
     if not leg.mixed:
         traffic = traffic_columns(subtract(link_counts(channel), before), tally.seen, queued)
-        return [result_row(session, method, method_config, corruption, severity, tally, traffic, skipped, leg.segment)]
+        return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
     return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued),
-                       skipped, leg.segment) for tag, part in sorted(tally.parts.items())]
+                       stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
 
 
 def leg_stream(session: Session, leg: Leg) -> Any:

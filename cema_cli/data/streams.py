@@ -178,9 +178,9 @@ class MixedStream:
         wanted = [[i for d, i in leg.order if d == k] for k in range(len(leg.domains))]
         self.sources = [dataset.stream(c, s, seed, None, batch_size, order=wanted[k]) for k, (c, s) in enumerate(leg.domains)]
 
-    @property
-    def skipped(self) -> int:
-        return sum(getattr(source, "skipped", 0) for source in self.sources)
+    def skipped_in(self, domain: int) -> int:
+        """Unreadable images skipped in one source domain (on-disk datasets count them)."""
+        return getattr(self.sources[domain], "skipped", 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         samples = [_samples_of(source) for source in self.sources]
