@@ -218,11 +218,11 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
 
     stream = leg_stream(session, leg)
     tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window)
-    queued = len(channel.uplink.queue)
+    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape)
     if not leg.mixed:
-        traffic = traffic_columns(subtract(link_counts(channel), before), tally.seen, queued)
+        traffic = traffic_columns(subtract(link_counts(channel), before), tally.seen, queued) | compute
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
-    return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued),
+    return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued) | compute,
                        stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
 
 
@@ -273,6 +273,21 @@ def traffic_columns(spent: dict[str, float], seen: int, queued: int) -> dict[str
         "param_delay_batches": spent["delay_sum"] / spent["delay_batches"] if spent["delay_batches"] else 0.0,
         "sync_events": spent["sync_events"],
     }
+
+
+def counted_compute(session: Session, image_shape: tuple[int, ...]) -> dict[str, float | None]:
+    """Forward GFLOPs per sample of the edge model and, when this run loaded it, the foundation
+    model (counted, hardware-independent: cema_cli/models/flops.py). Counted once per run."""
+    from cema_cli.models.flops import forward_gflops_per_sample
+
+    models = {"edge_gflops_per_sample": session.edge_source, "cloud_gflops_per_sample": session._cloud_source}
+    counts: dict[str, float | None] = {}
+    for column, model in models.items():
+        key = (column, image_shape)
+        if model is not None and image_shape and key not in session.cache:
+            session.cache[key] = forward_gflops_per_sample(model, image_shape)
+        counts[column] = session.cache.get(key)
+    return counts
 
 
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,

@@ -22,6 +22,7 @@ class Tally:
     batches: int = 0
     seconds: float = 0.0
     parts: dict[int, "Tally"] = field(default_factory=dict)  # by source domain of a mixed stream
+    image_shape: tuple[int, ...] = ()  # (C, H, W) of the stream's images, for counted compute
 
     @property
     def accuracy(self) -> float:
@@ -90,6 +91,7 @@ def run_stream(
         tally.count(hits, seconds)
         if tags:
             tally.count_parts(hits, tags[0], seconds)
+        tally.image_shape = tuple(images.shape[1:])
         channel.tick()
         if on_batch is not None:
             on_batch(tally, strategy, channel)
