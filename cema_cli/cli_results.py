@@ -44,6 +44,8 @@ def check_command(
 
 def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":
     """Run the configuration recorded in the baseline's rows; return the new results.csv."""
+    from rich.markup import escape
+
     from cema_cli.cli import console, default_out_dir
     from cema_cli.results import read_results
     from cema_cli.runner import run_with_files
@@ -52,7 +54,7 @@ def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: 
     config = config_from_results(baseline, device, data_root).validate()
     out = out or default_out_dir(list(config.methods))
     run_with_files([config], out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
-    console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
+    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
     return read_results(out / "results.csv")
 
 

@@ -163,13 +163,25 @@ def fail_on_regression(diff: pd.DataFrame, tolerance: float) -> None:
 
 # --- a floor on accuracy (cema bench --min-accuracy) --------------------------------------------
 
-def check_min_accuracy(frame: pd.DataFrame, minimum_percent: float | None) -> None:
-    """Exit 1 (CheckFailed) when a method's mean accuracy over the domains is below the floor."""
+def checked_min_accuracy(minimum_percent: float | None) -> float | None:
+    """--min-accuracy is in percent, as the tables print; a value in (0, 1] reads as a fraction
+    (as results.csv stores) just as well, so it is refused rather than guessed."""
     if minimum_percent is None:
-        return
-    if not 0 <= minimum_percent <= 100:
+        return None
+    if not (math.isfinite(minimum_percent) and 0 <= minimum_percent <= 100):
         raise CemaError(f"--min-accuracy {minimum_percent:g} is not a percentage; give e.g. 90 for 90%.")
+    if 0 < minimum_percent <= 1:
+        raise CemaError(f"--min-accuracy {minimum_percent:g} is ambiguous: it is in percent, so this means "
+                        f"{minimum_percent:g}%; for {100 * minimum_percent:g}% write --min-accuracy {100 * minimum_percent:g}.")
+    return minimum_percent
+
+
+def check_min_accuracy(frame: pd.DataFrame, minimum_percent: float | None) -> None:
+    """Exit 1 (CheckFailed) when a method's mean accuracy over the domains is below the floor
+    (or not a number at all)."""
+    if checked_min_accuracy(minimum_percent) is None:
+        return
     means = frame.groupby("method", sort=False)["accuracy"].mean() * 100
-    low = [f"{method} {mean:.2f}%" for method, mean in means.items() if mean < minimum_percent]
+    low = [f"{method} {mean:.2f}%" for method, mean in means.items() if not mean >= minimum_percent]
     if low:
         raise CheckFailed(f"mean accuracy below --min-accuracy {minimum_percent:g}%: {', '.join(low)}.")
