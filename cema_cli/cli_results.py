@@ -39,7 +39,7 @@ def check_command(
         diff = compare_accuracy(old, new, tolerance)
         console.print(report.check_table(diff, tolerance))
         fail_on_regression(diff, tolerance)
-        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better")
+        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
 
 
 def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":

@@ -136,8 +136,8 @@ def check_same_setting(matched: pd.DataFrame) -> None:
 
 def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """One row per baseline (method, domain): both accuracies, the difference in points, a status."""
-    if tolerance < 0:
-        raise CemaError(f"--tolerance {tolerance:g} is negative; give the allowed drop in points, e.g. 0.5.")
+    if not (math.isfinite(tolerance) and 0 <= tolerance <= 100):
+        raise CemaError(f"--tolerance {tolerance:g} is not an allowed drop in percentage points (0-100); give e.g. 0.5.")
     for name, frame in (("baseline", baseline), ("results", new)):
         if frame.duplicated(KEY).any():
             raise CemaError(f"the {name} holds {row_label(frame[frame.duplicated(KEY)].iloc[0])} twice; give one run's results.csv.")
@@ -149,7 +149,8 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
         names = ", ".join(row_label(row) for _, row in missing.head(5).iterrows())
         raise CemaError(f"the results have no row for {names} of the baseline; run the baseline's methods and domains.")
     diff = 100 * (merged["accuracy_new"] - merged["accuracy_baseline"])
-    status = ["REGRESSED" if d < -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
+    # `not d >= ...`: a difference that is not a number is a regression, never "ok".
+    status = ["REGRESSED" if not d >= -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
     return merged[KEY + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
 
 
