@@ -168,9 +168,8 @@ def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
         uplink_bytes=("uplink_bytes", "sum"),
         samples=("samples", "sum"),
     ).reset_index()
-    summary["pareto"] = summary.groupby("budget", group_keys=False).apply(
-        lambda g: pareto_front(g["accuracy"], g["uplink_bytes"])
-    )
+    # One Series per budget, aligned on the summary's index (whatever the number of budgets).
+    summary["pareto"] = pd.concat([pareto_front(g["accuracy"], g["uplink_bytes"]) for _, g in summary.groupby("budget")])
     return summary.sort_values(["budget", "accuracy"], ascending=[True, False])
 
 
