@@ -341,7 +341,7 @@ def print_sweep(frame: Any) -> None:
     """With several uplink budgets, the accuracy-versus-upload table as well."""
     from cema_cli import report
 
-    if frame["uplink_budget_bytes"].astype("float").fillna(-1).nunique() > 1:
+    if report.budget_points(frame) > 1:
         console.print(report.sweep_table(frame))
 
 

@@ -86,13 +86,15 @@ def merged_results(files: list[Path]) -> "pd.DataFrame":
 
 
 def report_tables(frame: "pd.DataFrame") -> list:
-    """The tables bench (one method) or compare (several; per domain when several domains) print."""
+    """The tables bench (one method) or compare (several; per domain when several domains) print,
+    and the sweep table when the rows hold several budget points."""
     from cema_cli import report
 
+    sweep = [report.sweep_table(frame)] if report.budget_points(frame) > 1 else []
     if frame["method"].nunique() == 1:
-        return [report.bench_table(frame)]
+        return [report.bench_table(frame), *sweep]
     several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-    return [report.compare_table(frame), *([report.domain_table(frame)] if several_domains else [])]
+    return [report.compare_table(frame), *([report.domain_table(frame)] if several_domains else []), *sweep]
 
 
 def report_text(frame: "pd.DataFrame", format: str) -> str:

@@ -15,8 +15,10 @@ import pandas as pd
 
 from cema_cli.config import ChannelConfig, RunConfig
 from cema_cli.errors import CemaError, CheckFailed
+from cema_cli.report import budget_label
 
 KEY = ["method", "corruption", "severity"]
+BUDGETS = ["uplink_budget_bytes", "downlink_budget_bytes"]  # a sweep has one row per budget point
 # One value per run: rows that disagree on these cannot come from one `cema` invocation.
 RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel")
 # Compared row by row between a baseline and new results: a difference means another setting.
@@ -26,8 +28,15 @@ JSON_COLUMNS = ("channel", "method_config")
 EPSILON_POINTS = 1e-9
 
 
+def key_of(frame: pd.DataFrame) -> list[str]:
+    """What identifies a row: the method, the domain and, in a budget sweep, the budget point."""
+    return KEY + [column for column in BUDGETS if column in frame.columns]
+
+
 def row_label(row: Any) -> str:
-    return f"{row['method']} {row['corruption']}-{row['severity']}"
+    budget = row.get("uplink_budget_bytes")
+    at = "" if budget is None or pd.isna(budget) else f" at {budget_label(budget)} uplink"
+    return f"{row['method']} {row['corruption']}-{row['severity']}{at}"
 
 
 # --- merging files (cema report) ---------------------------------------------------------------
@@ -41,13 +50,14 @@ def run_label(path: Path) -> str:
 def merge_results(labelled: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     """Concatenate result files; when a (method, domain) occurs in several, tag methods with the run."""
     merged = pd.concat([frame for _, frame in labelled], ignore_index=True)
-    if merged.duplicated(KEY).any():
+    key = key_of(merged)
+    if merged.duplicated(key).any():
         labels = [label for label, _ in labelled]
         if len(set(labels)) < len(labels):
             labels = [f"{index + 1}:{label}" for index, label in enumerate(labels)]
         merged = pd.concat([frame.assign(method=frame["method"] + f" ({label})") for label, (_, frame) in zip(labels, labelled)],
                            ignore_index=True)
-    duplicated = merged[merged.duplicated(KEY)]
+    duplicated = merged[merged.duplicated(key)]
     if not duplicated.empty:
         raise CemaError(f"{row_label(duplicated.iloc[0])} occurs twice in one file; a results.csv holds one row per method and domain.")
     return merged
@@ -138,11 +148,12 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
     """One row per baseline (method, domain): both accuracies, the difference in points, a status."""
     if not (math.isfinite(tolerance) and 0 <= tolerance <= 100):
         raise CemaError(f"--tolerance {tolerance:g} is not an allowed drop in percentage points (0-100); give e.g. 0.5.")
+    key = [column for column in key_of(baseline) if column in new.columns]
     for name, frame in (("baseline", baseline), ("results", new)):
-        if frame.duplicated(KEY).any():
-            raise CemaError(f"the {name} holds {row_label(frame[frame.duplicated(KEY)].iloc[0])} twice; give one run's results.csv.")
-    columns = KEY + ["accuracy", *[c for c in SETTING_COLUMNS if c != "dataset"], "dataset"]
-    merged = baseline[columns].merge(new[columns], on=KEY, how="left", suffixes=("_baseline", "_new"), indicator=True)
+        if frame.duplicated(key).any():
+            raise CemaError(f"the {name} holds {row_label(frame[frame.duplicated(key)].iloc[0])} twice; give one run's results.csv.")
+    columns = key + ["accuracy", *[c for c in SETTING_COLUMNS if c != "dataset"], "dataset"]
+    merged = baseline[columns].merge(new[columns], on=key, how="left", suffixes=("_baseline", "_new"), indicator=True)
     missing = merged[merged["_merge"] == "left_only"]
     check_same_setting(merged[merged["_merge"] == "both"])
     if not missing.empty:
@@ -151,7 +162,7 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
     diff = 100 * (merged["accuracy_new"] - merged["accuracy_baseline"])
     # `not d >= ...`: a difference that is not a number is a regression, never "ok".
     status = ["REGRESSED" if not d >= -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
-    return merged[KEY + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
+    return merged[key + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
 
 
 def fail_on_regression(diff: pd.DataFrame, tolerance: float) -> None:

@@ -48,7 +48,7 @@ def test_sweep_frame_marks_one_pareto_method_at_zero_budget(sweep):
 
 def test_plot_writes_a_png(sweep, cli):
     out, _ = sweep
-    result = cli("plot", str(out / "results.csv"), "-o", str(out / "plot.png"))
+    result = cli("plot", str(out / "results.csv"), "--output", str(out / "plot.png"))
     assert result.exit_code == 0, result.output
     data = (out / "plot.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
@@ -56,4 +56,4 @@ def test_plot_writes_a_png(sweep, cli):
 
 def test_plot_of_a_missing_file_is_one_clear_line(cli, tmp_path):
     result = cli("plot", str(tmp_path / "nope.csv"))
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 2 and "no such file" in result.output
