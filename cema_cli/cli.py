@@ -265,6 +265,7 @@ def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
         from cema_cli.toml_config import apply_toml
 
         base = apply_toml(base, opts["config"], explicit)
+    base = without_repeats(base)
     checked_options(parse_options(opts["option"] or []), list(base.methods))
     rate = (opts["frame_rate"], base.batch_size)
     ups, downs = (
@@ -275,13 +276,21 @@ def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
             for up in ups for down in downs]
 
 
+def without_repeats(config: RunConfig) -> RunConfig:
+    """``--severity 5,5`` or ``--methods bn,bn`` runs each once: a results.csv holds one row per
+    method and domain (``cema report`` refuses repeats)."""
+    from dataclasses import replace
+
+    return replace(config, **{name: tuple(dict.fromkeys(getattr(config, name))) for name in ("methods", "corruptions", "severities")})
+
+
 def explicit_flags(context: typer.Context) -> set[str]:
     """Names of the options the user typed (not defaults), so they win over a TOML file."""
     return {name for name in context.params if getattr(context.get_parameter_source(name), "name", "") == "COMMANDLINE"}
 
 
 def budget_list(text: str, frame_rate: float | None, batch_size: int) -> list[int | None]:
-    points = [parse_rate(part, frame_rate, batch_size) for part in split_list(text)]
+    points = list(dict.fromkeys(parse_rate(part, frame_rate, batch_size) for part in split_list(text)))
     if not points:
         raise CemaError("a budget option is empty; give e.g. 16kB, a comma list, or unlimited.")
     return points

@@ -71,11 +71,24 @@ def report_command(
         if format not in REPORT_FORMATS:
             raise unknown_name("format", format, REPORT_FORMATS)
         frame = merged_results(files)
+        for path in files:
+            note_unfinished(path)
         if format == "table":
             for table in report_tables(frame):
                 console.print(table)
         else:
             typer.echo(report_text(frame, format), nl=False)
+
+
+def note_unfinished(path: Path) -> None:
+    """One ``note:`` line on stderr for a run that did not finish (or is still running)."""
+    from cema_cli.cli import print_error
+    from cema_cli.run_folder import run_status
+
+    folder = path if path.is_dir() else path.parent
+    status, detail = run_status(folder)
+    if status not in ("finished", "unknown"):
+        print_error(f"run {folder}: {status} ({detail}).", "note")
 
 
 def merged_results(files: list[Path]) -> "pd.DataFrame":

@@ -31,6 +31,8 @@ def check_out_dir(out: Path, force: bool) -> None:
     """Refuse, before anything is created, an --out that is a file or already holds something."""
     if out.exists() and not out.is_dir():
         raise CemaError(f"--out {out} is a file; give a folder for the run's files (e.g. --out {out.with_suffix('')}-run).")
+    if (out / LOCK_NAME).exists():
+        refuse_live_holder(out)
     if out.is_dir() and not force and any(out.iterdir()):
         raise CemaError(f"--out {out} already holds files (a previous run?); give a new --out, or add --force to replace its run files.")
 
@@ -76,16 +78,21 @@ def _create_lock(lock: Path) -> bool:
     return True
 
 
+def refuse_live_holder(out: Path) -> None:
+    """An error naming the process that holds ``out``'s lock, unless that process is gone."""
+    holder = _read_holder(out / LOCK_NAME)
+    pid, host = holder.get("pid"), holder.get("host", "?")
+    if isinstance(pid, int) and process_alive(pid, host) is not False:
+        raise CemaError(f"--out {out} is being written by another cema run (pid {pid} on {host}); "
+                        "wait for it to finish, or give another --out.")
+
+
 def acquire_lock(out: Path) -> Path:
     """Create ``out/.cema.lock``; a live holder is an error naming it, a dead one is replaced."""
     lock = out / LOCK_NAME
     if _create_lock(lock):
         return lock
-    holder = _read_holder(lock)
-    pid, host = holder.get("pid"), holder.get("host", "?")
-    if isinstance(pid, int) and process_alive(pid, host) is not False:
-        raise CemaError(f"--out {out} is being written by another cema run (pid {pid} on {host}); "
-                        "wait for it to finish, or give another --out.")
+    refuse_live_holder(out)
     lock.unlink(missing_ok=True)  # stale: its process is gone
     if not _create_lock(lock):
         raise CemaError(f"--out {out} was claimed by another cema run just now; give another --out.")

@@ -32,6 +32,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CemaError(f"config file {path} does not exist; pass the path of a TOML file.") from None
     except tomllib.TOMLDecodeError as error:
         raise CemaError(f"config file {path} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError:
+        raise CemaError(f"config file {path} is not text (not UTF-8); pass a TOML file such as examples/imagenet_c_paper.toml.") from None
+    except IsADirectoryError:
+        raise CemaError(f"config file {path} is a folder; pass the path of a TOML file.") from None
 
 
 def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
