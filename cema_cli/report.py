@@ -205,7 +205,9 @@ def pareto_front(accuracy: pd.Series, cost: pd.Series) -> pd.Series:
 
 def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (uplink budget, method): mean accuracy, total uploads and uplink bytes, Pareto mark."""
-    keyed = frame.assign(budget=frame["uplink_budget_bytes"].astype("float").fillna(float("inf")))
+    # Files written before the budget columns existed (schema 1 allows it) ran unlimited.
+    budgets = frame.get("uplink_budget_bytes", pd.Series(float("nan"), index=frame.index))
+    keyed = frame.assign(budget=budgets.astype("float").fillna(float("inf")), delivered_uploads=frame.get("delivered_uploads", frame["uploads"]))
     summary = keyed.groupby(["budget", "method"], sort=False).agg(
         accuracy=("accuracy", "mean"), uploads=("uploads", "sum"), delivered=("delivered_uploads", "sum"),
         uplink_bytes=("uplink_bytes", "sum"),
