@@ -140,7 +140,7 @@ def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console
 
 
 def prepare_models(console: Console) -> list[Path]:
-    """Train (or find cached) both embedded models with a progress bar each."""
+    """Find the shipped (or cached) embedded models, training a recipe that has neither."""
     from cema_cli.models import embedded
 
     with new_progress(console) as progress:
