@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cema_cli.channel import encode_uplink
@@ -287,7 +286,7 @@ class RoTTACloudEdge(CloudEdgeStrategy):
     def __init__(self, context: StrategyContext, config: RoTTAConfig) -> None:
         super().__init__(context, config)
         model = context.edge_model.eval()
-        self._edge = frozen_copy(use_robust_bn(frozen_copy(model), config.alpha)).eval()
+        self._edge = use_robust_bn(frozen_copy(model), config.alpha).requires_grad_(False).eval()
         self.mirror = CSTUBank(config.memory, context.num_classes, config.lambda_t, config.lambda_u)
         self.cloud = RoTTALearner(model, config, context.num_classes, context.seed)
         self.batches = 0
