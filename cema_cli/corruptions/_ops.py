@@ -223,28 +223,36 @@ def set_saturation(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _box_matrix_np(n_in: int, n_out: int) -> np.ndarray:
-    matrix = np.zeros((n_out, n_in), dtype=np.float64)
+def _box_ranges(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Section 3.6 per output pixel: the input range [start, stop) it averages (downsampling),
+    or the single input pixel it copies (upsampling, stop = start + 1)."""
     if n_out < n_in:
         scale = n_in / n_out
         centres = np.arange(n_in) + 0.5
-        for k in range(n_out):
-            members = (centres > k * scale) & (centres <= (k + 1) * scale)
-            matrix[k, members] = 1.0 / members.sum()
+        bounds = [np.nonzero((centres > k * scale) & (centres <= (k + 1) * scale))[0] for k in range(n_out)]
+        start = np.array([b[0] for b in bounds])
+        stop = np.array([b[-1] + 1 for b in bounds])
     else:
-        source = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(int)
-        matrix[np.arange(n_out), source] = 1.0
-    return matrix
+        start = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(int)
+        stop = start + 1
+    return torch.from_numpy(start), torch.from_numpy(stop)
+
+
+def _box_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+    """One BOX pass along ``dim`` of int32 levels: member sums from a cumulative sum, then the
+    mean rounded half up in integer arithmetic, floor((2 sum + count) / (2 count)): exact."""
+    start, stop = (t.to(x.device) for t in _box_ranges(x.shape[dim], n_out))
+    if n_out >= x.shape[dim]:
+        return x.index_select(dim, start)
+    cumulative = F.pad(x.cumsum(dim, dtype=torch.int32), (1, 0) if dim == -1 else (0, 0, 1, 0))
+    total = cumulative.index_select(dim, stop) - cumulative.index_select(dim, start)
+    count = (stop - start).to(torch.int32)
+    count = count if dim == -1 else count[:, None]
+    return (2 * total + count).div_(2 * count, rounding_mode="floor")
 
 
 def box_resize_u8(u: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Pillow BOX resize of 8-bit values (float tensor): horizontal pass, round half up, vertical.
-
-    Section 3.6 model; the averaging matrices are exact for 1, 2 or 4 members, and a mean of
-    3 integers is never within float error of a .5 tie, so float32 rounding is exact.
-    """
-    h, w = u.shape[-2:]
-    mw = torch.from_numpy(_box_matrix_np(w, out_w)).to(u)
-    mh = torch.from_numpy(_box_matrix_np(h, out_h)).to(u)
-    horizontal = torch.floor(u @ mw.T + 0.5).clamp_(0, 255)
-    return torch.floor(mh @ horizontal + 0.5).clamp_(0, 255)
+    """Pillow BOX resize of uint8 images (N, C, H, W) -> uint8: horizontal pass, round half up,
+    vertical pass, round half up (section 3.6 model, bit-exact with Pillow)."""
+    horizontal = _box_axis(u.to(torch.int32), out_w, dim=-1)
+    return _box_axis(horizontal, out_h, dim=-2).to(torch.uint8)

@@ -107,7 +107,7 @@ def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     """Section 4.14: Pillow BOX resize down to int(side * factor), then BOX back up (3.6 model)."""
     factor = K.PIXELATE[constants][severity - 1]
     h, w = images.shape[-2:]
-    small = box_resize_u8(images.to(WORK_DTYPE), int(h * factor), int(w * factor))
+    small = box_resize_u8(images, int(h * factor), int(w * factor))
     return box_resize_u8(small, h, w)
 
 
