@@ -18,6 +18,25 @@ import torch.nn.functional as F
 WORK_DTYPE = torch.float32
 
 
+def opencv():
+    """The cv2 module, using as many threads as torch's intra-op pool (never more: the machine
+    may be shared, and the caller chose torch's thread count)."""
+    import cv2
+
+    cv2.setNumThreads(torch.get_num_threads())
+    return cv2
+
+
+def channels_last_numpy(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) tensor -> contiguous (N, H, W, C) NumPy array on the CPU (OpenCV's layout)."""
+    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def from_channels_last(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C) NumPy array -> contiguous (N, C, H, W) tensor on ``like``'s device."""
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(like.device)
+
+
 # ----------------------------------------------------------------------------- borders (1.2)
 
 
