@@ -77,17 +77,17 @@ _DIST_SHIFT = 16
 _HV, _DIAG, _LONG = (round(c * (1 << _DIST_SHIFT)) for c in (1.0, 1.4, 2.1969))
 
 
-def _min_pool(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """Minimum over a centred kh x kw window; outside the image counts as +inf (no path there)."""
-    return -F.max_pool2d(-x, (kh, kw), stride=1, padding=(kh // 2, kw // 2))
-
-
 def _shifted_min(x: torch.Tensor, step: int, dim: int) -> torch.Tensor:
-    """min(x[p - step], x[p + step]) along ``dim`` (-1 or -2), +inf beyond the border."""
+    """min(x[p - step], x[p + step]) along ``dim`` (-1 or -2); +inf beyond the border (no path there)."""
     pad = (step, step, 0, 0) if dim == -1 else (0, 0, step, step)
     p = F.pad(x, pad, value=float("inf"))
     n = x.shape[dim]
     return torch.minimum(p.narrow(dim, 0, n), p.narrow(dim, 2 * step, n))
+
+
+def _min3(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Minimum over the centred triple along ``dim``."""
+    return torch.minimum(x, _shifted_min(x, 1, dim))
 
 
 def chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
@@ -99,7 +99,7 @@ def chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     so it converges in about cap / 2 rounds; pixels with no edge in reach get the cap, as
     OpenCV's huge value after truncation.
 
-    Each round takes the minimum over move groups with min-pools, on float32 (the fixed-point
+    Each round takes the minimum over move groups with separable min-filters, on float32 (the fixed-point
     integers stay below 2^24, so they are exact). A group's window also covers a few cells
     whose true cost is lower than the group's (the centre, the 4-neighbours in the 3x3 diagonal
     window, (0, +-2) and (+-2, 0) among the knight moves): a detour never beats a path that
@@ -108,10 +108,10 @@ def chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     capped = float(int(cap * (1 << _DIST_SHIFT)))  # a path through a capped pixel costs more than the cap
     dist = torch.where(edges, 0.0, capped).to(torch.float32)
     while True:
-        rows3 = _min_pool(dist, 3, 1)  # vertical triples
-        cols3 = _min_pool(dist, 1, 3)
+        rows3 = _min3(dist, -2)  # vertical triples
+        cols3 = _min3(dist, -1)
         best = torch.minimum(dist, torch.minimum(rows3, cols3) + _HV)
-        best = torch.minimum(best, _min_pool(rows3, 1, 3) + _DIAG)
+        best = torch.minimum(best, _min3(rows3, -1) + _DIAG)
         knights = torch.minimum(_shifted_min(rows3, 2, -1), _shifted_min(cols3, 2, -2))
         best = torch.minimum(best, knights + _LONG).clamp_max_(capped)
         if torch.equal(best, dist):
