@@ -436,6 +436,38 @@ def test_spatter_opencv_steps():
         np.testing.assert_array_equal(equalize_hist(torch.from_numpy(levels)[None, None])[0, 0].numpy(), cv2.equalizeHist(levels))
 
 
+def chamfer_by_relaxation(edges: np.ndarray, cap: float = 20.0) -> np.ndarray:
+    """Shortest paths over OpenCV's 5x5 chamfer moves (16.16 fixed point), by Bellman-Ford
+    relaxation until nothing changes: the definition the two raster passes must reproduce."""
+    costs = {1: 65536, 2: round(1.4 * 65536), 5: round(2.1969 * 65536)}
+    capped = int(cap * 65536)
+    h, w = edges.shape
+    dist = np.where(edges, 0, capped).astype(np.int64)
+    while True:
+        padded = np.pad(dist, 2, constant_values=capped)
+        best = dist.copy()
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                if dy * dy + dx * dx in costs:
+                    shifted = padded[2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
+                    best = np.minimum(best, shifted + costs[dy * dy + dx * dx])
+        best = np.minimum(best, capped)
+        if np.array_equal(best, dist):
+            return np.minimum(dist.astype(np.float32) * np.float32(1 / 65536), cap)
+        dist = best
+
+
+def test_chamfer_raster_passes_equal_shortest_paths():
+    from cema_cli.corruptions.spatter import chamfer_distance
+
+    rng = np.random.default_rng(11)
+    for density, shape in ((0.002, (40, 70)), (0.01, (64, 64)), (0.05, (33, 21)), (0.0, (12, 12))):
+        edges = rng.random((3, *shape)) < density
+        ours = chamfer_distance(torch.from_numpy(edges)[:, None])[:, 0].numpy()
+        for one, got in zip(edges, ours):
+            np.testing.assert_array_equal(got, chamfer_by_relaxation(one))
+
+
 def ndimage_smooth(x, sigma):
     from scipy import ndimage
 
