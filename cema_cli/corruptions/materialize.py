@@ -33,6 +33,10 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".we
 JPEG_SUFFIXES = (".jpeg", ".jpg")
 DEFAULT_JPEG_QUALITY = 85  # JPEG inputs stay JPEG; the published ImageNet-C used quality 85
 METADATA_NAME = "cema_corruption.json"
+# Bumped when a corruption's output bytes for a seed change. 2: defocus_blur with the ImageNet
+# constants (kernels over 5 x 5) runs OpenCV's float32 filter2D, moving about 3e-5 of the
+# values by one level; every other corruption and every CIFAR-constants output is unchanged.
+RECIPE_VERSION = 2
 Progress = Callable[[int], None]
 
 
@@ -85,6 +89,7 @@ def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], sever
         "jpeg_quality": jpeg_quality,
         "frost": "frost (procedural)",
         "truncation": "floor",
+        "recipe_version": RECIPE_VERSION,
     }
     output.mkdir(parents=True, exist_ok=True)
     path = output / METADATA_NAME

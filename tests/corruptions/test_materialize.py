@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from cema_cli.cli_corrupt import corrupt_command, parse_severities
 from cema_cli.corruptions import corrupt
-from cema_cli.corruptions.materialize import METADATA_NAME, materialize
+from cema_cli.corruptions.materialize import METADATA_NAME, RECIPE_VERSION, materialize
 from cema_cli.errors import CemaError
 from corruption_helpers import natural_image
 
@@ -56,7 +57,8 @@ def test_tree_layout_contents_and_resume(tmp_path):
     clean = torch.from_numpy(natural_image(32, 4)).permute(2, 0, 1)[None]
     expected = corrupt(clean, "gaussian_noise", 3, seed=4, indices=[4], constants="cifar")[0].permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(Image.open(out)), expected)
-    assert '"source": "generated"' in (tmp_path / "out" / METADATA_NAME).read_text()
+    metadata = json.loads((tmp_path / "out" / METADATA_NAME).read_text())
+    assert metadata["source"] == "generated" and metadata["recipe_version"] == RECIPE_VERSION
     before = read_tree(tmp_path / "out")
     again = materialize(tmp_path / "in", tmp_path / "out", NAMES, [1, 3], seed=4)
     assert again.written == 0 and again.skipped == 24
