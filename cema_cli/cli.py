@@ -143,6 +143,9 @@ def _run_options(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(min=0, max=100, help="Exit 1 when a method's mean accuracy (%) is below this.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Several seeds: a count (5 = seeds 0-4) or a list (0,1,2); adds mean ± 95% tables.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: idle cores / workers; see README).")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Run as resumable cells: serial, process or ray (default with --seeds: process).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -247,6 +250,8 @@ def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
 def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], tables: Callable[[Any, Any], list[Any]]) -> None:
     """Run, print the command's tables (and the sweep table), then apply --min-accuracy."""
     with user_errors(opts["verbose"]):
+        if opts["seeds"] is not None or opts["executor"] is not None:
+            return run_cells_and_report(ctx, methods, opts)
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
         from cema_cli.saved_results import check_min_accuracy
@@ -256,6 +261,19 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
             console.print(table)
         print_sweep(frame)
         check_min_accuracy(frame, opts["min_accuracy"])
+
+
+def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any]) -> None:
+    """--seeds or --executor: the run as sweep cells (cli_sweep.py), then the seed statistics."""
+    from cema_cli.cli_sweep import execute_cells, fail_on_cells, print_statistics
+    from cema_cli.saved_results import check_min_accuracy
+
+    frame, failed = execute_cells(methods, {**opts, "ctx": ctx}, console)
+    if not frame.empty:
+        print_statistics(frame, None, console)
+        print_sweep(frame)
+        check_min_accuracy(frame, opts["min_accuracy"])
+    fail_on_cells(failed)
 
 
 def print_sweep(frame: Any) -> None:
@@ -272,7 +290,7 @@ def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
 
     configs = build_configs(methods, opts)
     out = opts["out"] or default_out_dir(methods)
-    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]))
+    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), threads=opts["threads"])
     console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
     return rows
 
@@ -337,6 +355,9 @@ def plot(
 
 
 from cema_cli.cli_corrupt import corrupt_command  # noqa: E402 - torch-free, registered below
+from cema_cli.cli_sweep import register as register_sweep  # noqa: E402 - torch-free
+
+register_sweep(app)
 
 app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C layout) or .npy (CIFAR-10-C layout).")(corrupt_command)
 

@@ -46,14 +46,18 @@ class FileSink:
         report.write_json(self.meta, self.out / "run.json")
 
 
-def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str) -> list[dict[str, Any]]:
-    """Run each configuration (one per budget point of a sweep) into one set of files."""
+def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, threads: int | None = None) -> list[dict[str, Any]]:
+    """Run each configuration (one per budget point of a sweep) into one set of files, with
+    ``threads`` torch threads (default: the thread policy of threads.py)."""
     from cema_cli.api import Events, environment, resolve_device, run_benchmark
+    from cema_cli.threads import apply_threads, threads_per_worker
 
     config = configs[0]
     sink = FileSink(out, config, command)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
-    sink.write_meta(environment=environment(resolve_device(config.device)), budget_points=budgets)
+    threads = threads_per_worker(1, threads)
+    apply_threads(threads)
+    sink.write_meta(environment=environment(resolve_device(config.device)), budget_points=budgets, threads=threads)
     with new_progress(console) as progress:
         task = progress.add_task("starting", total=None)
         model_tasks: dict[str, Any] = {}
