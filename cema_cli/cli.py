@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cema_cli.config import ChannelConfig, RunConfig, parse_rate
 from cema_cli.errors import CemaError, unknown_name
@@ -43,7 +44,7 @@ def user_errors(verbose: bool) -> Iterator[None]:
     except CemaError as error:
         if verbose:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)  # escape: '[sweep]' is not markup
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted:[/] rows finished so far are kept in results.csv")

@@ -56,6 +56,10 @@ def make_plan(executor: str | None, cells: int, device: str, threads: int | None
     if name == "serial":
         return Plan(name, 1, threads_per_worker(1, threads))
     if name == "ray":
+        import_ray()
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        if address:
+            check_reachable(address)
         cell_threads = threads or max(1, int(cpus_per_cell or 1))
         return Plan(name, 1, cell_threads, cpus_per_cell=cpus_per_cell or cell_threads,
                     gpus_per_cell=gpus_per_cell if gpus_per_cell is not None else float(gpus > 0), ray_address=ray_address)
@@ -139,8 +143,6 @@ def start_ray(address: str | None) -> Any:
     """An existing cluster (--ray-address or RAY_ADDRESS), else a local Ray with no configuration."""
     ray = import_ray()
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        check_reachable(address)
     if not ray.is_initialized():
         env = {"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}} if not address else None
         try:

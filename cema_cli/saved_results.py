@@ -17,6 +17,8 @@ from cema_cli.config import ChannelConfig, RunConfig
 from cema_cli.errors import CemaError, CheckFailed
 
 KEY = ["method", "corruption", "severity"]
+# One row of a sweep's results.csv: seeds and channel points repeat a (method, domain).
+ROW_KEY = [*KEY, "seed", "uplink_budget_bytes", "downlink_budget_bytes"]
 # One value per run: rows that disagree on these cannot come from one `cema` invocation.
 RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel")
 # Compared row by row between a baseline and new results: a difference means another setting.
@@ -41,13 +43,14 @@ def run_label(path: Path) -> str:
 def merge_results(labelled: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     """Concatenate result files; when a (method, domain) occurs in several, tag methods with the run."""
     merged = pd.concat([frame for _, frame in labelled], ignore_index=True)
-    if merged.duplicated(KEY).any():
+    key = [k for k in ROW_KEY if k in merged.columns]
+    if merged.duplicated(key).any():
         labels = [label for label, _ in labelled]
         if len(set(labels)) < len(labels):
             labels = [f"{index + 1}:{label}" for index, label in enumerate(labels)]
         merged = pd.concat([frame.assign(method=frame["method"] + f" ({label})") for label, (_, frame) in zip(labels, labelled)],
                            ignore_index=True)
-    duplicated = merged[merged.duplicated(KEY)]
+    duplicated = merged[merged.duplicated(key)]
     if not duplicated.empty:
         raise CemaError(f"{row_label(duplicated.iloc[0])} occurs twice in one file; a results.csv holds one row per method and domain.")
     return merged

@@ -68,7 +68,8 @@ def seed_table(frame: pd.DataFrame) -> Table:
     """Mean accuracy over domains per method (and point): mean +- 95% half-width over seeds."""
     summary = summary_frame(frame)
     means = summary[summary["corruption"] == MEAN_DOMAIN]
-    table = Table(title="accuracy over seeds (mean over domains; ± = 95% interval: t over seeds, Wilson for one run)", box=box.SIMPLE_HEAD)
+    table = Table(title="accuracy over seeds (mean over domains)", box=box.SIMPLE_HEAD,
+                  caption="± = 95% interval: Student-t over seeds; Wilson from the sample count for one run")
     points = several_points(frame)
     for name in ("method", *(["point"] if points else []), "seeds", "acc % ± 95%", "std"):
         table.add_column(name, justify="left" if name in ("method", "point") else "right")
@@ -117,7 +118,8 @@ def paired_frame(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
 def paired_table(frame: pd.DataFrame, reference: str) -> Table:
     paired = paired_frame(frame, reference)
     points = several_points(frame)
-    table = Table(title=f"paired difference to {reference} (points, mean over domains, same seeds; ± = 95% t interval)", box=box.SIMPLE_HEAD)
+    table = Table(title=f"paired difference to {reference}", box=box.SIMPLE_HEAD,
+                  caption="points, mean over domains, same seeds; ± = 95% t interval; wins = seeds where the method is ahead")
     for name in ("method", *(["point"] if points else []), "diff ± 95%", "wins"):
         table.add_column(name, justify="left" if name in ("method", "point") else "right")
     for _, row in paired.iterrows():
@@ -155,3 +157,11 @@ def compare_seeds(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -
     return merged[CELL].assign(accuracy_baseline=merged["mean_baseline"], accuracy_new=merged["mean_new"],
                                baseline_low=merged["ci_low_baseline"],
                                diff_points=100 * (merged["mean_new"] - merged["mean_baseline"]), status=status)
+
+
+def seed_half_widths(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``report.sweep_frame``'s summary with the 95% half-width over seeds of each (budget,
+    method) mean accuracy (NaN with one seed): the error bars of ``cema plot``."""
+    keyed = per_seed_means(frame).assign(budget=lambda f: f["uplink_budget_bytes"].astype("float").fillna(float("inf")))
+    halves = {key: t_interval(list(g["accuracy"])).half_width for key, g in _groups(keyed, ["budget", "method"])}
+    return summary.assign(half_width=[halves.get((b, m), math.nan) for b, m in zip(summary["budget"], summary["method"])])

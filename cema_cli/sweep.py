@@ -110,7 +110,7 @@ def run_cell(config: RunConfig, threads: int) -> CellResult:
     batches: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
-        rows = run_benchmark(config, Events(on_batch=batches.append))
+        rows = run_benchmark(config, Events(on_batch=lambda record: batches.append({**record, "seed": config.seed})))
     except Exception as error:  # noqa: BLE001 - a failed cell must not stop the sweep
         return CellResult("failed", f"{type(error).__name__}: {error}", time.perf_counter() - start, threads)
     return CellResult("ok", "", time.perf_counter() - start, threads, rows, batches)
