@@ -139,10 +139,13 @@ def compare_seeds(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -
     baseline's lower 95% bound minus ``tolerance`` points. Other seeds of the same code stay inside
     the interval; a real drop of a few points falls out of it."""
     from cema_cli.errors import CemaError
-    from cema_cli.saved_results import EPSILON_POINTS
+    from cema_cli.saved_results import EPSILON_POINTS, SETTING_COLUMNS, check_same_setting
 
     if tolerance < 0:
         raise CemaError(f"--tolerance {tolerance:g} is negative; give the allowed drop in points, e.g. 0.5.")
+    settings = baseline.drop_duplicates(CELL).merge(new.drop_duplicates(CELL), on=CELL, suffixes=("_baseline", "_new"))
+    keys = {f"{c}{side}": settings[c] for c in CELL if c in SETTING_COLUMNS for side in ("_baseline", "_new")}  # equal: merged on
+    check_same_setting(settings.assign(**keys, seed_new=settings["seed_baseline"]))  # the seeds differ by design
     old, fresh = summary_frame(baseline), summary_frame(new)
     old, fresh = (s[s["corruption"] != MEAN_DOMAIN] for s in (old, fresh))
     merged = old.merge(fresh, on=CELL, how="left", suffixes=("_baseline", "_new"))

@@ -51,7 +51,8 @@ def rows(values: dict[tuple[str, str, int], float], samples: int = 1000) -> pd.D
     """Result rows (method, corruption, seed) -> accuracy, at one channel point."""
     return pd.DataFrame([{"method": m, "corruption": c, "severity": 5, "seed": s, "accuracy": a, "correct": round(a * samples),
                           "samples": samples, "uplink_budget_bytes": None, "downlink_budget_bytes": None,
-                          "edge_model": "e", "cloud_model": "c"} for (m, c, s), a in values.items()])
+                          "edge_model": "e", "cloud_model": "c", "dataset": "mnist", "batch_size": 64, "protocol": "reset-each-shift",
+                          "constants": "cifar", "channel": "{}", "method_config": "{}"} for (m, c, s), a in values.items()])
 
 
 def test_aggregates_are_per_seed_means_first():
@@ -88,3 +89,11 @@ def test_multi_seed_check_flags_a_mean_below_the_lower_bound_minus_the_tolerance
     regressed = compare_seeds(baseline, seeds({"bn": [0.779, 0.779, 0.779]}, 3), tolerance=0.5)
     assert list(regressed["status"]) == ["REGRESSED"]
     assert regressed["diff_points"].iloc[0] == pytest.approx(-3.1)
+
+
+def test_multi_seed_check_refuses_another_setting():
+    from cema_cli.errors import CemaError
+
+    new = seeds({"bn": [0.8, 0.8, 0.8]}, 3).assign(batch_size=32)
+    with pytest.raises(CemaError, match="batch_size is 32"):
+        compare_seeds(seeds({"bn": [0.80, 0.81, 0.82]}), new, tolerance=0.5)

@@ -178,7 +178,7 @@ def test_bad_flags_exit_2(cli, tmp_path, args, expected):
 def test_ray_missing_names_the_extra(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     result = cli("sweep", "--methods", "bn", "--samples", "64", "--out", str(tmp_path / "o"), "--executor", "ray")
-    assert result.exit_code == 2 and "pip install 'cema-cli[ray]'" in result.output
+    assert result.exit_code == 2 and "pip install 'cema-cli[ray]'" in " ".join(result.output.split())
 
 
 def test_a_folder_of_another_schema_is_refused_and_kept(cli, serial_run, tmp_path):
@@ -201,3 +201,17 @@ def test_compare_takes_seeds_and_an_executor(cli, tmp_path):
     report = cli("report", str(tmp_path / "c"))
     assert report.exit_code == 0 and "accuracy over seeds" in report.output and "±" in report.output
     assert cli("plot", str(tmp_path / "c"), "-o", str(tmp_path / "p.png")).exit_code == 0
+
+
+def test_multi_seed_check_neither_flaps_nor_misses(cli, tmp_path):
+    """Same code, other seeds: passes. The same results 2 points worse: fails."""
+    grid = ["--methods", "bn", "--corruption", "gaussian_noise,contrast", "--executor", "serial", "--threads", "1"]
+    assert cli("compare", *grid, "--seeds", "0,1,2", "--out", str(tmp_path / "base")).exit_code == 0
+    assert cli("compare", *grid, "--seeds", "3,4,5", "--out", str(tmp_path / "new")).exit_code == 0
+    passed = cli("check", "--baseline", str(tmp_path / "base" / "results.csv"), "--results", str(tmp_path / "new" / "results.csv"))
+    assert passed.exit_code == 0, passed.output
+    worse = pd.read_csv(tmp_path / "new" / "results.csv")
+    worse.loc[worse["corruption"] == "contrast", "accuracy"] -= 0.02
+    worse.to_csv(tmp_path / "worse.csv", index=False)
+    failed = cli("check", "--baseline", str(tmp_path / "base" / "results.csv"), "--results", str(tmp_path / "worse.csv"))
+    assert failed.exit_code == 1 and "bn contrast-5" in failed.output and "gaussian_noise" not in failed.output.split("regressed")[-1]
