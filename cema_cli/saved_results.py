@@ -44,7 +44,7 @@ def merge_results(labelled: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     """Concatenate result files; when a (method, domain) occurs in several, tag methods with the run."""
     merged = pd.concat([frame for _, frame in labelled], ignore_index=True)
     key = [k for k in ROW_KEY if k in merged.columns]
-    if merged.duplicated(key).any():
+    if pd.concat([frame[KEY].drop_duplicates() for _, frame in labelled]).duplicated().any():  # the same row in two files
         labels = [label for label, _ in labelled]
         if len(set(labels)) < len(labels):
             labels = [f"{index + 1}:{label}" for index, label in enumerate(labels)]

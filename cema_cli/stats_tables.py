@@ -23,6 +23,8 @@ MEAN_DOMAIN = "mean"
 
 
 def _groups(frame: pd.DataFrame, keys: list[str]):
+    """Group by ``keys``; a channel/model column that an older results file lacks counts as one value."""
+    frame = frame.assign(**{c: None for c in POINT if c in keys and c not in frame.columns})
     return frame.groupby(keys, sort=False, dropna=False)
 
 
@@ -131,7 +133,8 @@ def paired_table(frame: pd.DataFrame, reference: str) -> Table:
 # --- cema check against a multi-seed baseline ----------------------------------------------------
 
 def is_multi_seed(frame: pd.DataFrame) -> bool:
-    return frame["seed"].nunique() > 1
+    """Some (method, domain, point) ran with several seeds (merged single runs are not)."""
+    return bool(_groups(frame, CELL)["seed"].nunique().max() > 1)
 
 
 def compare_seeds(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> pd.DataFrame:
