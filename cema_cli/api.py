@@ -24,6 +24,7 @@ from cema_cli.engine import SlidingWindow, Tally, run_stream
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
+from cema_cli.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext, make_config, placements_of
 
@@ -313,8 +314,10 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
         "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
+        **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(tally.correct, tally.seen))),  # test-set sampling error
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
+        "threads": torch.get_num_threads(),
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(config, segment),
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),

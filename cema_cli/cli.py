@@ -223,6 +223,9 @@ def _run_options(
     out: Annotated[Optional[Path], typer.Option(help="Output folder, new or empty (default: cema-runs/<time>-<methods>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the run files of an --out that already holds a run.")] = False,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 when a method's mean accuracy is below this, in percent (90 = 90%; values 0-1 are refused as ambiguous).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Several seeds: a count (5 = seeds 0-4) or a list (0,1,2); adds mean ± 95% tables.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: idle cores / workers; see README).")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Run as resumable cells: serial, process or ray (default with --seeds: process).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -342,6 +345,8 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
         from cema_cli.saved_results import check_min_accuracy, checked_min_accuracy
 
         checked_min_accuracy(opts["min_accuracy"])
+        if opts["seeds"] is not None or opts["executor"] is not None:
+            return run_cells_and_report(ctx, methods, opts)
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
 
@@ -350,6 +355,19 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
             console.print(table)
         print_sweep(frame)
         check_min_accuracy(frame, opts["min_accuracy"])
+
+
+def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any]) -> None:
+    """--seeds or --executor: the run as sweep cells (cli_sweep.py), then the seed statistics."""
+    from cema_cli.cli_sweep import execute_cells, fail_on_cells, print_statistics
+    from cema_cli.saved_results import check_min_accuracy
+
+    frame, failed = execute_cells(methods, {**opts, "ctx": ctx}, console)
+    if not frame.empty:
+        print_statistics(frame, None, console)
+        print_sweep(frame)
+        check_min_accuracy(frame, opts["min_accuracy"])
+    fail_on_cells(failed)
 
 
 def print_sweep(frame: Any) -> None:
@@ -368,7 +386,7 @@ def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     configs = build_configs(methods, opts)
     out = opts["out"] or default_out_dir(methods)
     check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
-    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"])
+    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"])
     console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
     return rows
 
@@ -433,6 +451,9 @@ def plot(
 
 
 from cema_cli.cli_corrupt import corrupt_command  # noqa: E402 - torch-free, registered below
+from cema_cli.cli_sweep import register as register_sweep  # noqa: E402 - torch-free
+
+register_sweep(app)
 
 app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C layout) or .npy (CIFAR-10-C layout).")(corrupt_command)
 

@@ -36,7 +36,9 @@ def check_command(
     with user_errors(verbose):
         old = read_results(baseline)
         new = read_results(results) if results else rerun(old, device, data_root, out)
-        diff = compare_accuracy(old, new, tolerance)
+        from cema_cli.stats_tables import compare_seeds, is_multi_seed
+
+        diff = (compare_seeds if is_multi_seed(old) else compare_accuracy)(old, new, tolerance)
         console.print(report.check_table(diff, tolerance))
         fail_on_regression(diff, tolerance)
         console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
@@ -100,9 +102,14 @@ def merged_results(files: list[Path]) -> "pd.DataFrame":
 
 def report_tables(frame: "pd.DataFrame") -> list:
     """The tables bench (one method) or compare (several; per domain when several domains) print,
-    and the sweep table when the rows hold several budget points."""
-    from cema_cli import report
+    the mean ± 95% tables over seeds for multi-seed or multi-point sweeps, and the sweep table when
+    the rows hold several budget points."""
+    from cema_cli import report, stats_tables
 
+    model_pairs = frame[["edge_model", "cloud_model"]].drop_duplicates().shape[0]
+    if stats_tables.is_multi_seed(frame) or model_pairs > 1:  # mean ± 95% over seeds, per channel point and model pair
+        domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
+        return [stats_tables.seed_table(frame), *([stats_tables.seed_domain_table(frame)] if domains else [])]
     sweep = [report.sweep_table(frame)] if report.budget_points(frame) > 1 else []
     if frame["method"].nunique() == 1:
         return [report.bench_table(frame), *sweep]

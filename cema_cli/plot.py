@@ -36,7 +36,9 @@ def results_figure(results_csv: Path):
     batches = read_batches(batches_csv) if batches_csv.exists() else None
     panels = 3 if batches is not None and not batches.empty else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), constrained_layout=True)
-    summary = sweep_frame(frame)
+    from cema_cli.stats_tables import seed_half_widths
+
+    summary = seed_half_widths(sweep_frame(frame), frame)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {m: palette[i % len(palette)] for i, m in enumerate(frame["method"].unique())}  # same in every panel
     draw_tradeoff(axes[0], summary, "delivered", "uploads delivered to the cloud (samples, all domains)", 1.0, colors)
@@ -71,6 +73,9 @@ def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: flo
     for method, group in summary.groupby("method", sort=False):
         group = group.sort_values("budget")
         ax.plot(group[column] / scale, 100 * group["accuracy"], marker="o", label=method, color=colors[method])
+        if group["half_width"].notna().any():  # several seeds: 95% interval of the mean
+            ax.errorbar(group[column] / scale, 100 * group["accuracy"], yerr=100 * group["half_width"], fmt="none",
+                        ecolor=colors[method], capsize=3)
         for _, row in group.iterrows():
             if summary["budget"].nunique() > 1:
                 text = budget_label(None if row["budget"] == float("inf") else row["budget"])
@@ -85,6 +90,8 @@ def draw_stream(ax, batches: pd.DataFrame, colors: dict[str, str]) -> None:
     """Per-batch accuracy (moving average of 5 batches) along the stream, domains in run order."""
     unlimited = batches[batches["uplink_budget_bytes"].isna()] if "uplink_budget_bytes" in batches else batches
     batches = unlimited if not unlimited.empty else batches
+    if "seed" in batches:  # a sweep: the stream of its first seed
+        batches = batches[batches["seed"] == batches["seed"].min()]
     for method, group in batches.groupby("method", sort=False):
         per_batch = group["correct"].diff().where(group["batch"] > 1, group["correct"])
         size = group["seen"].diff().where(group["batch"] > 1, group["seen"])

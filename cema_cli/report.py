@@ -213,8 +213,8 @@ def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
         uplink_bytes=("uplink_bytes", "sum"),
         samples=("samples", "sum"),
     ).reset_index()
-    # One Series per budget, aligned on the summary's index (whatever the number of budgets).
-    summary["pareto"] = pd.concat([pareto_front(g["accuracy"], g["uplink_bytes"]) for _, g in summary.groupby("budget")])
+    # concat, not groupby.apply: with a single budget apply returns a wide frame (a one-point plot failed)
+    summary["pareto"] = pd.concat([pareto_front(g["accuracy"], g["uplink_bytes"]) for _, g in summary.groupby("budget", sort=False)])
     return summary.sort_values(["budget", "accuracy"], ascending=[True, False])
 
 

@@ -88,18 +88,23 @@ def end_status(error: BaseException) -> dict[str, Any]:
     return {"status": kind, "error": " ".join(f"{type(error).__name__}: {error}".split())}
 
 
-def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, force: bool = False) -> list[dict[str, Any]]:
+def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, force: bool = False,
+                   threads: int | None = None) -> list[dict[str, Any]]:
     """Run each configuration (one per budget point of a sweep) into one set of files under
-    ``out``, held with a lock (run_folder.py). A bad input found before the first row leaves no
-    folder behind; any other stop keeps the finished rows and says why in run.json."""
+    ``out``, held with a lock (run_folder.py), with ``threads`` torch threads (default: the
+    thread policy of threads.py). A bad input found before the first row leaves no folder
+    behind; any other stop keeps the finished rows and says why in run.json."""
     from cema_cli.api import environment, resolve_device
+    from cema_cli.threads import apply_threads, threads_per_worker
 
     env = environment(resolve_device(configs[0].device))
+    threads = threads_per_worker(1, threads)
+    apply_threads(threads)
     held = claim(out, force)
     sink = FileSink(out, configs[0], command)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
     try:
-        sink.write_meta(environment=env, budget_points=budgets)
+        sink.write_meta(environment=env, budget_points=budgets, threads=threads)
         with sigterm_as_interrupt():
             rows = run_with_progress(configs, sink, console)
     except BaseException as error:

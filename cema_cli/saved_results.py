@@ -19,6 +19,8 @@ from cema_cli.report import budget_label
 
 KEY = ["method", "corruption", "severity"]
 BUDGETS = ["uplink_budget_bytes", "downlink_budget_bytes"]  # a sweep has one row per budget point
+# One row of a sweep's results.csv: seeds and channel points repeat a (method, domain).
+ROW_KEY = [*KEY, "seed", "segment", "uplink_budget_bytes", "downlink_budget_bytes"]
 # One value per run: rows that disagree on these cannot come from one `cema` invocation.
 RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel")
 # Compared row by row between a baseline and new results: a difference means another setting.
@@ -28,11 +30,6 @@ JSON_COLUMNS = ("channel", "method_config")
 # The stream's parameters (shared/spec/streams.md), in rows written since they exist.
 STREAM_COLUMNS = ("order", "dirichlet", "label_sampler", "gradual", "window")
 EPSILON_POINTS = 1e-9
-
-
-def key_of(frame: pd.DataFrame) -> list[str]:
-    """What identifies a row of one file (see ``row_key``)."""
-    return row_key(frame)
 
 
 def row_label(row: Any) -> str:
@@ -52,8 +49,8 @@ def run_label(path: Path) -> str:
 def merge_results(labelled: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     """Concatenate result files; when a (method, domain) occurs in several, tag methods with the run."""
     merged = pd.concat([frame for _, frame in labelled], ignore_index=True)
-    key = key_of(merged)
-    if merged.duplicated(key).any():
+    key = [k for k in ROW_KEY if k in merged.columns]
+    if pd.concat([frame[KEY].drop_duplicates() for _, frame in labelled]).duplicated().any():  # the same row in two files
         labels = [label for label, _ in labelled]
         if len(set(labels)) < len(labels):
             labels = [f"{index + 1}:{label}" for index, label in enumerate(labels)]
