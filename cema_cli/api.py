@@ -10,7 +10,7 @@ import functools
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
 from cema_cli.strategies import STRATEGIES
-from cema_cli.strategies.base import Strategy, StrategyContext, make_config
+from cema_cli.strategies.base import Strategy, StrategyContext, WorkCounts, make_config
 
 
 @dataclass
@@ -168,6 +168,7 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
     samples = min(config.samples or total, total)
     session.events.on_domain_start(method, corruption, severity, -(-samples // config.batch_size))
     up_before, down_before = copy.copy(channel.uplink.stats), copy.copy(channel.downlink.stats)
+    control_before, work_before = copy.copy(channel.uplink.control_stats), copy.copy(strategy.work)
     delay_before = (channel.param_delay_sum, channel.param_delay_batches)
     base = {"method": method, "corruption": corruption, "severity": severity,
             "uplink_budget_bytes": config.channel.uplink_budget_bytes}
@@ -176,21 +177,29 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         up, down = chan.uplink.stats.minus(up_before), chan.downlink.stats.minus(down_before)
         session.events.on_batch({
             **base, "batch": tally.batches, "seen": tally.seen, "correct": tally.correct,
-            "accuracy": tally.accuracy, "uploads": up.sent, "uplink_bytes": up.transmitted_bytes,
+            "accuracy": tally.accuracy, "uploads": up.sent - (chan.uplink.control_stats.sent - control_before.sent), "uplink_bytes": up.transmitted_bytes,
             "downlink_bytes": down.transmitted_bytes, **strat.batch_log(),
         })
 
     stream = session.dataset.stream(corruption, severity, config.seed, samples, config.batch_size)
     tally = run_stream(strategy, stream, channel, session.device, on_batch, session.autocast)
     up, down = channel.uplink.stats.minus(up_before), channel.downlink.stats.minus(down_before)
+    samples_up = up.minus(channel.uplink.control_stats.minus(control_before))  # uploads are samples only
     delay_sum, delay_n = channel.param_delay_sum - delay_before[0], channel.param_delay_batches - delay_before[1]
     traffic = {
-        "uploads": up.sent, "upload_ratio": up.sent / tally.seen if tally.seen else 0.0,
+        "uploads": samples_up.sent, "upload_ratio": samples_up.sent / tally.seen if tally.seen else 0.0,
         "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
-        "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
+        "delivered_uploads": samples_up.transmitted, "dropped_uploads": samples_up.dropped,
+        "queued_uploads": sum(not p.control for p in channel.uplink.queue),
         "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
+        **work_columns(strategy.work, work_before),
     }
     return result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0))
+
+
+def work_columns(work: WorkCounts, before: WorkCounts) -> dict[str, int]:
+    """Samples through forward and backward passes on each side during one domain."""
+    return {f"{f.name}_samples": getattr(work, f.name) - getattr(before, f.name) for f in fields(WorkCounts)}
 
 
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,
