@@ -120,7 +120,8 @@ class SampleSelector:
 def build_anchor(context: StrategyContext, model: nn.Module, params: list[nn.Parameter], config: ETAConfig) -> FisherAnchor | None:
     if not isinstance(config, EATAConfig):
         return None
-    # Every domain starts from the same source model, so the Fisher is computed once per run.
+    # Every domain starts from the same source model, so the Fisher is computed once per run;
+    # its passes over clean images are set-up, not adaptation, and are not in ``work``.
     key = ("eata-fisher", config.fisher_samples, config.fisher_batch_size)
     if key not in context.cache:
         clean = context.clean_samples(config.fisher_samples)

@@ -37,7 +37,7 @@ class TentConfig:
 
 def check_optimizer(name: str) -> None:
     if name not in OPTIMIZERS:
-        raise CemaError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}; e.g. --option tent.optimizer=adam.")
+        raise CemaError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}; e.g. --option METHOD.optimizer=adam.")
 
 
 def check_placement(placement: str) -> None:
