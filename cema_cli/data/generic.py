@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from cema_cli import corruptions
-from cema_cli.data.base import DomainInfo, stream_order
+from cema_cli.data.base import DomainInfo, chosen_order, stream_order
 from cema_cli.data.loading import (
     DEFAULT_OPTIONS,
     UNREADABLE,
@@ -166,16 +166,19 @@ class FolderDataset(OnDiskDataset):
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.files)
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        return self.tree.labels(self.files)
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
         items = ImageItems([self.tree.root / f for f in self.files], self.tree.labels(self.files), self.prepare)
-        return generated_stream(self, items, corruption, severity, seed, samples, batch_size)
+        return generated_stream(self, items, corruption, severity, seed, samples, batch_size, order)
 
 
-def generated_stream(dataset, items, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+def generated_stream(dataset, items, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int,
+                     order: list[int] | None = None) -> LoaderStream:
     """The seeded stream of a clean dataset with the corruption generated in the loader workers."""
     corrupt = None if corruption == "none" else Corruption(corruption, severity, dataset.corruption_seed, dataset.constants)
-    order = stream_order(len(items), seed)[:samples]
-    return LoaderStream(items, order, batch_size, Collate(corrupt), dataset.options)
+    return LoaderStream(items, chosen_order(len(items), seed, samples, order), batch_size, Collate(corrupt), dataset.options)
 
 
 @dataclass(frozen=True)
@@ -190,17 +193,26 @@ class NpyPair:
     def read(cls, images: Path, labels: Path, dataset: str) -> NpyPair:
         if not images.is_file() or not labels.is_file():
             raise CemaError(f"{images.parent} does not look like {dataset}: expected {NPY_LAYOUT}; found {describe(images.parent)}.")
-        array = np.load(images, mmap_mode="r")
+        array = load_npy(images, mmap_mode="r")
         hwc = array.ndim == 4 and array.shape[-1] == 3
         if array.dtype != np.uint8 or not (hwc or (array.ndim == 4 and array.shape[1] == 3)):
             raise CemaError(f"{images} holds {array.dtype} {array.shape}; expected uint8 images (N, H, W, 3).")
-        values = np.load(labels).astype(np.int64).reshape(-1)
+        values = load_npy(labels).astype(np.int64).reshape(-1)
         if len(values) != len(array):
             raise CemaError(f"{labels} has {len(values)} labels but {images.name} has {len(array)} images; they must match.")
         return cls(images, values, int(array.shape[1] if hwc else array.shape[2]))
 
     def items(self, start: int = 0, stop: int | None = None) -> NpyItems:
         return NpyItems(self.images, start, self.labels[start:stop].tolist())
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """np.load, with a truncated or foreign file (or a pickle, never loaded) as a CemaError."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (ValueError, OSError, EOFError) as error:
+        raise CemaError(f"cannot read {path} as a NumPy array ({' '.join(str(error).split())}); "
+                        "is it truncated? save it again with np.save.") from None
 
 
 def npy_paths(root: Path) -> tuple[Path, Path]:
@@ -230,8 +242,11 @@ class NpyDataset(OnDiskDataset):
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.pair.labels)
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
-        return generated_stream(self, self.pair.items(), corruption, severity, seed, samples, batch_size)
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        return self.pair.labels.tolist()
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
+        return generated_stream(self, self.pair.items(), corruption, severity, seed, samples, batch_size, order)
 
 
 class CleanSet:
