@@ -10,7 +10,7 @@ import functools
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
 from cema_cli.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
-from cema_cli.strategies.base import Strategy, StrategyContext, make_config, placements_of
+from cema_cli.strategies.base import Strategy, StrategyContext, WorkCounts, make_config, placements_of
 
 
 @dataclass
@@ -217,14 +217,14 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
     config, channel = session.config, live.channel
     corruption, severity = ("mixed", leg.domains[0][1]) if leg.mixed else leg.domains[0]
     session.events.on_domain_start(method, corruption, severity, -(-len(leg.order) // config.batch_size))
-    before = link_counts(channel)
+    before = link_counts(channel, live.strategy)
     shares = TrafficShares(before)
     base = {"method": method, "corruption": corruption, "severity": severity,
             "uplink_budget_bytes": config.channel.uplink_budget_bytes}
 
     def on_batch(tally: Tally, strat: Strategy, chan: Channel) -> None:
-        shares.add(tally, link_counts(chan))
-        spent = subtract(link_counts(chan), before)
+        shares.add(tally, link_counts(chan, strat))
+        spent = subtract(link_counts(chan, strat), before)
         session.events.on_batch({
             **base, "batch": tally.batches, "seen": tally.seen, "correct": tally.correct, "accuracy": tally.accuracy,
             "uploads": spent["uploads"], "uplink_bytes": spent["uplink_bytes"], "downlink_bytes": spent["downlink_bytes"],
@@ -235,7 +235,7 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
     tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window)
     queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape)
     if not leg.mixed:
-        traffic = traffic_columns(subtract(link_counts(channel), before), tally.seen, queued) | compute
+        traffic = traffic_columns(subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
     return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued) | compute,
                        stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
@@ -249,12 +249,15 @@ def leg_stream(session: Session, leg: Leg) -> Any:
     return session.dataset.stream(corruption, severity, config.seed, config.samples, config.batch_size, order=leg.order)
 
 
-def link_counts(channel: Channel) -> dict[str, float]:
-    """The channel's running counters that a row reports; a leg's are differences of two readings."""
-    up, down = channel.uplink.stats, channel.downlink.stats
-    return {"uploads": up.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
-            "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "sync_events": down.sent,
-            "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches}
+def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
+    """The channel's and the strategy's running counters that a row reports; a leg's are
+    differences of two readings. Uploads are samples: control packets (CEMA's moments) only
+    count in the bytes."""
+    up, control, down = channel.uplink.stats, channel.uplink.control_stats, channel.downlink.stats
+    return {"uploads": up.sent - control.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
+            "delivered_uploads": up.transmitted - control.transmitted, "dropped_uploads": up.dropped - control.dropped,
+            "sync_events": down.sent, "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches,
+            **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}}
 
 
 def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -287,6 +290,7 @@ def traffic_columns(spent: dict[str, float], seen: int, queued: int) -> dict[str
         "delivered_uploads": spent["delivered_uploads"], "dropped_uploads": spent["dropped_uploads"], "queued_uploads": queued,
         "param_delay_batches": spent["delay_sum"] / spent["delay_batches"] if spent["delay_batches"] else 0.0,
         "sync_events": spent["sync_events"],
+        **{f"{f.name}_samples": int(spent[f"{f.name}_samples"]) for f in fields(WorkCounts)},
     }
 
 

@@ -3,9 +3,14 @@
 A Link is pure accounting and scheduling, ticking once per edge batch:
 
 - ``send`` hands packets to the link at the current tick; they are transmitted in priority
-  order (lowest value first) while the tick's byte budget lasts. What does not fit is dropped
-  or, with the ``queue`` policy, kept (bounded) and transmitted first at later ticks.
-- A packet transmitted at tick t arrives at tick t + delay; ``receive`` returns the arrived ones.
+  order (lowest value first; ``by_priority=False``: in the order sent) while the tick's byte
+  budget lasts. What does not fit is dropped or, with the ``queue`` policy, kept (bounded) and
+  transmitted first at later ticks. Priority only decides *which* packets cross.
+- A packet transmitted at tick t arrives at tick t + delay; ``receive`` returns the arrived ones
+  in the order they were sent (the stream's order), whatever order they were transmitted in.
+- Control packets (``send(..., control=True)``, e.g. the edge's moments sent up once) cross like
+  any other and count in the bytes; ``control_stats`` counts them apart so that a row's uploads
+  are samples only.
 - Invariants (tested with hypothesis): bytes transmitted per tick <= budget; every sent packet
   is exactly one of delivered, in flight, queued or dropped; nothing arrives before its delay.
 """
@@ -25,6 +30,8 @@ class Packet:
     nbytes: int
     priority: float
     sent_tick: int
+    sequence: int = 0  # position in the order of sending; arrivals keep this order
+    control: bool = False
 
 
 @dataclass
@@ -46,33 +53,45 @@ class LinkStats:
 class Link:
     """One direction of the channel: a per-tick byte budget, a delay in ticks, an overflow policy."""
 
-    def __init__(self, budget_bytes: int | None, delay_ticks: int, overflow: str, queue_capacity: int) -> None:
+    def __init__(self, budget_bytes: int | None, delay_ticks: int, overflow: str, queue_capacity: int,
+                 by_priority: bool = True) -> None:
         self.budget_bytes = budget_bytes
+        self.by_priority = by_priority
         self.delay_ticks = delay_ticks
         self.overflow = overflow
         self.queue_capacity = queue_capacity
         self.now = 0
         self.stats = LinkStats()
+        self.control_stats = LinkStats()
+        self._sequence = 0
         self.queue: list[Packet] = []
         self.in_flight: list[tuple[int, Packet]] = []
         self._left = budget_bytes
         self.transmitted_bytes_per_tick: list[int] = [0]
 
-    def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None) -> None:
+    def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None,
+             control: bool = False) -> None:
         """Hand packets to the link now; lower priority values are transmitted first."""
         priorities = priorities if priorities is not None else [0.0] * len(payloads)
-        packets = [Packet(p, int(n), float(r), self.now) for p, n, r in zip(payloads, nbytes, priorities)]
-        self.stats.sent += len(packets)
-        self.stats.sent_bytes += sum(p.nbytes for p in packets)
-        self._transmit(sorted(packets, key=lambda p: p.priority))
+        packets = [Packet(p, int(n), float(r), self.now, self._sequence + i, control)
+                   for i, (p, n, r) in enumerate(zip(payloads, nbytes, priorities))]
+        self._sequence += len(packets)
+        self._count(packets, "sent", "sent_bytes")
+        self._transmit(sorted(packets, key=lambda p: p.priority) if self.by_priority else packets)
 
     def receive(self) -> list[Packet]:
-        """Packets whose arrival tick has come, in transmission order."""
-        arrived = [p for due, p in self.in_flight if due <= self.now]
+        """Packets whose arrival tick has come, in the order they were sent."""
+        arrived = sorted((p for due, p in self.in_flight if due <= self.now), key=lambda p: p.sequence)
         self.in_flight = [(due, p) for due, p in self.in_flight if due > self.now]
-        self.stats.delivered += len(arrived)
-        self.stats.delivered_bytes += sum(p.nbytes for p in arrived)
+        self._count(arrived, "delivered", "delivered_bytes")
         return arrived
+
+    def _count(self, packets: list[Packet], count: str, nbytes: str | None = None) -> None:
+        """Add packets to a counter of ``stats``, and of ``control_stats`` for control packets."""
+        for stats, chosen in ((self.stats, packets), (self.control_stats, [p for p in packets if p.control])):
+            setattr(stats, count, getattr(stats, count) + len(chosen))
+            if nbytes is not None:
+                setattr(stats, nbytes, getattr(stats, nbytes) + sum(p.nbytes for p in chosen))
 
     def tick(self) -> None:
         """Advance one edge batch: a fresh budget, and queued packets go first."""
@@ -94,14 +113,13 @@ class Link:
             if self._left is not None:
                 self._left -= packet.nbytes
             self.in_flight.append((self.now + self.delay_ticks, packet))
-            self.stats.transmitted += 1
-            self.stats.transmitted_bytes += packet.nbytes
+            self._count([packet], "transmitted", "transmitted_bytes")
             self.transmitted_bytes_per_tick[-1] += packet.nbytes
 
     def _overflow(self, rest: list[Packet]) -> None:
         room = self.queue_capacity - len(self.queue) if self.overflow == "queue" else 0
         self.queue.extend(rest[:room])
-        self.stats.dropped += len(rest[room:])
+        self._count(rest[room:], "dropped")
 
 
 class Channel:
@@ -109,7 +127,8 @@ class Channel:
 
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
-        self.uplink = Link(config.uplink_budget_bytes, config.uplink_delay_batches, config.overflow, config.queue_capacity)
+        self.uplink = Link(config.uplink_budget_bytes, config.uplink_delay_batches, config.overflow, config.queue_capacity,
+                           by_priority=config.uplink_priority == "lowest-entropy-first")
         self.downlink = Link(
             config.downlink_budget_bytes, config.downlink_delay_batches, config.overflow, config.queue_capacity
         )

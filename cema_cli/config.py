@@ -22,6 +22,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 ENCODINGS = ("uint8", "jpeg", "float32")
 PARAM_DTYPES = ("float32", "float16")
 OVERFLOW_POLICIES = ("drop", "queue")
+# Which uploads cross a link that cannot carry all of them; arrivals always keep stream order.
+UPLINK_PRIORITIES = ("lowest-entropy-first", "stream-order")
 AMP_DTYPES = ("bf16", "fp16")
 # Published per-dataset method settings (fidelity/reference.md, "Published settings by dataset").
 PRESETS = ("imagenet", "cifar10", "cifar100")
@@ -41,6 +43,7 @@ class ChannelConfig:
     sync_period_batches: int = 1
     overflow: str = "drop"
     queue_capacity: int = 1024
+    uplink_priority: str = "lowest-entropy-first"
 
     def validate(self) -> "ChannelConfig":
         if self.uplink_encoding not in ENCODINGS:
@@ -49,6 +52,8 @@ class ChannelConfig:
             raise unknown_name("downlink dtype", self.downlink_dtype, PARAM_DTYPES)
         if self.overflow not in OVERFLOW_POLICIES:
             raise unknown_name("overflow policy", self.overflow, OVERFLOW_POLICIES)
+        if self.uplink_priority not in UPLINK_PRIORITIES:
+            raise unknown_name("uplink priority", self.uplink_priority, UPLINK_PRIORITIES)
         if not 1 <= self.jpeg_quality <= 95:
             raise CemaError(f"--jpeg-quality {self.jpeg_quality} is outside 1-95; pick e.g. 85.")
         for name in ("uplink_budget_bytes", "downlink_budget_bytes"):

@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cema_cli.models.norm import prepare_for_norm_adaptation
-from cema_cli.strategies.base import StrategyContext
+from cema_cli.strategies.base import StrategyContext, WorkCounts
 from cema_cli.strategies.common import (
     CloudEdgeStrategy, RedundancyFilter, ReplayBuffer, entropy, entropy_threshold, make_optimizer,
     sample_weights, weighted_entropy_loss,
 )
-from cema_cli.strategies.tbr import use_batch_renorm
+from cema_cli.strategies.eata import REDUNDANCY_MARGINS
+from cema_cli.strategies.tbr import running_moments, set_running_moments, use_batch_renorm
 
 
 @dataclass(frozen=True)
 class CEMAConfig:
-    """The paper variant (section 4.2); every constant as published."""
+    """The paper variant (section 4.2); every constant as published (ImageNet-C only: CEMA has
+    no 10-class setting, so only its redundancy filter follows the dataset, as EATA's does)."""
+
+    presets: ClassVar[dict[str, dict]] = {name: {"redundancy_margin": m} for name, m in REDUNDANCY_MARGINS.items()}
 
     e_max_factor: float = 0.4  # E_max0 = 0.4 ln C
     e_min_factor: float = 0.02  # E_min = 0.02 ln C; 0 disables the low-information exclusion
@@ -120,10 +125,13 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, e_max0: floa
 
 class CEMACloud:
     """The cloud half (section 4.3): a queue of uploads, a replay buffer, the foundation model
-    and the cloud copy of the edge model (the student), both with TBR in training mode."""
+    and the cloud copy of the edge model (the student), both with TBR in training mode.
+    ``work`` counts the samples of every forward and backward pass."""
 
-    def __init__(self, foundation: nn.Module, student: nn.Module, config: CEMAConfig, num_classes: int, seed: int) -> None:
+    def __init__(self, foundation: nn.Module, student: nn.Module, config: CEMAConfig, num_classes: int, seed: int,
+                 work: WorkCounts | None = None) -> None:
         self.config = config
+        self.work = work if work is not None else WorkCounts()
         self.e_max0 = entropy_threshold(config.e_max_factor, num_classes)
         self.foundation = use_batch_renorm(foundation).train()
         self.student = use_batch_renorm(student).train()
@@ -163,6 +171,8 @@ class CEMACloud:
     def adapt_foundation(self, batch: torch.Tensor) -> None:
         """mean(exp(E_max0 - E_f) * E_f) on the new samples only (step 1)."""
         loss = weighted_entropy_loss(self.foundation(batch), self.e_max0)
+        self.work.cloud_forward += len(batch)
+        self.work.cloud_backward += len(batch)
         self.foundation_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.foundation_opt.step()
@@ -175,6 +185,8 @@ class CEMACloud:
             teacher = self.foundation(batch)
         self.foundation.train()
         loss = distillation_loss(self.student(batch), teacher, self.e_max0, self.config)
+        self.work.cloud_forward += 2 * len(batch)  # teacher and student
+        self.work.cloud_backward += len(batch)
         self.student_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.student_opt.step()
@@ -182,7 +194,13 @@ class CEMACloud:
 
 
 class CEMA(CloudEdgeStrategy):
-    """CEMA on the channel: edge and cloud halves never reference each other."""
+    """CEMA on the channel: edge and cloud halves never reference each other.
+
+    In the official code the cloud student *is* the edge model, so its TBR moments start from
+    the edge's first batch (64 samples, eval mode). Here the edge sends those moments up once,
+    before its first uploads (a control packet counted in the uplink bytes), and the student
+    starts from them; if the link drops them, the student starts from its own first batch.
+    """
 
     config_class = CEMAConfig
 
@@ -190,7 +208,8 @@ class CEMA(CloudEdgeStrategy):
         super().__init__(context, config)
         student = copy.deepcopy(context.edge_model)
         self.edge_half = CEMAEdge(context.edge_model, config, context.num_classes)
-        self.cloud = CEMACloud(context.cloud_model(), student, config, context.num_classes, context.seed)
+        self.cloud = CEMACloud(context.cloud_model(), student, config, context.num_classes, context.seed, self.work)
+        self.moments_sent = False
 
     @property
     def edge(self) -> nn.Module:
@@ -206,6 +225,16 @@ class CEMA(CloudEdgeStrategy):
         if images is not None:
             self.cloud.receive(images)
         return self.cloud.run()
+
+    def uplink_state(self) -> dict[str, torch.Tensor] | None:
+        """The edge's TBR moments, once, right after the first batch initialised them."""
+        if self.moments_sent:
+            return None
+        self.moments_sent = True
+        return running_moments(self.edge)
+
+    def load_uplink_state(self, state: dict[str, torch.Tensor]) -> None:
+        set_running_moments(self.cloud.student, state)
 
     def batch_log(self) -> dict[str, float]:
         return {"e_max": self.edge_half.e_max.current}

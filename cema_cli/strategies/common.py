@@ -36,10 +36,14 @@ def weighted_entropy_loss(logits: torch.Tensor, threshold: float) -> torch.Tenso
     return (sample_weights(ent, threshold) * ent).mean()
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def make_optimizer(params: list[nn.Parameter], name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
-    """SGD with momentum (the ImageNet setting of every method) or Adam (Tent's CIFAR example)."""
+    """SGD with momentum (the ImageNet setting of every method) or Adam with betas (0.9, 0.999)
+    and no weight decay (the CIFAR setting of Tent, ETA and EATA; fidelity/reference.md)."""
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
@@ -108,7 +112,8 @@ class CloudEdgeStrategy(Strategy):
     """The cloud-edge loop of methods.md section 0 and 4.4, one edge batch per call:
 
     1. the edge predicts (forward only) and picks samples to upload;
-    2. the picked samples cross the uplink; the cloud learns on what arrived;
+    2. the picked samples cross the uplink (with any ``uplink_state`` the edge sends up, e.g.
+       CEMA's first-batch moments); the cloud learns on what arrived, in stream order;
     3. at every sync the cloud sends the edge model's norm parameters and running moments down;
     4. the edge loads whatever parameters arrived, for its next batch.
 
@@ -146,6 +151,8 @@ class CloudEdgeStrategy(Strategy):
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.predict(images)
+        self.work.edge_forward += len(images)
+        self.send_uplink_state()
         mask, priority = self.select(images, logits)
         self.upload(images[mask], priority[mask])
         self.unsent_update |= self.learn(self.arrived_images())
@@ -161,8 +168,26 @@ class CloudEdgeStrategy(Strategy):
         self.channel.uplink.send(list(payload), sizes, priority.tolist())
 
     def arrived_images(self) -> torch.Tensor | None:
+        """The uploads that arrived, in stream order; arrived edge state is loaded first."""
         packets = self.channel.uplink.receive()
-        return torch.stack([p.payload for p in packets]) if packets else None
+        for packet in packets:
+            if packet.control:
+                self.load_uplink_state(packet.payload)
+        images = [p.payload for p in packets if not p.control]
+        return torch.stack(images) if images else None
+
+    def uplink_state(self) -> dict[str, torch.Tensor] | None:
+        """Edge: tensors to send up before this batch's uploads (default: none)."""
+        return None
+
+    def load_uplink_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Cloud: take a received ``uplink_state``."""
+
+    def send_uplink_state(self) -> None:
+        """Send ``uplink_state`` as one control packet, first in line, counted in uplink bytes."""
+        state = self.uplink_state()
+        if state is not None:
+            self.channel.uplink.send([state], [state_nbytes(state, "float32")], [-math.inf], control=True)
 
     def downlink_state(self) -> dict[str, torch.Tensor]:
         """Cloud: the tensors sent at a sync, exactly those the cloud changed and the edge reads

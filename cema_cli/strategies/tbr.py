@@ -10,15 +10,19 @@ class TestTimeBatchRenorm(nn.modules.batchnorm._BatchNorm):
     """xhat = (x - mu_B)/sigma_B * r + d with r = sg(sigma_B)/sigma_R, d = sg(mu_B - mu_R)/sigma_R.
 
     In value xhat = (x - mu_R)/sigma_R, but gradients flow through the batch moments (training
-    mode). The source running moments are discarded: the first batch seen initialises them.
-    Training mode moves them by EMA (momentum 0.1); eval mode leaves them alone, so an eval
-    prediction depends only on the sample and the current running moments.
+    mode). The source running moments are discarded: the first batch seen initialises them
+    (or ``set_running_moments`` does). Training mode moves them by EMA with the replaced layer's
+    own momentum, as the official code does (0.1 in PyTorch's default, 0.01 in some ported
+    models; a layer without one, i.e. a cumulative average, gets PyTorch's default 0.1); eval
+    mode leaves them alone, so an eval prediction depends only on the sample and the current
+    running moments.
     """
 
     __test__ = False  # not a pytest class despite its name
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
-        super().__init__(bn.num_features, bn.eps, momentum=0.1, affine=bn.affine)
+        momentum = bn.momentum if bn.momentum is not None else 0.1
+        super().__init__(bn.num_features, bn.eps, momentum=momentum, affine=bn.affine)
         if bn.affine:
             self.weight, self.bias = bn.weight, bn.bias
         self.register_buffer("initialised", torch.tensor(False, device=bn.running_mean.device))
@@ -70,3 +74,19 @@ def use_batch_renorm(model: nn.Module) -> nn.Module:
         else:
             use_batch_renorm(child)
     return model
+
+
+def running_moments(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the running moments of every TestTimeBatchRenorm layer, keyed as in norm_state."""
+    return {f"{name}.{key}": getattr(m, key).detach().clone() for name, m in model.named_modules()
+            if isinstance(m, TestTimeBatchRenorm) for key in ("running_mean", "running_var")}
+
+
+@torch.no_grad()
+def set_running_moments(model: nn.Module, moments: dict[str, torch.Tensor]) -> None:
+    """Start each named TBR layer from the given moments instead of its first batch."""
+    modules = dict(model.named_modules())
+    for key, value in moments.items():
+        name, _, attr = key.rpartition(".")
+        getattr(modules[name], attr).copy_(value)
+        modules[name].initialised.fill_(True)
