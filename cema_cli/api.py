@@ -190,7 +190,8 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
         "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
     }
-    return result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0))
+    row = result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0))
+    return {**row, "trained_values": strategy.trained_values}  # values the method trains on this model
 
 
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,

@@ -19,7 +19,7 @@ RESULT_COLUMNS = (
     "queued_uploads", "uplink_budget_bytes", "downlink_budget_bytes", "param_delay_batches", "sync_events", "seconds", "images_per_s",
     "seed", "batch_size", "protocol", "edge_model", "cloud_model", "corruption_source", "constants",
     "channel", "preset", "method_config", "device", "cema_version", "torch_version",
-    "edge_weights", "cloud_weights", "skipped_images", "amp",
+    "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
 )
 
 BATCH_COLUMNS = (

@@ -16,3 +16,5 @@ STRATEGIES.register("eta", "cema_cli.strategies.eata:make_eta", "EATA without th
 STRATEGIES.register("eata", "cema_cli.strategies.eata:make_eata", "ETA plus the Fisher anchor from clean in-distribution images (section 3)")
 STRATEGIES.register("cema", "cema_cli.strategies.cema:CEMA", "cloud-edge elastic adaptation, paper variant: dynamic E_max, E_min, distillation with replay (section 4)")
 STRATEGIES.register("cema-official", "cema_cli.strategies.cema:CEMAOfficial", "CEMA as the official code: static E_max, no E_min, EATA redundancy filter (section 4.2)")
+STRATEGIES.register("sar", "cema_cli.strategies.sar:make_sar", "sharpness-aware reliable entropy minimisation with model recovery, on norm affine minus layer4/blocks 9-11 (methods-more section 7)")
+STRATEGIES.register("deyo", "cema_cli.strategies.deyo:make_deyo", "entropy minimisation on samples whose prediction drops under a patch shuffle (PLPD), on SAR's subset (methods-more section 8)")

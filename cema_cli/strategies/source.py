@@ -10,6 +10,8 @@ from cema_cli.strategies.base import Strategy, StrategyContext
 class Source(Strategy):
     """Predict with the source model and its source BatchNorm statistics; upload nothing."""
 
+    backward_free = True
+
     def __init__(self, context: StrategyContext, config) -> None:
         super().__init__(context, config)
         self.model = context.edge_model.eval()
