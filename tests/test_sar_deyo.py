@@ -144,6 +144,9 @@ def test_a_reset_restores_the_source_subset_and_the_cloud_sends_it_down():
     assert not s.learner.sam.base.state  # the optimiser state is the construction snapshot's
     edge = dict(s.edge.net.named_parameters())
     assert all(torch.equal(edge[k], v) for k, v in source.items())
+    official = build("sar", upload="all", reset_threshold=100.0, keep_momentum_after_reset=True)
+    official.step(noisy_batches(1)[0])
+    assert official.learner.resets == 1 and len(official.learner.sam.base.state) == len(source)  # buffers kept
 
 
 def test_an_empty_reliable_set_still_moves_the_parameters_by_momentum():

@@ -42,6 +42,9 @@ class SARConfig:
     reset_threshold: float = 0.2  # recovery when e_m < 0.2
     ema: float = 0.9  # e_m <- 0.9 e_m + 0.1 L2
     keep_ema_after_reset: bool = False  # true: the official code's uncleared e_m (section 7.6 trap 2)
+    # true: official sam.py@492c1ad, whose SAM.load_state_dict restores SAM's own state but leaves
+    # the base SGD's momentum buffers; false: item 7 as the spec states it (optimiser state reset)
+    keep_momentum_after_reset: bool = False
     upload: str = "reliable"  # cloud placement: reliable samples only, or all (exact with BN, 7.5)
     placement: str = "cloud"
 
@@ -139,6 +142,7 @@ class SARLearner:
         self.sam = SAM(list(params.values()), base, config.rho)
         self.e0 = entropy_threshold(config.e0_factor, num_classes)
         self.recovery = Recovery(config.reset_threshold, config.ema, config.keep_ema_after_reset)
+        self.keep_momentum = config.keep_momentum_after_reset
         self.snapshot = parameter_state(params), base.state_dict()
         self.resets = 0
 
@@ -162,7 +166,8 @@ class SARLearner:
         """Item 7: every trainable tensor and the optimiser state back to the construction snapshot."""
         values, optimizer_state = self.snapshot
         load_parameter_state(self.model, values)
-        self.sam.base.load_state_dict(optimizer_state)
+        if not self.keep_momentum:
+            self.sam.base.load_state_dict(optimizer_state)
         self.resets += 1
 
     def log(self) -> dict[str, float]:
