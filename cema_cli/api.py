@@ -61,6 +61,7 @@ class Session:
     def cloud_model(self) -> torch.nn.Module:
         """A fresh foundation model on the device; loaded on first use only."""
         if self._cloud_source is None:
+            torch.manual_seed(self.config.seed)  # --random-init weights follow the run's seed
             self._cloud_source = load_model(self.cloud_name, self.events.on_model_progress, self.cloud_options)
         return copy.deepcopy(self._cloud_source).to(self.device)
 
@@ -121,6 +122,7 @@ def open_session(config: RunConfig, events: Events) -> Session:
                         "(e.g. timm:resnet18 with --edge-checkpoint FILE).")
     edge_options, cloud_options = model_options(config, dataset)
     autocast = autocast_for(config.amp, device)
+    torch.manual_seed(config.seed)  # --random-init weights follow the run's seed
     edge_source = load_model(edge_name, events.on_model_progress, edge_options)
     return Session(config, device, dataset, edge_name, cloud_name, edge_source, events, cloud_options=cloud_options, autocast=autocast)
 

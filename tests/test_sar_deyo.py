@@ -302,3 +302,16 @@ def test_the_row_records_the_trained_values_and_the_preset(cli, tmp_path):
     assert pd.isna(frame.loc["bn", "trained_values"])
     assert set(frame["preset"]) == {"cifar10"}
     assert '"lr": 0.001' in frame.loc["sar", "method_config"] and '"optimizer": "adam"' in frame.loc["deyo", "method_config"]
+
+
+def test_random_init_weights_follow_the_run_seed(tmp_path):
+    """Comparisons across runs on --random-init models need the same weights for the same seed."""
+    from cema_cli.api import Events, open_session
+    from cema_cli.config import RunConfig
+
+    config = RunConfig(methods=("bn",), dataset="folder", data_root=str(class_tree(tmp_path / "f")), edge="torchvision:resnet18",
+                       cloud="torchvision:resnet18", random_init=True, input_size=32, workers=0, device="cpu")
+    first, second = (open_session(config, Events()) for _ in range(2))
+    torch.manual_seed(123)  # whatever the global state, the cloud model follows the seed too
+    pairs = [(first.edge_source, second.edge_source), (first.cloud_model(), second.cloud_model())]
+    assert all(torch.equal(a, b) for x, y in pairs for a, b in zip(x.state_dict().values(), y.state_dict().values()))
