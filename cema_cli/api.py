@@ -192,8 +192,24 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
         "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
     }
+    traffic |= counted_compute(session, tally.image_shape)
     row = result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0))
     return {**row, "trained_values": strategy.trained_values}  # values the method trains on this model
+
+
+def counted_compute(session: Session, image_shape: tuple[int, ...]) -> dict[str, float | None]:
+    """Forward GFLOPs per sample of the edge model and, when this run loaded it, the foundation
+    model (counted, hardware-independent: cema_cli/models/flops.py). Counted once per run."""
+    from cema_cli.models.flops import forward_gflops_per_sample
+
+    models = {"edge_gflops_per_sample": session.edge_source, "cloud_gflops_per_sample": session._cloud_source}
+    counts: dict[str, float | None] = {}
+    for column, model in models.items():
+        key = (column, image_shape)
+        if model is not None and image_shape and key not in session.cache:
+            session.cache[key] = forward_gflops_per_sample(model, image_shape)
+        counts[column] = session.cache.get(key)
+    return counts
 
 
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,

@@ -21,6 +21,7 @@ class Tally:
     correct: int = 0
     batches: int = 0
     seconds: float = 0.0
+    image_shape: tuple[int, ...] = ()  # (C, H, W) of the stream's images, for counted compute
 
     @property
     def accuracy(self) -> float:
@@ -51,6 +52,7 @@ def run_stream(
         tally.correct += int((predicted == labels).sum())
         tally.seen += len(labels)
         tally.batches += 1
+        tally.image_shape = tuple(images.shape[1:])
         channel.tick()
         if on_batch is not None:
             on_batch(tally, strategy, channel)

@@ -17,6 +17,7 @@ RESULT_COLUMNS = (
     "schema_version", "method", "dataset", "corruption", "severity", "samples", "accuracy", "correct",
     "uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "delivered_uploads", "dropped_uploads",
     "queued_uploads", "uplink_budget_bytes", "downlink_budget_bytes", "param_delay_batches", "sync_events", "seconds", "images_per_s",
+    "edge_gflops_per_sample", "cloud_gflops_per_sample",
     "seed", "batch_size", "protocol", "edge_model", "cloud_model", "corruption_source", "constants",
     "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
