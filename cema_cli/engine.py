@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,11 +21,46 @@ class Tally:
     correct: int = 0
     batches: int = 0
     seconds: float = 0.0
+    parts: dict[int, "Tally"] = field(default_factory=dict)  # by source domain of a mixed stream
     image_shape: tuple[int, ...] = ()  # (C, H, W) of the stream's images, for counted compute
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.seen if self.seen else 0.0
+
+    def count(self, hits: torch.Tensor, seconds: float) -> None:
+        self.correct += int(hits.sum())
+        self.seen += len(hits)
+        self.batches += 1
+        self.seconds += seconds
+
+    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float) -> None:
+        """Per source domain; the batch's time is shared in proportion to its samples."""
+        for tag in tags.unique().tolist():
+            mine = tags == tag
+            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * float(mine.float().mean()))
+
+
+class SlidingWindow:
+    """MD's single-sample mode (shared/spec/streams.md section 7.2): the last L samples in a ring.
+    When the arriving sample lands at position L-1 the method adapts on the whole ring; otherwise
+    the ring is only forwarded. The arriving sample's row is scored. Forwarding the ring instead
+    of the sample alone changes nothing for networks without BN, whose rows are independent."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.pointer = length, 0
+        self.buffer: torch.Tensor | None = None
+
+    def score(self, strategy: Strategy, image: torch.Tensor) -> torch.Tensor:
+        if self.buffer is None or len(self.buffer) < self.length:
+            self.buffer = image if self.buffer is None else torch.cat([self.buffer, image])
+        else:
+            self.buffer = self.buffer.clone()  # a strategy may still hold the previous ring (an upload)
+            self.buffer[self.pointer] = image[0]
+        forward = strategy.step if self.pointer == self.length - 1 else strategy.predict
+        logits = forward(self.buffer)[self.pointer : self.pointer + 1]
+        self.pointer = (self.pointer + 1) % self.length
+        return logits
 
 
 BatchHook = Callable[[Tally, Strategy, Channel], None]
@@ -38,20 +73,24 @@ def run_stream(
     device: torch.device,
     on_batch: BatchHook | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    window: SlidingWindow | None = None,
 ) -> Tally:
     """Feed every batch to the strategy without its labels, score the returned logits, tick the
     channel once per batch. Time covers the strategy and scoring, not the data loading.
-    ``autocast`` (--amp) builds the mixed-precision context each step runs in."""
+    ``autocast`` (--amp) builds the mixed-precision context each step runs in. A batch may carry
+    a third tensor, each sample's source domain (mixed streams): the tally then splits by it.
+    ``window`` (batch size 1): MD's sliding window decides what each step sees."""
     tally = Tally()
-    for images, labels in batches:
+    for images, labels, *tags in batches:
         start = time.perf_counter()
         with autocast() if autocast is not None else contextlib.nullcontext():
-            logits = strategy.step(images.to(device, non_blocking=True))
-        predicted = logits.argmax(dim=1).cpu()
-        tally.seconds += time.perf_counter() - start
-        tally.correct += int((predicted == labels).sum())
-        tally.seen += len(labels)
-        tally.batches += 1
+            images = images.to(device, non_blocking=True)
+            logits = window.score(strategy, images) if window is not None else strategy.step(images)
+        hits = logits.argmax(dim=1).cpu() == labels
+        seconds = time.perf_counter() - start
+        tally.count(hits, seconds)
+        if tags:
+            tally.count_parts(hits, tags[0], seconds)
         tally.image_shape = tuple(images.shape[1:])
         channel.tick()
         if on_batch is not None:
