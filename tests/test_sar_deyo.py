@@ -246,7 +246,7 @@ def test_list_methods_shows_placements_and_backward_freeness(cli):
 
 
 def test_placement_checks_live_in_make_config():
-    with pytest.raises(CemaError, match="method 'bn' cannot take placement 'cloud': it runs on the edge only"):
+    with pytest.raises(CemaError, match="method 'bn' cannot take placement 'cloud'; it runs on the edge only"):
         make_config(STRATEGIES.get("bn"), {"placement": "cloud"}, "bn")
     assert make_config(STRATEGIES.get("bn"), {"placement": "edge"}, "bn") is not None  # its one placement
     assert make_config(STRATEGIES.get("deyo"), {"placement": "edge"}, "deyo").placement == "edge"
@@ -263,8 +263,8 @@ def test_presets_take_the_spec_constants_tables():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-m", "bn", "-o", "bn.placement=cloud"], "method 'bn' cannot take placement 'cloud': it runs on the edge only"),
-        (["-m", "cema", "-o", "cema.placement=edge"], "method 'cema' cannot take placement 'edge': it runs with placement cloud"),
+        (["-m", "bn", "-o", "bn.placement=cloud"], "method 'bn' cannot take placement 'cloud'; it runs on the edge only"),
+        (["-m", "cema", "-o", "cema.placement=edge"], "method 'cema' cannot take placement 'edge'; it runs with placement cloud"),
         (["-m", "sar", "-o", "sar.placement=fog"], "cannot take placement 'fog'"),
         (["-m", "sar", "-o", "sar.warp=9"], "method 'sar' has no option warp"),
         (["-m", "sar", "-o", "sar.rho=big"], "option sar.rho='big' is not a float"),

@@ -111,8 +111,8 @@ def check_placement(target: Any, placement: Any, method: str) -> None:
     allowed = placements_of(target)
     if placement not in allowed:
         where = "on the edge only" if allowed == ("edge",) else f"with placement {' or '.join(allowed)}"
-        raise CemaError(f"method {method!r} cannot take placement {placement!r}: it runs {where}; "
-                        f"drop -o {method}.placement or set it to {allowed[0]}.")
+        raise CemaError(f"option {method}.placement={placement!r}: method {method!r} cannot take placement {placement!r}; "
+                        f"it runs {where}, so drop the option or set it to {allowed[0]}.")
 
 
 def checked_placement(target: Any, overrides: dict[str, Any], method: str, has_field: bool) -> dict[str, Any]:
