@@ -65,6 +65,7 @@ class Session:
         if not self.cloud_name:
             raise CemaError(f"dataset {self.config.dataset!r} has no default cloud model; pass --cloud (e.g. timm:resnet50).")
         if self._cloud_source is None:
+            torch.manual_seed(self.config.seed)  # --random-init weights follow the run's seed
             self._cloud_source = load_model(self.cloud_name, self.events.on_model_progress, self.cloud_options)
         return copy.deepcopy(self._cloud_source).to(self.device)
 
@@ -164,6 +165,7 @@ def open_session(config: RunConfig, events: Events) -> Session:
                         "(e.g. timm:resnet18 with --edge-checkpoint FILE).")
     edge_options, cloud_options = model_options(config, dataset)
     autocast = autocast_for(config.amp, device)
+    torch.manual_seed(config.seed)  # --random-init weights follow the run's seed
     edge_source = load_model(edge_name, events.on_model_progress, edge_options)
     return Session(config, device, dataset, edge_name, cloud_name, edge_source, events, cloud_options=cloud_options, autocast=autocast)
 
@@ -234,6 +236,7 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
     stream = leg_stream(session, leg)
     tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window)
     queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape)
+    compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = traffic_columns(subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]

@@ -414,8 +414,22 @@ def catalog(kind: str) -> list[tuple[str, str]]:
     from cema_cli.models import MODELS
     from cema_cli.strategies import STRATEGIES
 
-    registry = {"methods": STRATEGIES, "datasets": DATASETS, "models": MODELS}[kind]
+    if kind == "methods":
+        return [(e.name, f"({method_traits(e.name)}) {e.summary}") for e in STRATEGIES.entries()]
+    registry = {"datasets": DATASETS, "models": MODELS}[kind]
     return [(e.name, e.summary) for e in registry.entries()]
+
+
+def method_traits(name: str) -> str:
+    """Where a method runs (default first) and whether it needs backward passes. Reading the
+    strategies' declared ``placements`` imports them (and torch): only `cema list methods` does."""
+    from cema_cli.strategies import STRATEGIES
+    from cema_cli.strategies.base import backward_free_of, placements_of
+
+    target = STRATEGIES.get(name)
+    placements = placements_of(target)
+    where = f"{placements[0]} only" if len(placements) == 1 else f"{'/'.join(placements)}, default {placements[0]}"
+    return f"{where}; {'backward-free' if backward_free_of(target) else 'backward passes'}"
 
 
 @app.command(help="Check the embedded default's models (shipped with the package; a changed recipe is trained and cached).")

@@ -21,7 +21,7 @@ RESULT_COLUMNS = (
     "edge_gflops_per_sample", "cloud_gflops_per_sample",
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
-    "edge_weights", "cloud_weights", "skipped_images", "amp",
+    "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
 )
 
 BATCH_COLUMNS = (

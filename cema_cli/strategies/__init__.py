@@ -16,6 +16,8 @@ STRATEGIES.register("eta", "cema_cli.strategies.eata:make_eta", "EATA without th
 STRATEGIES.register("eata", "cema_cli.strategies.eata:make_eata", "ETA plus the Fisher anchor from clean in-distribution images (section 3)")
 STRATEGIES.register("cema", "cema_cli.strategies.cema:CEMA", "cloud-edge elastic adaptation, paper variant: dynamic E_max, E_min, distillation with replay (section 4)")
 STRATEGIES.register("cema-official", "cema_cli.strategies.cema:CEMAOfficial", "CEMA as the official code: static E_max, no E_min, EATA redundancy filter (section 4.2)")
+STRATEGIES.register("sar", "cema_cli.strategies.sar:make_sar", "sharpness-aware reliable entropy minimisation with model recovery, on norm affine minus layer4/blocks 9-11 (methods-more section 7)")
+STRATEGIES.register("deyo", "cema_cli.strategies.deyo:make_deyo", "entropy minimisation on samples whose prediction drops under a patch shuffle (PLPD), on SAR's subset (methods-more section 8)")
 STRATEGIES.register("lame", "cema_cli.strategies.lame:LAME", "output-level Laplacian correction of each batch; backward-free, edge only (methods-more section 9)")
 STRATEGIES.register("t3a", "cema_cli.strategies.t3a:T3A", "prototype head from an entropy-filtered support set of test features; backward-free, edge only (methods-more section 10)")
 STRATEGIES.register("cotta", "cema_cli.strategies.cotta:make_cotta", "EMA teacher, anchor-gated augmentation average, stochastic restore; cloud (default) or edge, sends the whole teacher (methods-more section 11)")

@@ -47,10 +47,14 @@ class WorkCounts:
 
 class Strategy(ABC):
     """Base class: subclasses set ``config_class`` and implement ``step``. ``placements`` lists
-    where the method can run, default first (see ``placements_of``)."""
+    where the method can run, default first (see ``placements_of``); ``backward_free`` says it
+    takes no gradient step anywhere. ``trained_values`` (set by a strategy that knows it) is the
+    number of scalar values its learning changes, recorded in the row."""
 
     config_class: ClassVar[type] = NoOptions
     placements: ClassVar[tuple[str, ...]] = ("edge",)
+    backward_free: ClassVar[bool] = False
+    trained_values: int | None = None
 
     def __init__(self, context: StrategyContext, config: Any) -> None:
         self.context = context
@@ -77,12 +81,15 @@ def make_config(strategy_cls: type[Strategy], overrides: dict[str, Any], method:
     A config class may define ``validate()`` to check its values' meaning; it runs here."""
     config_cls = strategy_cls.config_class
     known = {f.name: f for f in fields(config_cls)}
+    overrides = checked_placement(strategy_cls, overrides, method, "placement" in known)
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         valid = ", ".join(known) or "none"
         raise CemaError(f"method {method!r} has no option {', '.join(unknown)}; its options are: {valid}.")
     published = getattr(config_cls, "presets", {}).get(preset, {})
     config = config_cls(**{**published, **{k: _coerce(known[k], v, method) for k, v in overrides.items()}})
+    if "placement" in known:
+        check_placement(strategy_cls, config.placement, method)
     if hasattr(config, "validate"):
         config.validate()
     return config
@@ -92,6 +99,29 @@ def placements_of(target: Any) -> tuple[str, ...]:
     """Where a registered strategy can run, default first: ``("edge",)`` unless it declares
     ``placements`` (a class attribute, or an attribute of its factory)."""
     return tuple(getattr(target, "placements", ("edge",)))
+
+
+def backward_free_of(target: Any) -> bool:
+    """Whether a registered strategy runs without any backward pass (declared ``backward_free``)."""
+    return bool(getattr(target, "backward_free", False))
+
+
+def check_placement(target: Any, placement: Any, method: str) -> None:
+    """The one check of a placement against the method's declared ``placements``."""
+    allowed = placements_of(target)
+    if placement not in allowed:
+        where = "on the edge only" if allowed == ("edge",) else f"with placement {' or '.join(allowed)}"
+        raise CemaError(f"option {method}.placement={placement!r}: method {method!r} cannot take placement {placement!r}; "
+                        f"it runs {where}, so drop the option or set it to {allowed[0]}.")
+
+
+def checked_placement(target: Any, overrides: dict[str, Any], method: str, has_field: bool) -> dict[str, Any]:
+    """``overrides`` with ``placement`` checked; a method with a single placement has no such
+    option, so naming that one placement is accepted and dropped."""
+    if "placement" not in overrides:
+        return overrides
+    check_placement(target, overrides["placement"], method)
+    return overrides if has_field else {k: v for k, v in overrides.items() if k != "placement"}
 
 
 def _coerce(field: Any, value: Any, method: str) -> Any:

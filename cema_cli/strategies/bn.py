@@ -58,6 +58,7 @@ class BatchNormAdapt(Strategy):
     """Test-batch statistics in every BatchNorm layer, no gradient steps; runs on the edge."""
 
     config_class = BNConfig
+    backward_free = True
 
     def __init__(self, context: StrategyContext, config: BNConfig) -> None:
         super().__init__(context, config)

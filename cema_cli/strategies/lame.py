@@ -92,6 +92,7 @@ class LAME(Strategy):
 
     config_class = LAMEConfig
     placements = ("edge",)
+    backward_free = True
 
     def __init__(self, context: StrategyContext, config: LAMEConfig) -> None:
         super().__init__(context, config)

@@ -11,6 +11,7 @@ class Source(Strategy):
     """Predict with the source model and its source BatchNorm statistics; upload nothing."""
 
     batch_statistics = False  # eval mode: valid at batch size 1 (shared/spec/streams.md section 7)
+    backward_free = True
 
     def __init__(self, context: StrategyContext, config) -> None:
         super().__init__(context, config)

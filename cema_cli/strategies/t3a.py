@@ -68,6 +68,7 @@ class T3A(Strategy):
 
     config_class = T3AConfig
     placements = ("edge",)
+    backward_free = True
 
     def __init__(self, context: StrategyContext, config: T3AConfig) -> None:
         super().__init__(context, config)
