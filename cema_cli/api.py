@@ -90,6 +90,7 @@ def environment(device: torch.device) -> dict[str, str]:
 def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[str, Any]]:
     """Run every method on every domain of ``config``; return one result row per pair."""
     config.validate()
+    check_method_options(config)
     events = events or Events()
     session = open_session(config, events)
     methods = method_configs(config, session.preset)
@@ -104,6 +105,12 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
             events.on_row(row)
             rows.append(row)
     return rows
+
+
+def check_method_options(config: RunConfig) -> None:
+    """Refuse bad method options before the dataset and models load. The dataset's preset is not
+    known yet, so this checks --preset's settings (else the defaults); run_benchmark rechecks."""
+    method_configs(config, config.preset)
 
 
 def method_configs(config: RunConfig, preset: str) -> dict[str, tuple[type[Strategy], Any]]:
@@ -181,7 +188,7 @@ def run_domain(session: Session, method: str, method_config: Any, strategy: Stra
         })
 
     stream = session.dataset.stream(corruption, severity, config.seed, samples, config.batch_size)
-    tally = run_stream(strategy, stream, channel, session.device, on_batch, session.autocast)
+    tally = run_stream(strategy, stream, channel, session.device, on_batch, session.autocast, config.collapse_share)
     up, down = channel.uplink.stats.minus(up_before), channel.downlink.stats.minus(down_before)
     delay_sum, delay_n = channel.param_delay_sum - delay_before[0], channel.param_delay_batches - delay_before[1]
     traffic = {
@@ -208,7 +215,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
         "cloud_weights": weights_label(session.cloud_name, session.cloud_options),
-        "skipped_images": skipped, "amp": config.amp or "none",
+        "skipped_images": skipped, "amp": config.amp or "none", "status": tally.status,
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "preset": session.preset, "method_config": json.dumps(asdict(method_config), sort_keys=True),

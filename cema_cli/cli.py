@@ -18,6 +18,7 @@ from rich.console import Console
 
 from cema_cli.config import ChannelConfig, RunConfig, parse_rate
 from cema_cli.errors import CemaError, unknown_name
+from cema_cli.health import COLLAPSE_SHARE
 
 app = typer.Typer(
     name="cema",
@@ -143,6 +144,7 @@ def _run_options(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(min=0, max=100, help="Exit 1 when a method's mean accuracy (%) is below this.")] = None,
+    collapse_share: Annotated[float, typer.Option(help="Exit 3 when this share of a domain's predictions falls in 2 classes and the labels' does not (see README).")] = COLLAPSE_SHARE,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -175,6 +177,7 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
         subset=opts["subset"], clean_root=opts["clean_root"], workers=opts["workers"],
         edge_checkpoint=opts["edge_checkpoint"], cloud_checkpoint=opts["cloud_checkpoint"], random_init=opts["random_init"],
         input_size=opts["input_size"], amp=opts["amp"], channels_last=opts["channels_last"],
+        collapse_share=opts["collapse_share"],
         method_options=parse_options(opts["option"] or []),
     )
 
@@ -249,12 +252,14 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
     with user_errors(opts["verbose"]):
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
+        from cema_cli.health import check_status
         from cema_cli.saved_results import check_min_accuracy
 
         frame = report.results_frame(rows)
         for table in tables(report, frame):
             console.print(table)
         print_sweep(frame)
+        check_status(rows)
         check_min_accuracy(frame, opts["min_accuracy"])
 
 
@@ -270,7 +275,10 @@ def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
     from cema_cli.runner import run_with_files
 
+    from cema_cli.api import check_method_options
+
     configs = build_configs(methods, opts)
+    check_method_options(configs[0])  # before the run folder exists
     out = opts["out"] or default_out_dir(methods)
     rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]))
     console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")

@@ -20,6 +20,7 @@ RESULT_COLUMNS = (
     "seed", "batch_size", "protocol", "edge_model", "cloud_model", "corruption_source", "constants",
     "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp",
+    "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.health)
 )
 
 BATCH_COLUMNS = (

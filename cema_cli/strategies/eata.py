@@ -13,7 +13,8 @@ from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import (
     RedundancyFilter, entropy, entropy_threshold, make_optimizer, weighted_entropy_loss,
 )
-from cema_cli.strategies.tent import BatchStatsCloudEdge, check_placement, tent_model
+from cema_cli.strategies.options import non_negative, one_of, positive, positive_int, unit_interval
+from cema_cli.strategies.tent import PLACEMENTS, BatchStatsCloudEdge, tent_model
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,25 @@ class ETAConfig:
     redundancy_margin: float = 0.05  # keep |cos(p, m)| < 0.05
     placement: str = "cloud"  # cloud: the edge uploads the kept samples; edge: on-device EATA
 
+    def validate(self) -> None:
+        non_negative("lr", self.lr)
+        unit_interval("momentum", self.momentum)
+        positive("e0_factor", self.e0_factor)
+        unit_interval("redundancy_margin", self.redundancy_margin)
+        one_of("placement", self.placement, PLACEMENTS)
+
 
 @dataclass(frozen=True)
 class EATAConfig(ETAConfig):
     fisher_beta: float = 2000.0
     fisher_samples: int = 2000  # clean in-distribution images for the Fisher (500 are enough)
     fisher_batch_size: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        non_negative("fisher_beta", self.fisher_beta)
+        positive_int("fisher_samples", self.fisher_samples)
+        positive_int("fisher_batch_size", self.fisher_batch_size)
 
 
 def fisher_diagonal(model: nn.Module, params: list[nn.Parameter], images: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -110,7 +124,6 @@ def build_anchor(context: StrategyContext, model: nn.Module, params: list[nn.Par
 
 
 def make_eata(context: StrategyContext, config: ETAConfig) -> Strategy:
-    check_placement(config.placement)
     return EATAOnEdge(context, config) if config.placement == "edge" else EATACloudEdge(context, config)
 
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cema_cli.errors import CemaError
 from cema_cli.models.norm import prepare_for_norm_adaptation
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
 from cema_cli.strategies.common import CloudEdgeStrategy, entropy, make_optimizer
+from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, unit_interval
 
 PLACEMENTS = ("cloud", "edge")
 
@@ -24,10 +24,11 @@ class TentConfig:
     optimizer: str = "sgd"
     placement: str = "cloud"  # cloud: the edge uploads every sample; edge: the original on-device Tent
 
-
-def check_placement(placement: str) -> None:
-    if placement not in PLACEMENTS:
-        raise CemaError(f"placement {placement!r} is not one of {', '.join(PLACEMENTS)}; e.g. --option tent.placement=edge.")
+    def validate(self) -> None:
+        non_negative("lr", self.lr)
+        unit_interval("momentum", self.momentum)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        one_of("placement", self.placement, PLACEMENTS)
 
 
 def tent_model(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
@@ -47,7 +48,6 @@ def entropy_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: tor
 
 
 def make_tent(context: StrategyContext, config: TentConfig) -> Strategy:
-    check_placement(config.placement)
     return TentOnEdge(context, config) if config.placement == "edge" else TentCloudEdge(context, config)
 
 
