@@ -312,7 +312,7 @@ def catalog(kind: str) -> list[tuple[str, str]]:
     return [(e.name, e.summary) for e in registry.entries()]
 
 
-@app.command(help="Train and cache the embedded default's models ahead of time.")
+@app.command(help="Check the embedded default's models (shipped with the package; a changed recipe is trained and cached).")
 def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     with user_errors(verbose):
         from cema_cli.runner import prepare_models
@@ -320,7 +320,7 @@ def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -
         start = time.perf_counter()
         paths = prepare_models(console)
         for path in paths:
-            console.print(f"cached {path}")
+            console.print(f"weights {path}")
         console.print(f"models ready in {time.perf_counter() - start:.1f} s")
 
 

@@ -82,7 +82,7 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
 
 
 def prepare_models(console: Console) -> list[Path]:
-    """Train (or find cached) both embedded models with a progress bar each."""
+    """Find the shipped (or cached) embedded models, training a recipe that has neither."""
     from cema_cli.models import embedded
 
     with new_progress(console) as progress:

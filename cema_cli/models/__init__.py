@@ -52,4 +52,9 @@ def weights_label(name: str, options: ModelOptions) -> str:
         return "random-init"
     if options.checkpoint:
         return f"checkpoint:{options.checkpoint}"
-    return "trained" if name in MODELS.names() else "pretrained"
+    if name in MODELS.names():
+        from cema_cli.models.embedded import checkpoint_path, weights_digest
+
+        kind = "shipped" if checkpoint_path(name).parent.name == "weights" else "trained"
+        return f"{kind}:{weights_digest(name)}"
+    return "pretrained"
