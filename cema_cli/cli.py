@@ -273,9 +273,8 @@ def print_sweep(frame: Any) -> None:
 
 def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
-    from cema_cli.runner import run_with_files
-
     from cema_cli.api import check_method_options
+    from cema_cli.runner import run_with_files
 
     configs = build_configs(methods, opts)
     check_method_options(configs[0])  # before the run folder exists

@@ -69,7 +69,8 @@ def run_stream(
         channel.tick()
         if on_batch is not None:
             on_batch(tally, strategy, channel)
-    tally.status = stream_status(tally, strategy.adapted_models(), collapse_share)
+    models = strategy.adapted_models() if hasattr(strategy, "adapted_models") else {}  # duck-typed steppers have none
+    tally.status = stream_status(tally, models, collapse_share)
     return tally
 
 
