@@ -19,7 +19,8 @@ import cema_cli
 from cema_cli.channel import Channel, LinkStats
 from cema_cli.config import RunConfig
 from cema_cli.data import dataset_preset, open_dataset
-from cema_cli.engine import Tally, run_stream
+from cema_cli.data.streams import Leg, MixedStream, plan_stream
+from cema_cli.engine import SlidingWindow, Tally, run_stream
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
@@ -94,16 +95,16 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
     events = events or Events()
     session = open_session(config, events)
     methods = method_configs(config, session.preset)
-    live: dict[str, tuple[Strategy, Channel]] = {}
+    check_single_samples(session, methods)
+    live: dict[str, Live] = {}
     rows = []
-    for corruption, severity in config.domains():
+    for leg in plan_stream(config, session.dataset):
         for method, (strategy_cls, method_config) in methods.items():
-            if config.protocol == "reset-each-shift" or method not in live:
-                live[method] = new_strategy(session, strategy_cls, method_config)
-            strategy, channel = live[method]
-            row = run_domain(session, method, method_config, strategy, channel, corruption, severity)
-            events.on_row(row)
-            rows.append(row)
+            if leg.reset or method not in live:
+                live[method] = Live(*new_strategy(session, strategy_cls, method_config), new_window(config))
+            for row in run_leg(session, method, method_config, live[method], leg):
+                events.on_row(row)
+                rows.append(row)
     return rows
 
 
@@ -111,6 +112,33 @@ def check_method_options(config: RunConfig) -> None:
     """Refuse bad method options before the dataset and models load. The dataset's preset is not
     known yet, so this checks --preset's settings (else the defaults); run_benchmark rechecks."""
     method_configs(config, config.preset)
+
+
+@dataclass
+class Live:
+    """A method's running state between legs: models, link, and the batch-size-1 window."""
+
+    strategy: Strategy
+    channel: Channel
+    window: SlidingWindow | None
+
+
+def new_window(config: RunConfig) -> SlidingWindow | None:
+    return SlidingWindow(config.window) if config.window is not None else None
+
+
+def check_single_samples(session: Session, methods: dict[str, tuple[type[Strategy], Any]]) -> None:
+    """Batch size 1 with a BN edge model: batch statistics of one sample are meaningless
+    (shared/spec/streams.md section 7.1); only MD's window (7.2) or a GN/LN model make it valid."""
+    config = session.config
+    if config.batch_size > 1 or (config.window or 1) > 1:
+        return
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in session.edge_source.modules()):
+        return
+    refused = [m for m, (cls, _) in methods.items() if getattr(cls, "batch_statistics", True)]
+    if refused:
+        raise CemaError(f"--batch-size 1: {', '.join(refused)} would normalise one sample with its own BatchNorm statistics "
+                        f"on {session.edge_name}; add --window L (L >= 2, MD's sliding window) or use a GroupNorm/LayerNorm model.")
 
 
 def method_configs(config: RunConfig, preset: str) -> dict[str, tuple[type[Strategy], Any]]:
@@ -142,6 +170,12 @@ def model_options(config: RunConfig, dataset: Any) -> tuple[ModelOptions, ModelO
     return ModelOptions(checkpoint=config.edge_checkpoint, **shared), ModelOptions(checkpoint=config.cloud_checkpoint, **shared)
 
 
+def stream_columns(config: RunConfig, segment: int) -> dict[str, Any]:
+    """What rebuilds the stream (shared/spec/streams.md section 11); ``segment``: the leg's position."""
+    return {"segment": segment, "order": config.order, "dirichlet": config.dirichlet, "label_sampler": config.label_sampler,
+            "gradual": config.gradual, "window": config.window}
+
+
 def autocast_for(amp: str | None, device: torch.device) -> Callable[[], Any] | None:
     """--amp bf16|fp16: a CUDA autocast context around each strategy step; refused elsewhere."""
     if amp is None:
@@ -169,39 +203,102 @@ def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: 
     return strategy_cls(context, method_config), channel
 
 
-def run_domain(session: Session, method: str, method_config: Any, strategy: Strategy, channel: Channel, corruption: str, severity: int) -> dict[str, Any]:
-    config = session.config
-    total = session.dataset.domain_size(corruption, severity)
-    samples = min(config.samples or total, total)
-    session.events.on_domain_start(method, corruption, severity, -(-samples // config.batch_size))
-    up_before, down_before = copy.copy(channel.uplink.stats), copy.copy(channel.downlink.stats)
-    delay_before = (channel.param_delay_sum, channel.param_delay_batches)
+def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: Leg) -> list[dict[str, Any]]:
+    """Play one leg of the stream; one row per domain (a mixed leg: per source domain, as MD's
+    ``eval_domain_dict``, its traffic shared out batch by batch in proportion to the samples)."""
+    config, channel = session.config, live.channel
+    corruption, severity = ("mixed", leg.domains[0][1]) if leg.mixed else leg.domains[0]
+    session.events.on_domain_start(method, corruption, severity, -(-len(leg.order) // config.batch_size))
+    before = link_counts(channel)
+    shares = TrafficShares(before)
     base = {"method": method, "corruption": corruption, "severity": severity,
             "uplink_budget_bytes": config.channel.uplink_budget_bytes}
 
     def on_batch(tally: Tally, strat: Strategy, chan: Channel) -> None:
-        up, down = chan.uplink.stats.minus(up_before), chan.downlink.stats.minus(down_before)
+        shares.add(tally, link_counts(chan))
+        spent = subtract(link_counts(chan), before)
         session.events.on_batch({
-            **base, "batch": tally.batches, "seen": tally.seen, "correct": tally.correct,
-            "accuracy": tally.accuracy, "uploads": up.sent, "uplink_bytes": up.transmitted_bytes,
-            "downlink_bytes": down.transmitted_bytes, **strat.batch_log(),
+            **base, "batch": tally.batches, "seen": tally.seen, "correct": tally.correct, "accuracy": tally.accuracy,
+            "uploads": spent["uploads"], "uplink_bytes": spent["uplink_bytes"], "downlink_bytes": spent["downlink_bytes"],
+            **strat.batch_log(),
         })
 
-    stream = session.dataset.stream(corruption, severity, config.seed, samples, config.batch_size)
-    tally = run_stream(strategy, stream, channel, session.device, on_batch, session.autocast, config.collapse_share)
-    up, down = channel.uplink.stats.minus(up_before), channel.downlink.stats.minus(down_before)
-    delay_sum, delay_n = channel.param_delay_sum - delay_before[0], channel.param_delay_batches - delay_before[1]
-    traffic = {
-        "uploads": up.sent, "upload_ratio": up.sent / tally.seen if tally.seen else 0.0,
-        "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
-        "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "queued_uploads": len(channel.uplink.queue),
-        "param_delay_batches": delay_sum / delay_n if delay_n else 0.0, "sync_events": down.sent,
+    stream = leg_stream(session, leg)
+    tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window, config.collapse_share)
+    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape)
+    if not leg.mixed:
+        traffic = traffic_columns(subtract(link_counts(channel), before), tally.seen, queued) | compute
+        return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
+    return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued) | compute,
+                       stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
+
+
+def leg_stream(session: Session, leg: Leg) -> Any:
+    config = session.config
+    if leg.mixed:
+        return MixedStream(session.dataset, leg, config.seed, config.batch_size)
+    (corruption, severity), = leg.domains
+    return session.dataset.stream(corruption, severity, config.seed, config.samples, config.batch_size, order=leg.order)
+
+
+def link_counts(channel: Channel) -> dict[str, float]:
+    """The channel's running counters that a row reports; a leg's are differences of two readings."""
+    up, down = channel.uplink.stats, channel.downlink.stats
+    return {"uploads": up.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
+            "delivered_uploads": up.transmitted, "dropped_uploads": up.dropped, "sync_events": down.sent,
+            "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches}
+
+
+def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}
+
+
+class TrafficShares:
+    """A mixed leg's traffic per source domain: each batch's counters go to the domains of its
+    samples in proportion to their number (so the rows of a leg sum to its traffic)."""
+
+    def __init__(self, start: dict[str, float]) -> None:
+        self.last, self.parts, self.seen = start, {}, {}
+
+    def add(self, tally: Tally, counts: dict[str, float]) -> None:
+        spent, self.last = subtract(counts, self.last), counts
+        fresh = {tag: part.seen - self.seen.get(tag, 0) for tag, part in tally.parts.items()}
+        batch = sum(fresh.values())
+        for tag, count in fresh.items():
+            if count:
+                mine = self.parts.setdefault(tag, dict.fromkeys(spent, 0.0))
+                for key, value in spent.items():
+                    mine[key] += value * count / batch
+        self.seen = {tag: part.seen for tag, part in tally.parts.items()}
+
+
+def traffic_columns(spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
+    return {
+        "uploads": spent["uploads"], "upload_ratio": spent["uploads"] / seen if seen else 0.0,
+        "uplink_bytes": spent["uplink_bytes"], "downlink_bytes": spent["downlink_bytes"],
+        "delivered_uploads": spent["delivered_uploads"], "dropped_uploads": spent["dropped_uploads"], "queued_uploads": queued,
+        "param_delay_batches": spent["delay_sum"] / spent["delay_batches"] if spent["delay_batches"] else 0.0,
+        "sync_events": spent["sync_events"],
     }
-    return result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0))
+
+
+def counted_compute(session: Session, image_shape: tuple[int, ...]) -> dict[str, float | None]:
+    """Forward GFLOPs per sample of the edge model and, when this run loaded it, the foundation
+    model (counted, hardware-independent: cema_cli/models/flops.py). Counted once per run."""
+    from cema_cli.models.flops import forward_gflops_per_sample
+
+    models = {"edge_gflops_per_sample": session.edge_source, "cloud_gflops_per_sample": session._cloud_source}
+    counts: dict[str, float | None] = {}
+    for column, model in models.items():
+        key = (column, image_shape)
+        if model is not None and image_shape and key not in session.cache:
+            session.cache[key] = forward_gflops_per_sample(model, image_shape)
+        counts[column] = session.cache.get(key)
+    return counts
 
 
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,
-               traffic: dict[str, Any], skipped: int) -> dict[str, Any]:
+               traffic: dict[str, Any], skipped: int, segment: int = 0) -> dict[str, Any]:
     """One tidy results.csv row: the scores, the channel traffic, and what reproduces them."""
     config = session.config
     info = session.dataset.domain_info(corruption, severity, tally.seen)
@@ -211,7 +308,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
-        "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol,
+        "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(config, segment),
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
         "cloud_weights": weights_label(session.cloud_name, session.cloud_options),

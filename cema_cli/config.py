@@ -13,7 +13,12 @@ from typing import Any
 from cema_cli.errors import CemaError, unknown_name
 from cema_cli.health import COLLAPSE_SHARE
 
-PROTOCOLS = ("reset-each-shift", "continual")
+PROTOCOLS = ("reset-each-shift", "continual", "mixed", "correlated", "mixed-correlated", "gradual")
+# Stream options (shared/spec/streams.md; built in cema_cli/data/streams.py).
+ORDER_FAMILIES = ("cema", "md")
+LABEL_SAMPLERS = ("md", "rotta")
+GRADUAL_VARIANTS = ("md", "cotta")
+LABEL_SHIFTED = ("correlated", "mixed-correlated")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ENCODINGS = ("uint8", "jpeg", "float32")
 PARAM_DTYPES = ("float32", "float16")
@@ -88,6 +93,12 @@ class RunConfig:
     amp: str | None = None
     channels_last: bool = False
     collapse_share: float = COLLAPSE_SHARE  # share of predictions in two classes that flags a collapse (cema_cli.health)
+    # Streams (shared/spec/streams.md): permutation family, label shift, gradual variant, window.
+    order: str = "cema"
+    dirichlet: float | None = None  # None: the class sort (MD delta 0); else the Dirichlet concentration
+    label_sampler: str = "md"
+    gradual: str = "md"
+    window: int | None = None
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -107,10 +118,9 @@ class RunConfig:
                 raise CemaError(f"severity {severity} is outside 1-5; pass e.g. --severity 5 or 1,3,5.")
         if self.samples is not None and self.samples < 1:
             raise CemaError(f"--samples {self.samples} must be a positive count of samples per domain.")
-        if self.batch_size < 2:
-            raise CemaError(f"--batch-size {self.batch_size} is too small; batch statistics need at least 2.")
-        if self.protocol not in PROTOCOLS:
-            raise unknown_name("protocol", self.protocol, PROTOCOLS)
+        if self.batch_size < 1:
+            raise CemaError(f"--batch-size {self.batch_size} must be at least 1.")
+        self.validate_stream()
         if self.device not in DEVICES:
             raise unknown_name("device", self.device, DEVICES)
         if self.preset is not None and self.preset not in PRESETS:
@@ -122,6 +132,26 @@ class RunConfig:
         self.validate_real_run()
         self.channel.validate()
         return self
+
+    def validate_stream(self) -> None:
+        """The protocol and its parameters (shared/spec/streams.md sections 1-7)."""
+        for kind, value, valid in (("protocol", self.protocol, PROTOCOLS), ("--order family", self.order, ORDER_FAMILIES),
+                                   ("label sampler", self.label_sampler, LABEL_SAMPLERS), ("gradual variant", self.gradual, GRADUAL_VARIANTS)):
+            if value not in valid:
+                raise unknown_name(kind, value, valid)
+        if self.dirichlet is not None and not (math.isfinite(self.dirichlet) and self.dirichlet > 0):
+            raise CemaError(f"--dirichlet {self.dirichlet}: a Dirichlet concentration must be above 0 (e.g. 0.1); "
+                            "omit --dirichlet for the class-sorted stream.")
+        if (self.dirichlet is not None or self.label_sampler != "md") and self.protocol not in LABEL_SHIFTED:
+            raise CemaError(f"--dirichlet and --label-sampler shape label-shifted streams; add --protocol correlated or mixed-correlated (not {self.protocol}).")
+        if self.label_sampler == "rotta" and (self.protocol != "correlated" or self.dirichlet is None):
+            raise CemaError("--label-sampler rotta runs with --protocol correlated and a concentration --dirichlet GAMMA (RoTTA publishes 0.1).")
+        if self.protocol == "gradual" and self.severities != (5,):
+            raise CemaError("--protocol gradual visits severities 1-5 on its own schedule; drop --severity.")
+        if self.gradual != "md" and self.protocol != "gradual":
+            raise CemaError(f"--gradual {self.gradual} applies to --protocol gradual only.")
+        if self.window is not None and (self.window < 1 or self.batch_size != 1):
+            raise CemaError(f"--window {self.window}: MD's sliding window holds L >= 1 samples and runs with --batch-size 1.")
 
     def validate_real_run(self) -> None:
         """The options of runs on real data and models (shared/spec/data.md)."""

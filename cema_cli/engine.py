@@ -28,18 +28,52 @@ class Tally:
     classes: list[tuple[Counter, Counter]] = field(default_factory=list)  # per batch: predictions, labels per class
     non_finite_batch: int | None = None  # the first batch whose logits were not all finite
     status: str = OK
+    parts: dict[int, "Tally"] = field(default_factory=dict)  # by source domain of a mixed stream
+    image_shape: tuple[int, ...] = ()  # (C, H, W) of the stream's images, for counted compute
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.seen if self.seen else 0.0
 
-    def add(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
-        self.correct += int((predicted == labels).sum())
-        self.seen += len(labels)
-        self.batches += 1
+    def watch(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
+        """The verdict's bookkeeping for the batch just counted (cema_cli.health)."""
         self.classes.append((Counter(predicted.tolist()), Counter(labels.tolist())))
         if not finite and self.non_finite_batch is None:
             self.non_finite_batch = self.batches
+
+    def count(self, hits: torch.Tensor, seconds: float) -> None:
+        self.correct += int(hits.sum())
+        self.seen += len(hits)
+        self.batches += 1
+        self.seconds += seconds
+
+    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float) -> None:
+        """Per source domain; the batch's time is shared in proportion to its samples."""
+        for tag in tags.unique().tolist():
+            mine = tags == tag
+            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * float(mine.float().mean()))
+
+
+class SlidingWindow:
+    """MD's single-sample mode (shared/spec/streams.md section 7.2): the last L samples in a ring.
+    When the arriving sample lands at position L-1 the method adapts on the whole ring; otherwise
+    the ring is only forwarded. The arriving sample's row is scored. Forwarding the ring instead
+    of the sample alone changes nothing for networks without BN, whose rows are independent."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.pointer = length, 0
+        self.buffer: torch.Tensor | None = None
+
+    def score(self, strategy: Strategy, image: torch.Tensor) -> torch.Tensor:
+        if self.buffer is None or len(self.buffer) < self.length:
+            self.buffer = image if self.buffer is None else torch.cat([self.buffer, image])
+        else:
+            self.buffer = self.buffer.clone()  # a strategy may still hold the previous ring (an upload)
+            self.buffer[self.pointer] = image[0]
+        forward = strategy.step if self.pointer == self.length - 1 else strategy.predict
+        logits = forward(self.buffer)[self.pointer : self.pointer + 1]
+        self.pointer = (self.pointer + 1) % self.length
+        return logits
 
 
 BatchHook = Callable[[Tally, Strategy, Channel], None]
@@ -52,25 +86,36 @@ def run_stream(
     device: torch.device,
     on_batch: BatchHook | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    window: SlidingWindow | None = None,
     collapse_share: float = COLLAPSE_SHARE,
 ) -> Tally:
     """Feed every batch to the strategy without its labels, score the returned logits, tick the
     channel once per batch. Time covers the strategy and scoring, not the data loading.
-    ``autocast`` (--amp) builds the mixed-precision context each step runs in. The verdict
+    ``autocast`` (--amp) builds the mixed-precision context each step runs in. A batch may carry
+    a third tensor, each sample's source domain (mixed streams): the tally then splits by it.
+    ``window`` (batch size 1): MD's sliding window decides what each step sees. The verdict
     reuses the scored logits (no extra forward pass) and checks parameters once, at the end."""
     tally = Tally()
-    for images, labels in batches:
+    for images, labels, *tags in batches:
         start = time.perf_counter()
         with autocast() if autocast is not None else contextlib.nullcontext():
-            logits = strategy.step(images.to(device, non_blocking=True))
+            images = images.to(device, non_blocking=True)
+            logits = window.score(strategy, images) if window is not None else strategy.step(images)
         predicted = logits.argmax(dim=1).cpu()
-        tally.seconds += time.perf_counter() - start
-        tally.add(predicted, labels, bool(torch.isfinite(logits).all()))
+        hits = predicted == labels
+        seconds = time.perf_counter() - start
+        tally.count(hits, seconds)
+        tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
+        if tags:
+            tally.count_parts(hits, tags[0], seconds)
+        tally.image_shape = tuple(images.shape[1:])
         channel.tick()
         if on_batch is not None:
             on_batch(tally, strategy, channel)
     models = strategy.adapted_models() if hasattr(strategy, "adapted_models") else {}  # duck-typed steppers have none
     tally.status = stream_status(tally, models, collapse_share)
+    for part in tally.parts.values():  # a mixed stream's rows share its verdict
+        part.status = tally.status
     return tally
 
 

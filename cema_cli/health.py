@@ -11,9 +11,9 @@ classes far beyond what the true labels of the same samples do. Over that stretc
      predicted classes;
   2. the labels leave at least ``COLLAPSE_EVIDENCE`` (10) samples outside their own two most
      frequent classes, and at least twice as many as the predictions do.
-A stream whose first batch already has ``collapse_share`` of its predictions in two classes is
-not flagged: every strategy scores its first batch before adapting, so that is the source
-model's own behaviour on this shift (a measurement, not a failure; e.g. the embedded model on
+A stream whose first batch already has ``collapse_share`` of its predictions in two classes,
+while that batch's labels do not, is not flagged: every strategy scores its first batch before
+adapting, so that is the source model's own behaviour on this shift (a measurement, not a failure; e.g. the embedded model on
 gaussian_noise-5). So a collapse is one the adaptation caused, found from where it began; a
 stream whose labels are concentrated (label shift) is judged against its own labels; and a
 stretch too short to tell (fewer than 10 samples outside two classes) is never flagged.
@@ -49,10 +49,16 @@ def collapsed(predicted: Counter, labels: Counter, share: float) -> bool:
     return top_share(predicted, 2) >= share and outside_top(labels, 2) >= max(COLLAPSE_EVIDENCE, 2 * pred_out)
 
 
+def source_concentrated(predicted: Counter, labels: Counter, share: float) -> bool:
+    """The first batch, scored before any adaptation, already crowds into two classes that its
+    labels do not (a class-sorted stream's first batch is concentrated in its labels too)."""
+    return top_share(predicted, 2) >= share > top_share(labels, 2)
+
+
 def collapse_status(batches: list[tuple[Counter, Counter]], share: float = COLLAPSE_SHARE) -> str:
     """'collapsed: 98% of predictions in 2 classes from batch 5 (labels: 21%)' for the longest
     collapsed stretch that ends the stream, or 'ok'. ``batches``: (predicted, label) class counts."""
-    if not batches or top_share(batches[0][0], 2) >= share:  # so before any adaptation: the source model's behaviour
+    if not batches or source_concentrated(*batches[0], share):
         return OK
     predicted, labels, start = Counter(), Counter(), None
     for index in range(len(batches) - 1, -1, -1):  # every stretch that ends the stream, shortest first

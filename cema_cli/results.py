@@ -17,8 +17,9 @@ RESULT_COLUMNS = (
     "schema_version", "method", "dataset", "corruption", "severity", "samples", "accuracy", "correct",
     "uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "delivered_uploads", "dropped_uploads",
     "queued_uploads", "uplink_budget_bytes", "downlink_budget_bytes", "param_delay_batches", "sync_events", "seconds", "images_per_s",
-    "seed", "batch_size", "protocol", "edge_model", "cloud_model", "corruption_source", "constants",
-    "channel", "preset", "method_config", "device", "cema_version", "torch_version",
+    "edge_gflops_per_sample", "cloud_gflops_per_sample",
+    "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
+    "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp",
     "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.health)
 )

@@ -23,6 +23,8 @@ RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud
 SETTING_COLUMNS = ("dataset", "samples", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants",
                    "channel", "method_config")
 JSON_COLUMNS = ("channel", "method_config")
+# The stream's parameters (shared/spec/streams.md), in rows written since they exist.
+STREAM_COLUMNS = ("order", "dirichlet", "label_sampler", "gradual", "window")
 EPSILON_POINTS = 1e-9
 
 
@@ -107,14 +109,31 @@ def config_from_results(frame: pd.DataFrame, device: str = "auto", data_root: st
     run = {column: single_value(frame, column) for column in RUN_COLUMNS}
     methods, corruptions = _unique(frame, "method"), _unique(frame, "corruption")
     severities = tuple(int(s) for s in _unique(frame, "severity"))
-    _require_full_grid(frame, methods, corruptions, severities)
+    if run["protocol"] == "gradual":  # the schedule sets the severities; segments repeat domains
+        severities = (5,)
+    else:
+        _require_full_grid(frame, methods, corruptions, severities)
     options = {m: _json(single_value(frame[frame["method"] == m], "method_config"), "method_config") for m in methods}
+    stream = {column: single_value(frame, column) for column in STREAM_COLUMNS if column in frame.columns}
     return RunConfig(
         methods=methods, dataset=run["dataset"], corruptions=corruptions, severities=severities,
-        samples=int(frame["samples"].max()), batch_size=int(run["batch_size"]), seed=int(run["seed"]),
+        samples=_samples_cap(frame, run["protocol"]), batch_size=int(run["batch_size"]), seed=int(run["seed"]),
         edge=run["edge_model"], cloud=run["cloud_model"], device=device, protocol=run["protocol"],
-        constants=run["constants"], data_root=data_root, channel=_channel(run["channel"]), method_options=options,
+        constants=run["constants"], data_root=data_root, channel=_channel(run["channel"]), method_options=options, **stream,
     )
+
+
+def _samples_cap(frame: pd.DataFrame, protocol: str) -> int:
+    """--samples: per domain, except a mixed stream's rows (one per source domain) share one cap."""
+    if protocol.startswith("mixed"):
+        return int(frame.groupby("method")["samples"].sum().max())
+    return int(frame["samples"].max())
+
+
+def row_key(*frames: pd.DataFrame) -> list[str]:
+    """What identifies a row: (method, corruption, severity), plus the segment where rows carry it
+    (a gradual stream visits a domain more than once)."""
+    return KEY + ["segment"] if all("segment" in frame.columns for frame in frames) else KEY
 
 
 # --- comparing with a baseline -------------------------------------------------------------------
@@ -138,11 +157,12 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
     """One row per baseline (method, domain): both accuracies, the difference in points, a status."""
     if tolerance < 0:
         raise CemaError(f"--tolerance {tolerance:g} is negative; give the allowed drop in points, e.g. 0.5.")
+    key = row_key(baseline, new)
     for name, frame in (("baseline", baseline), ("results", new)):
-        if frame.duplicated(KEY).any():
-            raise CemaError(f"the {name} holds {row_label(frame[frame.duplicated(KEY)].iloc[0])} twice; give one run's results.csv.")
-    columns = KEY + ["accuracy", *[c for c in SETTING_COLUMNS if c != "dataset"], "dataset"]
-    merged = baseline[columns].merge(new[columns], on=KEY, how="left", suffixes=("_baseline", "_new"), indicator=True)
+        if frame.duplicated(key).any():
+            raise CemaError(f"the {name} holds {row_label(frame[frame.duplicated(key)].iloc[0])} twice; give one run's results.csv.")
+    columns = key + ["accuracy", *[c for c in SETTING_COLUMNS if c != "dataset"], "dataset"]
+    merged = baseline[columns].merge(new[columns], on=key, how="left", suffixes=("_baseline", "_new"), indicator=True)
     missing = merged[merged["_merge"] == "left_only"]
     check_same_setting(merged[merged["_merge"] == "both"])
     if not missing.empty:
@@ -150,7 +170,7 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
         raise CemaError(f"the results have no row for {names} of the baseline; run the baseline's methods and domains.")
     diff = 100 * (merged["accuracy_new"] - merged["accuracy_baseline"])
     status = ["REGRESSED" if d < -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
-    return merged[KEY + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
+    return merged[key + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
 
 
 def fail_on_regression(diff: pd.DataFrame, tolerance: float) -> None:

@@ -44,6 +44,8 @@ def test_a_model_concentrated_before_it_adapted_is_the_source_behaviour_not_a_co
     """The embedded source model puts every gaussian_noise-5 digit in one class: a measurement."""
     stuck = (Counter({8: 60}), UNIFORM)
     assert collapse_status([stuck, stuck, stuck]) == "ok"
+    sorted_first = (Counter({0: 60}), Counter({0: 60}))  # a class-sorted stream starts with one class: no excuse
+    assert collapse_status([sorted_first, stuck, stuck]).startswith("collapsed: 100% of predictions in 2 classes from batch 1")
 
 
 def test_a_label_shifted_stream_predicted_as_it_is_stays_ok():

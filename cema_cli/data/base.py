@@ -25,6 +25,12 @@ def stream_order(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
+def chosen_order(n: int, seed: int, samples: int | None, order: list[int] | None = None) -> torch.Tensor:
+    """The item positions a domain's stream plays: a planned order (data/streams.py builds them
+    for every protocol), else the seeded default prefix."""
+    return torch.as_tensor(order, dtype=torch.long) if order is not None else stream_order(n, seed)[:samples]
+
+
 def tensor_batches(images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of an in-memory domain in the given order."""
     for start in range(0, len(order), batch_size):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from cema_cli import corruptions
-from cema_cli.data.base import DomainInfo, stream_order
+from cema_cli.data.base import DomainInfo, chosen_order, stream_order
 from cema_cli.data.loading import (
     DEFAULT_OPTIONS,
     UNREADABLE,
@@ -166,16 +166,19 @@ class FolderDataset(OnDiskDataset):
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.files)
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        return self.tree.labels(self.files)
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
         items = ImageItems([self.tree.root / f for f in self.files], self.tree.labels(self.files), self.prepare)
-        return generated_stream(self, items, corruption, severity, seed, samples, batch_size)
+        return generated_stream(self, items, corruption, severity, seed, samples, batch_size, order)
 
 
-def generated_stream(dataset, items, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+def generated_stream(dataset, items, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int,
+                     order: list[int] | None = None) -> LoaderStream:
     """The seeded stream of a clean dataset with the corruption generated in the loader workers."""
     corrupt = None if corruption == "none" else Corruption(corruption, severity, dataset.corruption_seed, dataset.constants)
-    order = stream_order(len(items), seed)[:samples]
-    return LoaderStream(items, order, batch_size, Collate(corrupt), dataset.options)
+    return LoaderStream(items, chosen_order(len(items), seed, samples, order), batch_size, Collate(corrupt), dataset.options)
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,11 @@ class NpyDataset(OnDiskDataset):
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.pair.labels)
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
-        return generated_stream(self, self.pair.items(), corruption, severity, seed, samples, batch_size)
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        return self.pair.labels.tolist()
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
+        return generated_stream(self, self.pair.items(), corruption, severity, seed, samples, batch_size, order)
 
 
 class CleanSet:

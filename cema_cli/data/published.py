@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cema_cli import corruptions
-from cema_cli.data.base import stream_order
+from cema_cli.data.base import chosen_order
 from cema_cli.data.generic import IMAGENET_CROP, ClassTree, NpyPair, OnDiskDataset
 from cema_cli.data.loading import (
     DEFAULT_OPTIONS,
@@ -90,12 +90,15 @@ class ImageNetC(OnDiskDataset):
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.files(corruption, severity))
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        index = imagenet_index()
+        return [index[f.split("/")[0]] for f in self.files(corruption, severity)]
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
         """Images as they are (224 x 224), labels = positions of the wnids among the 1,000."""
         files, folder = self.files(corruption, severity), self.root / corruption / str(severity)
-        index = imagenet_index()
-        items = ImageItems([folder / f for f in files], [index[f.split("/")[0]] for f in files])
-        return LoaderStream(items, stream_order(len(files), seed)[:samples], batch_size, Collate(), self.options)
+        items = ImageItems([folder / f for f in files], self.domain_labels(corruption, severity))
+        return LoaderStream(items, chosen_order(len(files), seed, samples, order), batch_size, Collate(), self.options)
 
 
 class ImageNetR(OnDiskDataset):
@@ -126,10 +129,13 @@ class ImageNetR(OnDiskDataset):
         if corruption != "none":
             raise CemaError(f"imagenet-r has one domain, the renditions themselves; pass --corruption none (not {corruption!r}).")
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        return self.tree.labels(self.files)
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
         self.check_domain(corruption, severity)
         items = ImageItems([self.tree.root / f for f in self.files], self.tree.labels(self.files), IMAGENET_CROP)
-        return LoaderStream(items, stream_order(len(self.files), seed)[:samples], batch_size, Collate(), self.options)
+        return LoaderStream(items, chosen_order(len(self.files), seed, samples, order), batch_size, Collate(), self.options)
 
 
 class Cifar10C(OnDiskDataset):
@@ -167,8 +173,12 @@ class Cifar10C(OnDiskDataset):
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.pair(corruption).labels) // 5
 
-    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int) -> LoaderStream:
+    def domain_labels(self, corruption: str, severity: int) -> list[int]:
+        n = self.domain_size(corruption, severity)
+        return self.pair(corruption).labels[(severity - 1) * n : severity * n].tolist()
+
+    def stream(self, corruption: str, severity: int, seed: int, samples: int | None, batch_size: int, order: list[int] | None = None) -> LoaderStream:
         """Severity k is rows [(k-1)n, kn) of the corruption's file."""
         n = self.domain_size(corruption, severity)
         items = self.pair(corruption).items((severity - 1) * n, severity * n)
-        return LoaderStream(items, stream_order(n, seed)[:samples], batch_size, Collate(), self.options)
+        return LoaderStream(items, chosen_order(n, seed, samples, order), batch_size, Collate(), self.options)

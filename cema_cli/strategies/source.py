@@ -10,6 +10,8 @@ from cema_cli.strategies.base import Strategy, StrategyContext
 class Source(Strategy):
     """Predict with the source model and its source BatchNorm statistics; upload nothing."""
 
+    batch_statistics = False  # eval mode: valid at batch size 1 (shared/spec/streams.md section 7)
+
     def __init__(self, context: StrategyContext, config) -> None:
         super().__init__(context, config)
         self.model = context.edge_model.eval()
