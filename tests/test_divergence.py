@@ -38,6 +38,7 @@ def test_a_collapse_after_healthy_batches_is_found_from_where_it_began():
     assert collapse_status([HEALTHY, HEALTHY, stuck, stuck]) == "collapsed: 95% of predictions in 1 class from batch 3 (labels: 10%)"
     nearly = (Counter({1: 40, 6: 14, 2: 6}), UNIFORM)  # 90% in two classes: the stretch starts here
     assert collapse_status([HEALTHY, nearly, stuck]) == "collapsed: 95% of predictions in 2 classes from batch 2 (labels: 20%)"
+    assert collapse_status([HEALTHY]) == "ok"  # one batch: nothing after the first to judge
 
 
 def test_a_model_concentrated_before_it_adapted_is_the_source_behaviour_not_a_collapse():
@@ -45,7 +46,9 @@ def test_a_model_concentrated_before_it_adapted_is_the_source_behaviour_not_a_co
     stuck = (Counter({8: 60}), UNIFORM)
     assert collapse_status([stuck, stuck, stuck]) == "ok"
     sorted_first = (Counter({0: 60}), Counter({0: 60}))  # a class-sorted stream starts with one class: no excuse
-    assert collapse_status([sorted_first, stuck, stuck]).startswith("collapsed: 100% of predictions in 2 classes from batch 1")
+    assert collapse_status([sorted_first, stuck, stuck]) == "collapsed: 100% of predictions in 1 class from batch 2 (labels: 10%)"
+    source_on_sorted = (Counter({8: 60}), Counter({0: 60}))  # the source model's class 8 on a class-sorted start
+    assert collapse_status([source_on_sorted, stuck, stuck]) == "ok"
 
 
 def test_a_label_shifted_stream_predicted_as_it_is_stays_ok():
