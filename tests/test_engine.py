@@ -25,9 +25,6 @@ class Recorder(Strategy):
         self.calls.append(args)
         return self.predict(args[0])
 
-    def adapted_models(self):
-        return {}  # no model: nothing to check for non-finite parameters
-
 
 def test_engine_strips_labels_and_scores_returned_logits():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
