@@ -25,7 +25,7 @@ from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
 from cema_cli.strategies import STRATEGIES
-from cema_cli.strategies.base import Strategy, StrategyContext, make_config
+from cema_cli.strategies.base import Strategy, StrategyContext, make_config, placements_of
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Session:
     device: torch.device
     dataset: Any
     edge_name: str
-    cloud_name: str
+    cloud_name: str | None  # None: no cloud model (edge-only methods)
     edge_source: torch.nn.Module
     events: Events
     _cloud_source: torch.nn.Module | None = field(default=None, repr=False)
@@ -61,6 +61,8 @@ class Session:
 
     def cloud_model(self) -> torch.nn.Module:
         """A fresh foundation model on the device; loaded on first use only."""
+        if not self.cloud_name:
+            raise CemaError(f"dataset {self.config.dataset!r} has no default cloud model; pass --cloud (e.g. timm:resnet50).")
         if self._cloud_source is None:
             self._cloud_source = load_model(self.cloud_name, self.events.on_model_progress, self.cloud_options)
         return copy.deepcopy(self._cloud_source).to(self.device)
@@ -96,6 +98,7 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
     session = open_session(config, events)
     methods = method_configs(config, session.preset)
     check_single_samples(session, methods)
+    require_cloud(session, methods)
     live: dict[str, Live] = {}
     rows = []
     for leg in plan_stream(config, session.dataset):
@@ -146,13 +149,24 @@ def method_configs(config: RunConfig, preset: str) -> dict[str, tuple[type[Strat
     return {m: (STRATEGIES.get(m), make_config(STRATEGIES.get(m), config.method_options.get(m, {}), m, preset)) for m in config.methods}
 
 
+def require_cloud(session: Session, methods: dict[str, tuple[type[Strategy], Any]]) -> None:
+    """Methods placed on the cloud need a cloud model; edge-only ones (source, bn, tent on the
+    edge) run without one, so a dataset without a default cloud needs --cloud only for the former."""
+    if session.cloud_name:
+        return
+    cloud = [m for m, (cls, cfg) in methods.items() if getattr(cfg, "placement", placements_of(cls)[0]) == "cloud"]
+    if cloud:
+        raise CemaError(f"dataset {session.config.dataset!r} has no default cloud model and {', '.join(cloud)} run(s) on the cloud; "
+                        "pass --cloud (e.g. timm:resnet50), or run edge-only methods.")
+
+
 def open_session(config: RunConfig, events: Events) -> Session:
     device = resolve_device(config.device)
     dataset = open_dataset(config, pin_memory=device.type == "cuda")
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
-    if not edge_name or not cloud_name:
-        raise CemaError(f"dataset {config.dataset!r} has no default models; pass --edge and --cloud "
+    if not edge_name:
+        raise CemaError(f"dataset {config.dataset!r} has no default edge model; pass --edge "
                         "(e.g. timm:resnet18 with --edge-checkpoint FILE).")
     edge_options, cloud_options = model_options(config, dataset)
     autocast = autocast_for(config.amp, device)
@@ -311,7 +325,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(config, segment),
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
-        "cloud_weights": weights_label(session.cloud_name, session.cloud_options),
+        "cloud_weights": weights_label(session.cloud_name, session.cloud_options) if session.cloud_name else "none",
         "skipped_images": skipped, "amp": config.amp or "none", "status": tally.status,
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),

@@ -15,10 +15,39 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+from typer.core import TyperGroup
+
+try:  # typer 0.2x vendors click; older typer uses the click package
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors
 
 from cema_cli.config import ChannelConfig, RunConfig, parse_rate
 from cema_cli.errors import CemaError, unknown_name
 from cema_cli.health import COLLAPSE_SHARE
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown flag, a value of the wrong type) as one ``error:`` line too,
+    instead of click's usage block and boxed panel, which span several lines in a log."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as error:
+            print_help_and_exit(error)
+        except click_errors.ClickException as error:
+            print_error(usage_message(error))
+            sys.exit(2 if isinstance(error, click_errors.UsageError) else error.exit_code)
+        except typer.Abort:
+            print_error("aborted.", "interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="cema",
@@ -26,15 +55,40 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=OneLineErrors,
 )
 console = Console()
-err_console = Console(stderr=True)
+# Errors are one line wherever stderr goes (a log wraps nothing), and never read as rich markup.
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DEFAULT_METHOD = "cema"
 DEFAULT_COMPARE = "cema,tent,eata,source"
 
 
 # --- error handling ---------------------------------------------------------------------------
+
+def print_error(message: str, kind: str = "error") -> None:
+    """``kind: message`` on one line; the message is plain text (``[/x]`` is printed as is)."""
+    line = " ".join(str(message).split())
+    style = "bold red" if kind == "error" else "yellow"
+    err_console.print(Text.assemble((f"{kind}:", style), " ", line), soft_wrap=True)
+
+
+def usage_message(error: Any) -> str:
+    """click's message plus where to look: ``cema bench --help``, or the flag this command uses."""
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "cema"
+    hint = ""
+    if isinstance(error, click_errors.NoSuchOption) and error.option_name == "-o":
+        hint = " (-o is --option of bench and compare; here write --output)"
+    return f"{error.format_message().rstrip('.')}{hint}; see `{command} --help`."
+
+
+def print_help_and_exit(error: Any) -> None:
+    """``cema`` alone: the help, as click would print it."""
+    typer.echo(error.ctx.get_help())
+    sys.exit(0)
+
 
 @contextlib.contextmanager
 def user_errors(verbose: bool) -> Iterator[None]:
@@ -44,18 +98,38 @@ def user_errors(verbose: bool) -> Iterator[None]:
     except CemaError as error:
         if verbose:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        print_error(str(error))
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted:[/] rows finished so far are kept in results.csv")
+        print_error("rows finished so far are kept in results.csv", "interrupted")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
+    except OSError as error:  # the file system refused: a path or permission the user can fix
+        if verbose:
+            traceback.print_exc()
+        print_error(f"{error.filename or 'a file'}: {error.strerror or error}; check the path, its permissions and free space.")
+        raise typer.Exit(2) from None
     except Exception as error:  # noqa: BLE001 - the last line of defence for a CLI
         if verbose:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {type(error).__name__}: {error} (run with --verbose for the traceback)", highlight=False)
+        print_error(f"{type(error).__name__}: {error} (an internal error: run with --verbose for the traceback and report it)")
         raise typer.Exit(1) from None
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from cema_cli import __version__
+
+        typer.echo(f"cema {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Benchmark cloud-edge test-time adaptation (CEMA, Tent, EATA, BN) under distribution shift."""
 
 
 # --- option parsing ---------------------------------------------------------------------------
@@ -147,8 +221,9 @@ def _run_options(
     frame_rate: Annotated[Optional[float], typer.Option(help="Stream images per second, to read budgets given as link rates (8Mbit/s).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: cema-runs/<time>-<methods>).")] = None,
-    min_accuracy: Annotated[Optional[float], typer.Option(min=0, max=100, help="Exit 1 when a method's mean accuracy (%) is below this.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder, new or empty (default: cema-runs/<time>-<methods>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the run files of an --out that already holds a run.")] = False,
+    min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 when a method's mean accuracy is below this, in percent (90 = 90%; values 0-1 are refused as ambiguous).")] = None,
     collapse_share: Annotated[float, typer.Option(help="Exit 3 when this share of a domain's predictions falls in 2 classes and the labels' does not (see README).")] = COLLAPSE_SHARE,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
@@ -199,6 +274,7 @@ def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
         from cema_cli.toml_config import apply_toml
 
         base = apply_toml(base, opts["config"], explicit)
+    base = without_repeats(base)
     checked_options(parse_options(opts["option"] or []), list(base.methods))
     rate = (opts["frame_rate"], base.batch_size)
     ups, downs = (
@@ -209,13 +285,21 @@ def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
             for up in ups for down in downs]
 
 
+def without_repeats(config: RunConfig) -> RunConfig:
+    """``--severity 5,5`` or ``--methods bn,bn`` runs each once: a results.csv holds one row per
+    method and domain (``cema report`` refuses repeats)."""
+    from dataclasses import replace
+
+    return replace(config, **{name: tuple(dict.fromkeys(getattr(config, name))) for name in ("methods", "corruptions", "severities")})
+
+
 def explicit_flags(context: typer.Context) -> set[str]:
     """Names of the options the user typed (not defaults), so they win over a TOML file."""
     return {name for name in context.params if getattr(context.get_parameter_source(name), "name", "") == "COMMANDLINE"}
 
 
 def budget_list(text: str, frame_rate: float | None, batch_size: int) -> list[int | None]:
-    points = [parse_rate(part, frame_rate, batch_size) for part in split_list(text)]
+    points = list(dict.fromkeys(parse_rate(part, frame_rate, batch_size) for part in split_list(text)))
     if not points:
         raise CemaError("a budget option is empty; give e.g. 16kB, a comma list, or unlimited.")
     return points
@@ -231,8 +315,10 @@ def resolve_methods(text: str) -> list[str]:
 
 
 def default_out_dir(methods: list[str]) -> Path:
+    from cema_cli.run_folder import unique_dir
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("cema-runs") / f"{stamp}-{'-'.join(methods)[:60]}"
+    return unique_dir(Path("cema-runs") / f"{stamp}-{'-'.join(methods)[:60]}")
 
 
 @app.command(help="Run one adaptation method on the chosen domains and print a table.")
@@ -256,10 +342,12 @@ def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
 def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], tables: Callable[[Any, Any], list[Any]]) -> None:
     """Run, print the command's tables (and the sweep table), then apply --min-accuracy."""
     with user_errors(opts["verbose"]):
+        from cema_cli.saved_results import check_min_accuracy, checked_min_accuracy
+
+        checked_min_accuracy(opts["min_accuracy"])
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
         from cema_cli.health import check_status
-        from cema_cli.saved_results import check_min_accuracy
 
         frame = report.results_frame(rows)
         for table in tables(report, frame):
@@ -273,20 +361,22 @@ def print_sweep(frame: Any) -> None:
     """With several uplink budgets, the accuracy-versus-upload table as well."""
     from cema_cli import report
 
-    if frame["uplink_budget_bytes"].astype("float").fillna(-1).nunique() > 1:
+    if report.budget_points(frame) > 1:
         console.print(report.sweep_table(frame))
 
 
 def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
     from cema_cli.api import check_method_options
+    from cema_cli.run_folder import check_out_dir
     from cema_cli.runner import run_with_files
 
     configs = build_configs(methods, opts)
     check_method_options(configs[0])  # before the run folder exists
     out = opts["out"] or default_out_dir(methods)
-    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]))
-    console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
+    check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
+    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"])
+    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
     return rows
 
 
@@ -340,13 +430,13 @@ app.command("report", help="Re-render and merge saved results.csv files (table, 
 @app.command(help="Plot accuracy versus uploads and bytes, and along the stream, from a results.csv.")
 def plot(
     results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path("plot.png"),
+    output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     with user_errors(verbose):
         from cema_cli.plot import plot_results
 
-        console.print(f"plot written to [bold]{plot_results(results, output)}[/]")
+        console.print(f"plot written to [bold]{escape(str(plot_results(results, output)))}[/]")
 
 
 from cema_cli.cli_corrupt import corrupt_command  # noqa: E402 - torch-free, registered below

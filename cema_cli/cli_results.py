@@ -39,11 +39,13 @@ def check_command(
         diff = compare_accuracy(old, new, tolerance)
         console.print(report.check_table(diff, tolerance))
         fail_on_regression(diff, tolerance)
-        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better")
+        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
 
 
 def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":
     """Run the configuration recorded in the baseline's rows; return the new results.csv."""
+    from rich.markup import escape
+
     from cema_cli.cli import console, default_out_dir
     from cema_cli.results import read_results
     from cema_cli.runner import run_with_files
@@ -52,7 +54,7 @@ def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: 
     config = config_from_results(baseline, device, data_root).validate()
     out = out or default_out_dir(list(config.methods))
     run_with_files([config], out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
-    console.print(f"results written to [bold]{out}[/] (results.csv, batches.csv, run.json)")
+    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
     return read_results(out / "results.csv")
 
 
@@ -69,11 +71,24 @@ def report_command(
         if format not in REPORT_FORMATS:
             raise unknown_name("format", format, REPORT_FORMATS)
         frame = merged_results(files)
+        for path in files:
+            note_unfinished(path)
         if format == "table":
             for table in report_tables(frame):
                 console.print(table)
         else:
             typer.echo(report_text(frame, format), nl=False)
+
+
+def note_unfinished(path: Path) -> None:
+    """One ``note:`` line on stderr for a run that did not finish (or is still running)."""
+    from cema_cli.cli import print_error
+    from cema_cli.run_folder import run_status
+
+    folder = path if path.is_dir() else path.parent
+    status, detail = run_status(folder)
+    if status not in ("finished", "unknown"):
+        print_error(f"run {folder}: {status} ({detail}).", "note")
 
 
 def merged_results(files: list[Path]) -> "pd.DataFrame":
@@ -84,13 +99,15 @@ def merged_results(files: list[Path]) -> "pd.DataFrame":
 
 
 def report_tables(frame: "pd.DataFrame") -> list:
-    """The tables bench (one method) or compare (several; per domain when several domains) print."""
+    """The tables bench (one method) or compare (several; per domain when several domains) print,
+    and the sweep table when the rows hold several budget points."""
     from cema_cli import report
 
+    sweep = [report.sweep_table(frame)] if report.budget_points(frame) > 1 else []
     if frame["method"].nunique() == 1:
-        return [report.bench_table(frame)]
+        return [report.bench_table(frame), *sweep]
     several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-    return [report.compare_table(frame), *([report.domain_table(frame)] if several_domains else [])]
+    return [report.compare_table(frame), *([report.domain_table(frame)] if several_domains else []), *sweep]
 
 
 def report_text(frame: "pd.DataFrame", format: str) -> str:

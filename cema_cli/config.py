@@ -118,6 +118,8 @@ class RunConfig:
                 raise CemaError(f"severity {severity} is outside 1-5; pass e.g. --severity 5 or 1,3,5.")
         if self.samples is not None and self.samples < 1:
             raise CemaError(f"--samples {self.samples} must be a positive count of samples per domain.")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed takes a 64-bit signed seed
+            raise CemaError(f"--seed {self.seed} is outside 0 to 2**63-1; give e.g. --seed 0.")
         if self.batch_size < 1:
             raise CemaError(f"--batch-size {self.batch_size} must be at least 1.")
         self.validate_stream()
@@ -185,7 +187,7 @@ def parse_rate(text: str, frame_rate: float | None, batch_size: int) -> int | No
     unit = next((u for u in rates if cleaned.endswith(u)), None)
     if unit is None:
         return parse_bytes(text)
-    if not frame_rate or frame_rate <= 0:
+    if not frame_rate or not math.isfinite(frame_rate) or frame_rate <= 0:
         raise CemaError(f"the link rate {text!r} needs the stream's frame rate; add e.g. --frame-rate 30 (images per second).")
     try:
         bits_per_second = float(cleaned[: -len(unit)]) * rates[unit]

@@ -10,18 +10,30 @@ import pandas as pd
 
 from cema_cli.errors import CemaError
 from cema_cli.report import MB, budget_label, sweep_frame
+from cema_cli.results import read_results
 
 
 def plot_results(results_csv: Path, output: Path) -> Path:
     """Write a PNG with two or three panels; return its path."""
+    import matplotlib.pyplot as plt
+
+    fig = results_figure(results_csv)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output
+
+
+def results_figure(results_csv: Path):
+    """The figure: accuracy vs uploads, vs uplink bytes, and (with batches.csv) along the stream."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = read_csv(results_csv)
-    batches_csv = results_csv.with_name("batches.csv")
-    batches = read_csv(batches_csv) if batches_csv.exists() else None
+    frame = read_results(results_csv)  # the schema and value checks of every saved-results reader
+    batches_csv = (results_csv if results_csv.is_dir() else results_csv.parent) / "batches.csv"
+    batches = read_batches(batches_csv) if batches_csv.exists() else None
     panels = 3 if batches is not None and not batches.empty else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), constrained_layout=True)
     summary = sweep_frame(frame)
@@ -33,19 +45,25 @@ def plot_results(results_csv: Path, output: Path) -> Path:
         draw_stream(axes[2], batches, colors)
     title = f"{frame['dataset'].iloc[0]}: {frame['edge_model'].iloc[0]} edge, {frame['cloud_model'].iloc[0]} cloud, seed {frame['seed'].iloc[0]}"
     fig.suptitle(title)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return fig
 
 
-def read_csv(path: Path) -> pd.DataFrame:
+BATCH_NEEDS = ("method", "batch", "seen", "correct")
+
+
+def read_batches(path: Path) -> pd.DataFrame:
+    """batches.csv for the stream panel: readable, with whole non-negative counts."""
     try:
-        return pd.read_csv(path)
-    except FileNotFoundError:
-        raise CemaError(f"{path} does not exist; pass the results.csv written by `cema bench --out DIR`.") from None
+        batches = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise CemaError(f"{path} is not a readable CSV ({error}); pass a results.csv written by cema.") from None
+        raise CemaError(f"{path} is not a readable CSV ({' '.join(str(error).split())}); delete it to plot without the stream panel.") from None
+    missing = [c for c in BATCH_NEEDS if c not in batches.columns]
+    if missing:
+        raise CemaError(f"{path} lacks the column(s) {', '.join(missing)}; it is not a cema batches.csv (delete it to plot without it).")
+    counts = batches[["batch", "seen", "correct"]].apply(pd.to_numeric, errors="coerce")
+    if (counts.isna() | (counts < 0)).any(axis=None):
+        raise CemaError(f"{path} has a row without whole counts (a torn last line?); delete that line or the file.")
+    return batches
 
 
 def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: float, colors: dict[str, str]) -> None:

@@ -55,8 +55,30 @@ def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, s
 NUMBER_HEADERS = ("acc %", "uploads", "ratio", "up MB", "down MB", "sec", "img/s")
 
 
-def _new_table(title: str, first: Iterable[str]) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption=CAPTION, collapse_padding=True, pad_edge=False)
+def budget_points(frame: pd.DataFrame) -> int:
+    """How many uplink budget points the rows hold (more than one in a sweep)."""
+    return frame["uplink_budget_bytes"].astype("float").fillna(-1).nunique() if "uplink_budget_bytes" in frame else 1
+
+
+def mean_notes(frame: pd.DataFrame) -> list[str]:
+    """Say when a mean pools budget points, or averages methods over different domains."""
+    notes = []
+    points = budget_points(frame)
+    if points > 1:
+        notes.append(f"note: each mean pools {points} uplink budget points; the sweep table has one line per budget")
+    domains = {method: frozenset(zip(group["corruption"], group["severity"])) for method, group in frame.groupby("method", sort=False)}
+    if len(set(domains.values())) > 1:
+        counts = ", ".join(f"{method} {len(d)}" for method, d in domains.items())
+        notes.append(f"note: means over different domains ({counts})")
+    return notes
+
+
+def _caption(frame: pd.DataFrame, caption: str | None = CAPTION) -> str | None:
+    return "\n".join([*([caption] if caption else []), *mean_notes(frame)]) or None
+
+
+def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=_caption(frame), collapse_padding=True, pad_edge=False)
     for name in first:
         table.add_column(name, no_wrap=True, min_width=len(name) if name == "method" else 16)
     for name in NUMBER_HEADERS:
@@ -75,10 +97,12 @@ def _totals(group: pd.DataFrame) -> list[str]:
 
 def bench_table(frame: pd.DataFrame) -> Table:
     """One line per (method, domain), and a mean line per method when several domains ran."""
-    table = _new_table("cema bench", ("method", "domain"))
+    table = _new_table("cema bench", ("method", "domain"), frame)
+    sweep = budget_points(frame) > 1
     for method, group in frame.groupby("method", sort=False):
         for _, row in group.iterrows():
-            table.add_row(method, domain_label(row), *_numbers(
+            at = f" @{budget_label(row['uplink_budget_bytes'])}" if sweep else ""
+            table.add_row(method, domain_label(row) + at, *_numbers(
                 row["accuracy"], row["uploads"], row["upload_ratio"], row["uplink_bytes"],
                 row["downlink_bytes"], row["seconds"], row["images_per_s"],
             ))
@@ -89,24 +113,43 @@ def bench_table(frame: pd.DataFrame) -> Table:
 
 def compare_table(frame: pd.DataFrame) -> Table:
     """One line per method: mean accuracy over domains, total uploads, bytes and time."""
-    table = _new_table("cema compare", ("method",))
+    table = _new_table("cema compare", ("method",), frame)
     for method, group in frame.groupby("method", sort=False):
         table.add_row(method, *_totals(group))
     return table
 
 
 def domain_table(frame: pd.DataFrame) -> Table:
-    """Accuracy % per method (rows) and domain (columns), with a mean column, as papers print."""
+    """Accuracy % per method and domain with the mean over domains. Methods are rows and domains
+    columns, as papers print, while that is the narrower layout; with more domains than methods
+    (``--corruption all``) domains are rows, so the table reads at 80 columns."""
     labelled = frame.assign(domain=frame.apply(domain_label, axis=1))
     pivot = labelled.pivot_table(index="method", columns="domain", values="accuracy", sort=False)
-    table = Table(title="accuracy % per domain", box=box.SIMPLE_HEAD)
-    table.add_column("method")
+    means = pivot.mean(axis=1)
+    table = Table(title="accuracy % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
+    if len(pivot.columns) > len(pivot.index):
+        return _domains_as_rows(table, pivot, means)
+    table.add_column("method", no_wrap=True)
     for domain in pivot.columns:
         table.add_column(domain, justify="right")
     table.add_column("mean", justify="right", style="bold")
     for method, values in pivot.iterrows():
-        table.add_row(str(method), *["-" if pd.isna(v) else f"{100 * v:.1f}" for v in values], f"{100 * values.mean():.1f}")
+        table.add_row(str(method), *map(_percent, values), _percent(means[method]))
     return table
+
+
+def _domains_as_rows(table: Table, pivot: pd.DataFrame, means: pd.Series) -> Table:
+    table.add_column("domain", no_wrap=True)
+    for method in pivot.index:
+        table.add_column(str(method), justify="right")
+    for domain in pivot.columns:
+        table.add_row(str(domain), *map(_percent, pivot[domain]))
+    table.add_row("mean", *map(_percent, means), style="bold")
+    return table
+
+
+def _percent(value: float) -> str:
+    return "-" if pd.isna(value) else f"{100 * value:.1f}"
 
 
 def check_table(diff: pd.DataFrame, tolerance: float) -> Table:
@@ -132,7 +175,7 @@ def markdown_table(table: Table) -> str:
     cells = [[str(cell) for cell in column.cells] for column in table.columns]
     lines = [f"**{table.title}**", "", _markdown_row(headers), _markdown_row(align)]
     lines += [_markdown_row(list(row)) for row in zip(*cells)]
-    lines += ["", f"_{table.caption}_"] if table.caption else []
+    lines += ["", *(f"_{line}_" for line in str(table.caption).split("\n"))] if table.caption else []
     return "\n".join(lines) + "\n"
 
 
@@ -162,15 +205,16 @@ def pareto_front(accuracy: pd.Series, cost: pd.Series) -> pd.Series:
 
 def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (uplink budget, method): mean accuracy, total uploads and uplink bytes, Pareto mark."""
-    keyed = frame.assign(budget=frame["uplink_budget_bytes"].astype("float").fillna(float("inf")))
+    # Files written before the budget columns existed (schema 1 allows it) ran unlimited.
+    budgets = frame.get("uplink_budget_bytes", pd.Series(float("nan"), index=frame.index))
+    keyed = frame.assign(budget=budgets.astype("float").fillna(float("inf")), delivered_uploads=frame.get("delivered_uploads", frame["uploads"]))
     summary = keyed.groupby(["budget", "method"], sort=False).agg(
         accuracy=("accuracy", "mean"), uploads=("uploads", "sum"), delivered=("delivered_uploads", "sum"),
         uplink_bytes=("uplink_bytes", "sum"),
         samples=("samples", "sum"),
     ).reset_index()
-    summary["pareto"] = summary.groupby("budget", group_keys=False).apply(
-        lambda g: pareto_front(g["accuracy"], g["uplink_bytes"])
-    )
+    # One Series per budget, aligned on the summary's index (whatever the number of budgets).
+    summary["pareto"] = pd.concat([pareto_front(g["accuracy"], g["uplink_bytes"]) for _, g in summary.groupby("budget")])
     return summary.sort_values(["budget", "accuracy"], ascending=[True, False])
 
 

@@ -41,7 +41,8 @@ REQUIRED_COLUMNS = (
 def read_results(path: str | Path) -> "pd.DataFrame":
     """Read a results.csv (or a run folder holding one) and check it against this schema.
 
-    Raises CemaError naming the missing columns, or the schema version expected and found.
+    Raises CemaError naming the missing columns, the schema version expected and found, or the
+    first value that is missing (a torn last line), not a number, or out of range (a percent).
     Columns beyond REQUIRED_COLUMNS are kept when present and not required, so adding a column
     keeps the schema version; renaming, removing or changing the meaning of one bumps it.
     """
@@ -55,6 +56,7 @@ def read_results(path: str | Path) -> "pd.DataFrame":
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise CemaError(f"{file} is not a readable CSV file ({error}).") from None
     check_schema(frame, str(file))
+    check_values(frame, str(file))
     return frame
 
 
@@ -73,3 +75,43 @@ def check_schema(frame: "pd.DataFrame", name: str) -> None:
     if missing:
         raise CemaError(f"{name} lacks the column(s) {', '.join(missing)} of results schema version {SCHEMA_VERSION}; "
                         "it is not a cema results.csv (or was edited).")
+
+
+# Cells that may be empty: files carry no constants set; edge-only methods use no cloud model.
+MAY_BE_EMPTY = ("constants", "cloud_model")
+# Counts and amounts: finite and never negative.
+NON_NEGATIVE = ("uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "seconds", "images_per_s", "seed", "correct")
+
+
+def check_values(frame: "pd.DataFrame", name: str) -> None:
+    """Every row complete, every number finite and in range, accuracy a fraction in [0, 1]."""
+    import pandas as pd
+
+    empty = frame[[c for c in REQUIRED_COLUMNS if c not in MAY_BE_EMPTY]].isna()
+    if empty.any(axis=None):
+        line, columns = _first_bad(empty)
+        raise CemaError(f"{name} line {line} has no value for {', '.join(columns)} (a torn last line? the file was cut "
+                        "while being written); delete that line or regenerate the file.")
+    numbers = frame[["samples", "severity", "accuracy", *NON_NEGATIVE]].apply(pd.to_numeric, errors="coerce")
+    _refuse(numbers.isna() | ~numbers.abs().lt(float("inf")), name, "is not a finite number", "regenerate the file with cema")
+    _refuse(numbers[["samples", "correct", "severity"]] % 1 != 0, name, "is not a whole number", "regenerate the file with cema")
+    _refuse(numbers[list(NON_NEGATIVE)] < 0, name, "is negative", "regenerate the file with cema")
+    _refuse(numbers[["samples"]] < 1, name, "is not a positive count", "regenerate the file with cema")
+    percent = numbers["accuracy"] > 1
+    if percent.any():
+        line = int(percent.to_numpy().argmax()) + 2
+        raise CemaError(f"{name} line {line}: accuracy {numbers['accuracy'][percent].iloc[0]:g} is above 1; results.csv holds "
+                        "fractions in [0, 1], and this looks like a percent: divide by 100, or regenerate the file with cema.")
+    _refuse((numbers[["accuracy"]] < 0), name, "is negative", "regenerate the file with cema")
+
+
+def _first_bad(mask: "pd.DataFrame") -> tuple[int, list[str]]:
+    """(file line, bad columns) of the first row with a True cell; line 1 is the header."""
+    position = int(mask.any(axis=1).to_numpy().argmax())
+    return position + 2, [str(c) for c in mask.columns[mask.iloc[position].to_numpy()]]
+
+
+def _refuse(mask: "pd.DataFrame", name: str, problem: str, fix: str) -> None:
+    if mask.any(axis=None):
+        line, columns = _first_bad(mask)
+        raise CemaError(f"{name} line {line}: {', '.join(columns)} {problem}; {fix}.")

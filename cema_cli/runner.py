@@ -1,22 +1,32 @@
 """CLI-side glue: run the API with a rich progress bar and keep the output files current.
 
 results.csv is rewritten atomically after every finished (method, domain), so an interrupted
-run keeps every row it finished; run.json records the config, the environment and the status.
+run keeps every row it finished; run.json records the config, the environment and the status
+(run_folder.py: the folder policy, the lock and the statuses).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cema_cli import report
 from cema_cli.config import RunConfig
+from cema_cli.errors import CemaError
 from cema_cli.results import SCHEMA_VERSION
+from cema_cli.run_folder import claim
 
 
 def new_progress(console: Console) -> Progress:
@@ -34,26 +44,80 @@ class FileSink:
         self.rows: list[dict[str, Any]] = []
         self.batches: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "config": asdict(config), "command": command, "status": "running",
-                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                                     "pid": os.getpid(), "host": socket.gethostname(), "started": now(), "finished_rows": 0}
 
     def add_row(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         report.write_csv(report.results_frame(self.rows), self.out / "results.csv")
         report.write_csv(report.batches_frame(self.batches), self.out / "batches.csv")
+        self.write_meta(finished_rows=len(self.rows), updated=now())
 
     def write_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
         report.write_json(self.meta, self.out / "run.json")
 
 
-def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str) -> list[dict[str, Any]]:
-    """Run each configuration (one per budget point of a sweep) into one set of files."""
-    from cema_cli.api import Events, environment, resolve_device, run_benchmark
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
-    config = configs[0]
-    sink = FileSink(out, config, command)
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the finished rows are kept and the run is "interrupted"."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def end_status(error: BaseException) -> dict[str, Any]:
+    """run.json fields for a run that stopped early."""
+    if isinstance(error, KeyboardInterrupt):
+        return {"status": "interrupted", "signal": "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"}
+    kind = "failed" if isinstance(error, CemaError) else "crashed"
+    return {"status": kind, "error": " ".join(f"{type(error).__name__}: {error}".split())}
+
+
+def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, force: bool = False) -> list[dict[str, Any]]:
+    """Run each configuration (one per budget point of a sweep) into one set of files under
+    ``out``, held with a lock (run_folder.py). A bad input found before the first row leaves no
+    folder behind; any other stop keeps the finished rows and says why in run.json."""
+    from cema_cli.api import environment, resolve_device
+
+    env = environment(resolve_device(configs[0].device))
+    held = claim(out, force)
+    sink = FileSink(out, configs[0], command)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
-    sink.write_meta(environment=environment(resolve_device(config.device)), budget_points=budgets)
+    try:
+        sink.write_meta(environment=env, budget_points=budgets)
+        with sigterm_as_interrupt():
+            rows = run_with_progress(configs, sink, console)
+    except BaseException as error:
+        if isinstance(error, CemaError) and not sink.rows:
+            held.discard()
+        else:
+            sink.write_meta(**end_status(error), finished_rows=len(sink.rows), ended=now())
+            held.release()
+        raise
+    sink.write_meta(status="finished", finished_rows=len(rows), finished=now())
+    held.release()
+    return rows
+
+
+def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console) -> list[dict[str, Any]]:
+    """Run every configuration with a progress bar per domain (and per model trained)."""
+    from cema_cli.api import Events, run_benchmark
+
     with new_progress(console) as progress:
         task = progress.add_task("starting", total=None)
         model_tasks: dict[str, Any] = {}
@@ -64,7 +128,7 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
             progress.update(model_tasks[name], completed=done)
 
         def on_domain_start(method: str, corruption: str, severity: int, batches: int) -> None:
-            progress.reset(task, total=batches, description=f"{method} {corruption}-{severity}")
+            progress.reset(task, total=batches, description=escape(f"{method} {corruption}-{severity}"))
 
         events = Events(
             on_row=sink.add_row,
@@ -72,13 +136,7 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
             on_domain_start=on_domain_start,
             on_model_progress=on_model_progress,
         )
-        try:
-            rows = [row for point in configs for row in run_benchmark(point, events)]
-        except BaseException:
-            sink.write_meta(status="interrupted", finished_rows=len(sink.rows))
-            raise
-    sink.write_meta(status="complete", finished_rows=len(rows), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return rows
+        return [row for point in configs for row in run_benchmark(point, events)]
 
 
 def prepare_models(console: Console) -> list[Path]:

@@ -15,8 +15,10 @@ import pandas as pd
 
 from cema_cli.config import ChannelConfig, RunConfig
 from cema_cli.errors import CemaError, CheckFailed
+from cema_cli.report import budget_label
 
 KEY = ["method", "corruption", "severity"]
+BUDGETS = ["uplink_budget_bytes", "downlink_budget_bytes"]  # a sweep has one row per budget point
 # One value per run: rows that disagree on these cannot come from one `cema` invocation.
 RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel")
 # Compared row by row between a baseline and new results: a difference means another setting.
@@ -28,8 +30,15 @@ STREAM_COLUMNS = ("order", "dirichlet", "label_sampler", "gradual", "window")
 EPSILON_POINTS = 1e-9
 
 
+def key_of(frame: pd.DataFrame) -> list[str]:
+    """What identifies a row of one file (see ``row_key``)."""
+    return row_key(frame)
+
+
 def row_label(row: Any) -> str:
-    return f"{row['method']} {row['corruption']}-{row['severity']}"
+    budget = row.get("uplink_budget_bytes")
+    at = "" if budget is None or pd.isna(budget) else f" at {budget_label(budget)} uplink"
+    return f"{row['method']} {row['corruption']}-{row['severity']}{at}"
 
 
 # --- merging files (cema report) ---------------------------------------------------------------
@@ -43,13 +52,14 @@ def run_label(path: Path) -> str:
 def merge_results(labelled: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     """Concatenate result files; when a (method, domain) occurs in several, tag methods with the run."""
     merged = pd.concat([frame for _, frame in labelled], ignore_index=True)
-    if merged.duplicated(KEY).any():
+    key = key_of(merged)
+    if merged.duplicated(key).any():
         labels = [label for label, _ in labelled]
         if len(set(labels)) < len(labels):
             labels = [f"{index + 1}:{label}" for index, label in enumerate(labels)]
         merged = pd.concat([frame.assign(method=frame["method"] + f" ({label})") for label, (_, frame) in zip(labels, labelled)],
                            ignore_index=True)
-    duplicated = merged[merged.duplicated(KEY)]
+    duplicated = merged[merged.duplicated(key)]
     if not duplicated.empty:
         raise CemaError(f"{row_label(duplicated.iloc[0])} occurs twice in one file; a results.csv holds one row per method and domain.")
     return merged
@@ -131,9 +141,10 @@ def _samples_cap(frame: pd.DataFrame, protocol: str) -> int:
 
 
 def row_key(*frames: pd.DataFrame) -> list[str]:
-    """What identifies a row: (method, corruption, severity), plus the segment where rows carry it
-    (a gradual stream visits a domain more than once)."""
-    return KEY + ["segment"] if all("segment" in frame.columns for frame in frames) else KEY
+    """What identifies a row: (method, corruption, severity), plus, where every frame carries them,
+    the segment (a gradual stream visits a domain more than once) and the budget point (a sweep)."""
+    optional = ["segment", *BUDGETS]
+    return KEY + [column for column in optional if all(column in frame.columns for frame in frames)]
 
 
 # --- comparing with a baseline -------------------------------------------------------------------
@@ -155,8 +166,8 @@ def check_same_setting(matched: pd.DataFrame) -> None:
 
 def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """One row per baseline (method, domain): both accuracies, the difference in points, a status."""
-    if tolerance < 0:
-        raise CemaError(f"--tolerance {tolerance:g} is negative; give the allowed drop in points, e.g. 0.5.")
+    if not (math.isfinite(tolerance) and 0 <= tolerance <= 100):
+        raise CemaError(f"--tolerance {tolerance:g} is not an allowed drop in percentage points (0-100); give e.g. 0.5.")
     key = row_key(baseline, new)
     for name, frame in (("baseline", baseline), ("results", new)):
         if frame.duplicated(key).any():
@@ -169,7 +180,8 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
         names = ", ".join(row_label(row) for _, row in missing.head(5).iterrows())
         raise CemaError(f"the results have no row for {names} of the baseline; run the baseline's methods and domains.")
     diff = 100 * (merged["accuracy_new"] - merged["accuracy_baseline"])
-    status = ["REGRESSED" if d < -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
+    # `not d >= ...`: a difference that is not a number is a regression, never "ok".
+    status = ["REGRESSED" if not d >= -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
     return merged[key + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
 
 
@@ -183,13 +195,25 @@ def fail_on_regression(diff: pd.DataFrame, tolerance: float) -> None:
 
 # --- a floor on accuracy (cema bench --min-accuracy) --------------------------------------------
 
-def check_min_accuracy(frame: pd.DataFrame, minimum_percent: float | None) -> None:
-    """Exit 1 (CheckFailed) when a method's mean accuracy over the domains is below the floor."""
+def checked_min_accuracy(minimum_percent: float | None) -> float | None:
+    """--min-accuracy is in percent, as the tables print; a value in (0, 1] reads as a fraction
+    (as results.csv stores) just as well, so it is refused rather than guessed."""
     if minimum_percent is None:
-        return
-    if not 0 <= minimum_percent <= 100:
+        return None
+    if not (math.isfinite(minimum_percent) and 0 <= minimum_percent <= 100):
         raise CemaError(f"--min-accuracy {minimum_percent:g} is not a percentage; give e.g. 90 for 90%.")
+    if 0 < minimum_percent <= 1:
+        raise CemaError(f"--min-accuracy {minimum_percent:g} is ambiguous: it is in percent, so this means "
+                        f"{minimum_percent:g}%; for {100 * minimum_percent:g}% write --min-accuracy {100 * minimum_percent:g}.")
+    return minimum_percent
+
+
+def check_min_accuracy(frame: pd.DataFrame, minimum_percent: float | None) -> None:
+    """Exit 1 (CheckFailed) when a method's mean accuracy over the domains is below the floor
+    (or not a number at all)."""
+    if checked_min_accuracy(minimum_percent) is None:
+        return
     means = frame.groupby("method", sort=False)["accuracy"].mean() * 100
-    low = [f"{method} {mean:.2f}%" for method, mean in means.items() if mean < minimum_percent]
+    low = [f"{method} {mean:.2f}%" for method, mean in means.items() if not mean >= minimum_percent]
     if low:
         raise CheckFailed(f"mean accuracy below --min-accuracy {minimum_percent:g}%: {', '.join(low)}.")

@@ -32,6 +32,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CemaError(f"config file {path} does not exist; pass the path of a TOML file.") from None
     except tomllib.TOMLDecodeError as error:
         raise CemaError(f"config file {path} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError:
+        raise CemaError(f"config file {path} is not text (not UTF-8); pass a TOML file such as examples/imagenet_c_paper.toml.") from None
+    except IsADirectoryError:
+        raise CemaError(f"config file {path} is a folder; pass the path of a TOML file.") from None
 
 
 def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
@@ -41,10 +45,39 @@ def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
     unknown = sorted(set(data) - run_fields - {"channel", "methods"})
     if unknown:
         raise CemaError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(run_fields))}, [channel], [methods.NAME].")
+    check_types(path, "", data, {f.name: f.type for f in fields(RunConfig) if f.name in run_fields})
+    for table in ("channel", "methods"):
+        if not isinstance(data.get(table, {}), dict):
+            raise CemaError(f"{path}: {table} must be a table ([{table}]), not {data[table]!r}.")
+    check_types(path, "[channel] ", data.get("channel", {}), {f.name: f.type for f in fields(ChannelConfig)})
     overridden = {CLI_TO_FIELD.get(name, name) for name in explicit}
     updates = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in run_fields and k not in overridden}
     config = replace(base, **updates, channel=apply_channel(base.channel, data.get("channel", {}), overridden, path))
     return apply_methods(config, data.get("methods", {}), "methods" in overridden)
+
+
+TOML_TYPES = {"int": int, "str": str, "bool": bool, "float": (int, float)}
+
+
+def fits(value: Any, annotation: str) -> bool:
+    """Does a TOML value fit a field annotated e.g. ``int``, ``str | None``, ``tuple[int, ...]``?"""
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None" and value is None:
+            return True
+        if part.startswith("tuple[") and isinstance(value, list):
+            return all(fits(item, part[len("tuple["):].split(",")[0]) for item in value)
+        expected = TOML_TYPES.get(part)
+        if expected and isinstance(value, expected) and not (isinstance(value, bool) and part != "bool"):
+            return True
+    return False
+
+
+def check_types(path: Path, where: str, table: dict[str, Any], annotations: dict[str, Any]) -> None:
+    """A value of the wrong type (``seed = "x"``) is refused by name, before anything runs."""
+    for key, value in table.items():
+        annotation = str(annotations.get(key, ""))
+        if annotation and not fits(value, annotation):
+            raise CemaError(f"{path}: {where}{key} = {value!r} is not of type {annotation}; e.g. see examples/imagenet_c_paper.toml.")
 
 
 def apply_channel(channel: ChannelConfig, table: dict[str, Any], overridden: set[str], path: Path) -> ChannelConfig:

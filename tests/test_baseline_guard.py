@@ -7,7 +7,7 @@ When a method is added, or a change in accuracy is intended (say why in the PR),
     python benchmarks/make_baseline.py
 
 (equivalently: cema compare --methods all --corruption gaussian_noise,contrast --severity 5
- --samples 256 --seed 0 --device cpu --option eata.fisher_samples=500 --out /tmp/baseline;
+ --samples 256 --seed 0 --device cpu --option eata.fisher_samples=500 --option cotta.augmentations=8 --out /tmp/baseline;
  cp /tmp/baseline/results.csv
  tests/baselines/embedded.csv)
 """

@@ -84,7 +84,7 @@ def test_bench_writes_tidy_results_and_run_json(cli, tmp_path):
     assert list(batches["seen"]) == [64, 128]
     assert batches["correct"].iloc[-1] == row["correct"]
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "complete" and meta["config"]["samples"] == 128
+    assert meta["status"] == "finished" and meta["config"]["samples"] == 128
     assert meta["environment"]["torch_version"] == row["torch_version"]
 
 

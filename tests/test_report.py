@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -24,6 +25,7 @@ from cema_cli.results import read_results
 GOLDEN = Path(__file__).parent / "golden"
 COMPARE_RUN = GOLDEN / "inputs" / "compare-run"  # source,bn on gaussian_noise-5 and contrast-5, seed 0
 BENCH_RUN = GOLDEN / "inputs" / "bench-run" / "results.csv"  # bn on gaussian_noise-5, seed 1
+ALL_RUN = GOLDEN / "inputs" / "all-run"  # source,bn,tent on --corruption all, 64 samples
 WIDTH = 100
 
 
@@ -34,8 +36,8 @@ def assert_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} changed; if intended, rerun with CEMA_UPDATE_GOLDEN=1"
 
 
-def render(tables: list) -> str:
-    console = Console(width=WIDTH, force_terminal=False, color_system=None, record=True, file=io.StringIO())
+def render(tables: list, width: int = WIDTH) -> str:
+    console = Console(width=width, force_terminal=False, color_system=None, record=True, file=io.StringIO())
     for table in tables:
         console.print(table)
     return console.export_text()
@@ -53,6 +55,17 @@ def test_merged_runs_render_as_compare_does_with_runs_named():
     text = render(report_tables(merged_results([COMPARE_RUN, BENCH_RUN])))
     assert "bn (compare-run)" in text and "bn (bench-run)" in text  # the same method twice, told apart
     assert_golden("report_merged.txt", text)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_fifteen_domains_read_at_80_and_120_columns(width):
+    text = render(report_tables(merged_results([ALL_RUN])), width)
+    assert "…" not in text  # no cell cut short
+    assert all(len(line) <= width for line in text.splitlines())
+    domain_rows = [line.split() for line in text.splitlines() if line.split() and line.split()[0].endswith("-5")]
+    assert [row[0] for row in domain_rows][:2] == ["gaussian_noise-5", "shot_noise-5"] and len(domain_rows) == 15
+    assert all(len(row) == 4 for row in domain_rows)  # the domain and one figure per method, on one line
+    assert_golden(f"report_all_{width}.txt", text)
 
 
 def test_the_command_prints_the_same_tables():

@@ -8,13 +8,16 @@ Public API (stable; the rest of cema only uses these names):
   on the CPU or a GPU -> uint8 (N, 3, H, W) on the same device. Sample i's randomness derives
   only from (seed, name, severity, indices[i]), so results do not depend on batching.
 - ``constants_for_size(side)``: "imagenet" for 224 px, "cifar" for 32 px.
-- ``jpeg_roundtrip(images, quality)``: the Pillow JPEG round trip that the published
-  ImageNet-C files carry (quality 85), to imitate them (spec 2.1).
+- ``jpeg_roundtrip(images, quality)``: the JPEG round trip (Pillow's codec settings and pixels,
+  through OpenCV's libjpeg) that the published ImageNet-C files carry (quality 85), to imitate
+  them (spec 2.1).
 
 Implementation notes: the work is done in float32 (``_ops.WORK_DTYPE``) on the images' device;
 the reference computes most corruptions in float64, so a truncated output value can differ by
 one level from a float64 computation on a small fraction of pixels (spec section 10 allows
 this). The final conversion to uint8 is truncation, as in the reference writers (spec 1.1).
+JPEG, defocus_blur with the ImageNet kernels (CPU tensors) and spatter's Canny step call
+OpenCV's C kernels on the CPU, as the reference does; results return to the images' device.
 Random draws use per-sample CPU generators and are moved to the device, so CPU and CUDA see the
 same numbers. frost uses procedurally generated textures: "frost (procedural)" (frost.py).
 Images of any size are accepted; the constants stay in absolute pixel units (like the

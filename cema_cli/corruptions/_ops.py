@@ -18,6 +18,25 @@ import torch.nn.functional as F
 WORK_DTYPE = torch.float32
 
 
+def opencv():
+    """The cv2 module, using as many threads as torch's intra-op pool (never more: the machine
+    may be shared, and the caller chose torch's thread count)."""
+    import cv2
+
+    cv2.setNumThreads(torch.get_num_threads())
+    return cv2
+
+
+def channels_last_numpy(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) tensor -> contiguous (N, H, W, C) NumPy array on the CPU (OpenCV's layout)."""
+    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def from_channels_last(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C) NumPy array -> contiguous (N, C, H, W) tensor on ``like``'s device."""
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(like.device)
+
+
 # ----------------------------------------------------------------------------- borders (1.2)
 
 
@@ -135,23 +154,21 @@ def motion_offsets(taps: int, theta_deg: torch.Tensor) -> tuple[torch.Tensor, to
 def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torch.Tensor) -> torch.Tensor:
     """Section 3.4 on 8-bit values held in a float tensor (N, C, H, W); returns 8-bit values.
 
-    Each tap gathers the edge-clamped image shifted by that sample's offset. The result is
-    quantised like the reference's ImageMagick Q16 + 8-bit PNG round trip:
-    floor(round(257 * v) / 257).
+    Each tap adds the edge-clamped image shifted by that sample's offset: a window of the
+    replicate-padded image, so no index tensors are built. The result is quantised like the
+    reference's ImageMagick Q16 + 8-bit PNG round trip: floor(round(257 * v) / 257).
     """
     n, c, h, w = u.shape
-    weights = motion_weights(radius, sigma)
+    weights = motion_weights(radius, sigma).tolist()
     rows, cols = motion_offsets(len(weights), theta_deg.to(u.device))
-    ys = torch.arange(h, device=u.device)
-    xs = torch.arange(w, device=u.device)
-    flat = u.reshape(n, c, h * w)
+    pad = int(max(rows.abs().max(), cols.abs().max()))
+    padded = F.pad(u, (pad, pad, pad, pad), mode="replicate")
     acc = torch.zeros_like(u)
-    for tap, weight in enumerate(weights.tolist()):
-        ry = (ys[None, :] + rows[:, tap:tap + 1]).clamp_(0, h - 1)  # (N, H)
-        rx = (xs[None, :] + cols[:, tap:tap + 1]).clamp_(0, w - 1)  # (N, W)
-        index = (ry[:, :, None] * w + rx[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-        acc.add_(torch.gather(flat, 2, index).reshape(n, c, h, w), alpha=weight)
-    return torch.floor(torch.round(acc * 257.0) / 257.0)
+    for sample, dys, dxs in zip(range(n), rows.tolist(), cols.tolist()):
+        for weight, dy, dx in zip(weights, dys, dxs):
+            window = padded[sample, :, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+            acc[sample].add_(window, alpha=weight)
+    return acc.mul_(257.0).round_().div_(257.0).floor_()
 
 
 # ---------------------------------------------------------------------- plasma fractal (3.3)
@@ -219,34 +236,3 @@ def set_saturation(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
     coloured = v - s_new * v * (v - x) / d.clamp_min(1e-30)
     grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
     return torch.where(d > 0, coloured, grey)
-
-
-# -------------------------------------------------------------- Pillow BOX resampling (3.6)
-
-
-@lru_cache(maxsize=64)
-def _box_matrix_np(n_in: int, n_out: int) -> np.ndarray:
-    matrix = np.zeros((n_out, n_in), dtype=np.float64)
-    if n_out < n_in:
-        scale = n_in / n_out
-        centres = np.arange(n_in) + 0.5
-        for k in range(n_out):
-            members = (centres > k * scale) & (centres <= (k + 1) * scale)
-            matrix[k, members] = 1.0 / members.sum()
-    else:
-        source = np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(int)
-        matrix[np.arange(n_out), source] = 1.0
-    return matrix
-
-
-def box_resize_u8(u: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Pillow BOX resize of 8-bit values (float tensor): horizontal pass, round half up, vertical.
-
-    Section 3.6 model; the averaging matrices are exact for 1, 2 or 4 members, and a mean of
-    3 integers is never within float error of a .5 tie, so float32 rounding is exact.
-    """
-    h, w = u.shape[-2:]
-    mw = torch.from_numpy(_box_matrix_np(w, out_w)).to(u)
-    mh = torch.from_numpy(_box_matrix_np(h, out_h)).to(u)
-    horizontal = torch.floor(u @ mw.T + 0.5).clamp_(0, 255)
-    return torch.floor(mh @ horizontal + 0.5).clamp_(0, 255)

@@ -16,9 +16,12 @@ from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
     WORK_DTYPE,
     border_index,
+    channels_last_numpy,
     clipped_zoom,
+    from_channels_last,
     gaussian_filter,
     motion_blur_u8,
+    opencv,
 )
 from cema_cli.corruptions._random import per_sample, uniform
 
@@ -74,13 +77,34 @@ def defocus_kernel_size(severity: int, constants: str) -> int:
 def defocus_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.4: per-channel correlation with the disk kernel, reflect-101 border, clip01."""
     kernel = _support(disk_kernel(*K.DEFOCUS_BLUR[constants][severity - 1]))
+    if kernel.shape[0] <= 5:
+        # Small kernels (CIFAR: 3x3 box, plus, tiny Gaussians) often give exact integer levels,
+        # where float32 would flip the truncation; float64 is cheap there.
+        return _correlate_torch(images.to(torch.float64) / 255.0, kernel).clamp_(0, 1) * 255.0
+    if images.is_cuda:
+        return _correlate_torch(_unit(images), kernel).clamp_(0, 1) * 255.0
+    return _correlate_opencv(images, kernel)
+
+
+def _correlate_torch(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """Direct per-channel correlation (reflect-101 border), the device's conv2d."""
     half = kernel.shape[0] // 2
-    # Small kernels (CIFAR: 3x3 box, plus, tiny Gaussians) often give exact integer levels, where
-    # float32 would flip the truncation; float64 is cheap there. Large ones run in float32.
-    x = images.to(torch.float64 if kernel.shape[0] <= 5 else WORK_DTYPE) / 255.0
     weight = torch.from_numpy(kernel).to(x)[None, None].expand(3, 1, *kernel.shape)
-    padded = F.pad(x, (half, half, half, half), mode="reflect")
-    return F.conv2d(padded, weight, groups=3).clamp_(0, 1) * 255.0
+    return F.conv2d(F.pad(x, (half, half, half, half), mode="reflect"), weight, groups=3)
+
+
+def _correlate_opencv(images: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """The same correlation in float32 with OpenCV's filter2D, as the reference does it (it
+    switches to a DFT for large kernels: about 8x faster than a direct 21 x 21 convolution)."""
+    cv2 = opencv()
+    x = channels_last_numpy(images).astype(np.float32) / np.float32(255.0)
+    weights = kernel.astype(np.float32)
+    # The sharpest disk's outer weights (about 1e-44) are float32 subnormals, which make the
+    # arithmetic tens of times slower; they cannot move a sum of order 1, so they become 0.
+    weights[np.abs(weights) < np.finfo(np.float32).tiny] = 0
+    for image in x:
+        cv2.filter2D(image, -1, weights, dst=image, borderType=cv2.BORDER_REFLECT_101)
+    return from_channels_last(np.clip(x, 0, 1, out=x) * np.float32(255.0), images)
 
 
 # -------------------------------------------------------------------------------- glass

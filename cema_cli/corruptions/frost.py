@@ -155,6 +155,20 @@ def frost_max_side(constants: str) -> tuple[int, int]:
     return min(t.shape[1] for t in bank) - 1, min(t.shape[2] for t in bank) - 1
 
 
+@lru_cache(maxsize=32)
+def _blend_table(ai: float, af: float) -> torch.Tensor:
+    """uint8 result of truncate(clip(ai * U + af * F, 0, 255)) for every (U, F) level pair, row U.
+
+    The per-pixel formula depends on the two levels only, so the table, computed with the same
+    float64 operations, gives the same bytes as evaluating it pixel by pixel, in a fraction of
+    the time. float64: ai * U + af * F often lands exactly on an integer level (float32 would
+    flip it).
+    """
+    levels = torch.arange(256, dtype=torch.float64)
+    blend = ai * levels[:, None] + af * levels[None, :]
+    return blend.clamp_(0, 255).to(torch.uint8).flatten()
+
+
 def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.9 with the procedural textures: clip(ai * U + af * crop, 0, 255) on the 0..255 scale.
 
@@ -164,13 +178,11 @@ def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.
     ai, af = K.FROST[constants][severity - 1]
     bank = frost_textures(constants)
     h, w = images.shape[-2:]
-    crops = []
-    for g in gens:
-        index = int(torch.randint(0, 5, (), generator=g))
-        tex = bank[index]
+    crops = torch.empty(images.shape, dtype=torch.uint8)
+    for g, crop in zip(gens, crops):
+        tex = bank[int(torch.randint(0, 5, (), generator=g))]
         top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
         left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
-        crops.append(tex[:, top:top + h, left:left + w])
-    # float64: ai * U + af * F often lands exactly on an integer level (float32 would flip it).
-    texture = torch.stack(crops).to(device=images.device, dtype=torch.float64)
-    return (ai * images.to(torch.float64) + af * texture).clamp_(0, 255)
+        crop.copy_(tex[:, top:top + h, left:left + w])
+    pair = images.to(torch.long).mul_(256).add_(crops.to(images.device))
+    return _blend_table(ai, af).to(images.device)[pair]

@@ -33,6 +33,10 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".we
 JPEG_SUFFIXES = (".jpeg", ".jpg")
 DEFAULT_JPEG_QUALITY = 85  # JPEG inputs stay JPEG; the published ImageNet-C used quality 85
 METADATA_NAME = "cema_corruption.json"
+# Bumped when a corruption's output bytes for a seed change. 2: defocus_blur with the ImageNet
+# constants (kernels over 5 x 5) runs OpenCV's float32 filter2D, moving about 3e-5 of the
+# values by one level; every other corruption and every CIFAR-constants output is unchanged.
+RECIPE_VERSION = 2
 Progress = Callable[[int], None]
 
 
@@ -44,6 +48,7 @@ class Summary:
     written: int = 0
     skipped: int = 0
     outputs: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # source file -> why it was skipped
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -84,6 +89,7 @@ def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], sever
         "jpeg_quality": jpeg_quality,
         "frost": "frost (procedural)",
         "truncation": "floor",
+        "recipe_version": RECIPE_VERSION,
     }
     output.mkdir(parents=True, exist_ok=True)
     path = output / METADATA_NAME
@@ -145,18 +151,33 @@ def _output_name(file: Path, jpeg_quality: int | None) -> str:
     return file.name
 
 
-def _tree_unit(name: str, severity: int, items: list[tuple[int, str, str]], seed: int,
-               jpeg_quality: int | None, constants: str) -> int:
-    """Corrupt and save a chunk of tree images; images of equal size are batched together."""
-    import torch
+def _read_rgb(src: str) -> np.ndarray | str:
+    """The image as H x W x 3 uint8, or why it cannot be read (skipped and counted, as the
+    benchmark's loaders do with the same exceptions, data/loading.py)."""
     from PIL import Image
+
+    try:
+        with Image.open(src) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _tree_unit(name: str, severity: int, items: list[tuple[int, str, str]], seed: int,
+               jpeg_quality: int | None, constants: str) -> tuple[int, dict[str, str]]:
+    """Corrupt and save a chunk of tree images; images of equal size are batched together.
+    Returns (images written, unreadable source file -> why)."""
+    import torch
 
     from cema_cli.corruptions import corrupt
 
     groups: dict[tuple[int, int], list[tuple[int, np.ndarray, Path, int | None]]] = {}
+    unreadable: dict[str, str] = {}
     for index, src, dst in items:
-        with Image.open(src) as image:
-            array = np.asarray(image.convert("RGB"))
+        array = _read_rgb(src)
+        if isinstance(array, str):
+            unreadable[src] = array
+            continue
         quality = jpeg_quality
         if quality is None and Path(dst).suffix.lower() in JPEG_SUFFIXES:
             quality = DEFAULT_JPEG_QUALITY
@@ -166,7 +187,7 @@ def _tree_unit(name: str, severity: int, items: list[tuple[int, str, str]], seed
         out = corrupt(images, name, severity, seed=seed, indices=[m[0] for m in members], constants=constants)
         for (_, _, dst, quality), result in zip(members, out.permute(0, 2, 3, 1).numpy()):
             _save_image(np.ascontiguousarray(result), dst, quality)
-    return len(items)
+    return len(items) - len(unreadable), unreadable
 
 
 def _materialize_tree(input: Path, output: Path, corruptions: Sequence[str], severities: Sequence[int], seed: int,
@@ -190,10 +211,12 @@ def _materialize_tree(input: Path, output: Path, corruptions: Sequence[str], sev
         on_total(sum(len(u[2]) for u in units))
     _write_metadata(output, "imagenet-c", corruptions, severities, seed, constants, jpeg_quality)
 
-    def done(unit: tuple, count: int) -> None:
+    def done(unit: tuple, result: tuple[int, dict[str, str]]) -> None:
+        count, unreadable = result
         summary.written += count
+        summary.unreadable.update(unreadable)
         if progress:
-            progress(count)
+            progress(len(unit[2]))
 
     _run_units(units, _tree_unit, workers, done)
     return summary
@@ -206,7 +229,7 @@ def _load_npy(input: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         images = np.load(input, mmap_mode="r")
     except (ValueError, OSError) as error:
-        raise CemaError(f"cannot read {input} as a NumPy array ({error}); pass an .npy file saved with np.save.") from error
+        raise CemaError(f"cannot read {input} as a NumPy array ({' '.join(str(error).split())}); pass an .npy file saved with np.save.") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise CemaError(
             f"{input} holds {images.dtype} {images.shape}; cema corrupt needs uint8 images shaped (N, H, W, 3) "
@@ -215,7 +238,10 @@ def _load_npy(input: Path) -> tuple[np.ndarray, np.ndarray]:
     labels_path = input.parent / "labels.npy"
     if not labels_path.exists():
         raise CemaError(f"no labels.npy beside {input}; save the {images.shape[0]} labels there (np.save) and retry.")
-    labels = np.load(labels_path)
+    try:
+        labels = np.load(labels_path)
+    except (ValueError, OSError) as error:
+        raise CemaError(f"cannot read {labels_path} as a NumPy array ({' '.join(str(error).split())}); save the labels with np.save.") from None
     if labels.shape[:1] != images.shape[:1]:
         raise CemaError(f"{labels_path} holds {labels.shape[0]} labels for {images.shape[0]} images; they must match.")
     return images, labels
@@ -227,7 +253,7 @@ def _npy_unit(name: str, severity: int, start: int, stop: int, input: str, seed:
     from cema_cli.corruptions import corrupt
 
     images = np.load(input, mmap_mode="r")
-    chunk = torch.from_numpy(np.ascontiguousarray(images[start:stop])).permute(0, 3, 1, 2).contiguous()
+    chunk = torch.from_numpy(np.array(images[start:stop])).permute(0, 3, 1, 2).contiguous()
     out = corrupt(chunk, name, severity, seed=seed, indices=list(range(start, stop)), constants=constants)
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
@@ -341,6 +367,8 @@ def materialize(
         raise CemaError(f"JPEG quality {jpeg_quality} is outside 1-100; the published ImageNet-C used 85.")
     if workers < 1:
         raise CemaError(f"workers must be at least 1; got {workers}.")
+    if output.exists() and not output.is_dir():
+        raise CemaError(f"output {output} is a file; give a folder for the corrupted copies.")
     args = (input, output, list(corruptions), list(severities), seed, jpeg_quality, workers, constants, batch_size,
             progress, on_total)
     if input.is_file():

@@ -193,17 +193,26 @@ class NpyPair:
     def read(cls, images: Path, labels: Path, dataset: str) -> NpyPair:
         if not images.is_file() or not labels.is_file():
             raise CemaError(f"{images.parent} does not look like {dataset}: expected {NPY_LAYOUT}; found {describe(images.parent)}.")
-        array = np.load(images, mmap_mode="r")
+        array = load_npy(images, mmap_mode="r")
         hwc = array.ndim == 4 and array.shape[-1] == 3
         if array.dtype != np.uint8 or not (hwc or (array.ndim == 4 and array.shape[1] == 3)):
             raise CemaError(f"{images} holds {array.dtype} {array.shape}; expected uint8 images (N, H, W, 3).")
-        values = np.load(labels).astype(np.int64).reshape(-1)
+        values = load_npy(labels).astype(np.int64).reshape(-1)
         if len(values) != len(array):
             raise CemaError(f"{labels} has {len(values)} labels but {images.name} has {len(array)} images; they must match.")
         return cls(images, values, int(array.shape[1] if hwc else array.shape[2]))
 
     def items(self, start: int = 0, stop: int | None = None) -> NpyItems:
         return NpyItems(self.images, start, self.labels[start:stop].tolist())
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """np.load, with a truncated or foreign file (or a pickle, never loaded) as a CemaError."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (ValueError, OSError, EOFError) as error:
+        raise CemaError(f"cannot read {path} as a NumPy array ({' '.join(str(error).split())}); "
+                        "is it truncated? save it again with np.save.") from None
 
 
 def npy_paths(root: Path) -> tuple[Path, Path]:

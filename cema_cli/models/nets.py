@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cema_cli.errors import CemaError
+
 
 class BasicBlock(nn.Module):
     """The ResNet basic block (two 3x3 convolutions, BatchNorm, identity or 1x1 shortcut)."""
@@ -70,3 +72,43 @@ class Classifier(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
         return logits if self.class_subset is None else logits[:, self.class_subset]
+
+    def head(self) -> nn.Linear:
+        """The network's final linear classifier: timm's ``get_classifier()``, else the last
+        ``nn.Linear`` it registers (torchvision ``fc``/``heads.head``, the embedded ``fc``)."""
+        head = self.net.get_classifier() if hasattr(self.net, "get_classifier") else None
+        if not isinstance(head, nn.Linear):
+            head = next((m for m in reversed(list(self.net.modules())) if isinstance(m, nn.Linear)), None)
+        if head is None:
+            raise CemaError(f"model {type(self.net).__name__} has no final nn.Linear classifier; LAME and T3A read "
+                            "the features entering it. Use a model whose logits come from a linear head.")
+        return head
+
+    def head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) of the head, restricted to the kept classes; b is zero when the head has none."""
+        head = self.head()
+        weight = head.weight
+        bias = head.bias if head.bias is not None else weight.new_zeros(len(weight))
+        if self.class_subset is not None:
+            return weight[self.class_subset], bias[self.class_subset]
+        return weight, bias
+
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features entering the head, flattened to N x d; the logits), from one forward with a
+        pre-hook on the head (methods-more.md section 9.6 trap 6)."""
+        seen: dict[str, torch.Tensor] = {}
+        head = self.head()
+        hooks = (head.register_forward_pre_hook(lambda _m, args: seen.__setitem__("in", args[0])),
+                 head.register_forward_hook(lambda _m, _a, out: seen.__setitem__("out", out)))
+        try:
+            logits = self.forward(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        full = seen.get("out")
+        if full is not None and self.class_subset is not None:
+            full = full[:, self.class_subset]
+        if full is None or full.shape != logits.shape or not torch.equal(full, logits):
+            raise CemaError(f"model {type(self.net).__name__}'s last nn.Linear is not its classifier head; LAME and T3A "
+                            "need a network whose logits come from a final linear layer.")
+        return seen["in"].reshape(len(logits), -1), logits

@@ -16,3 +16,7 @@ STRATEGIES.register("eta", "cema_cli.strategies.eata:make_eta", "EATA without th
 STRATEGIES.register("eata", "cema_cli.strategies.eata:make_eata", "ETA plus the Fisher anchor from clean in-distribution images (section 3)")
 STRATEGIES.register("cema", "cema_cli.strategies.cema:CEMA", "cloud-edge elastic adaptation, paper variant: dynamic E_max, E_min, distillation with replay (section 4)")
 STRATEGIES.register("cema-official", "cema_cli.strategies.cema:CEMAOfficial", "CEMA as the official code: static E_max, no E_min, EATA redundancy filter (section 4.2)")
+STRATEGIES.register("lame", "cema_cli.strategies.lame:LAME", "output-level Laplacian correction of each batch; backward-free, edge only (methods-more section 9)")
+STRATEGIES.register("t3a", "cema_cli.strategies.t3a:T3A", "prototype head from an entropy-filtered support set of test features; backward-free, edge only (methods-more section 10)")
+STRATEGIES.register("cotta", "cema_cli.strategies.cotta:make_cotta", "EMA teacher, anchor-gated augmentation average, stochastic restore; cloud (default) or edge, sends the whole teacher (methods-more section 11)")
+STRATEGIES.register("rotta", "cema_cli.strategies.rotta:make_rotta", "robust BN, category-balanced memory bank, timeliness-weighted teacher-student update; cloud (default) or edge (methods-more section 12)")
