@@ -67,7 +67,7 @@ def test_any_other_boolean_word_is_refused(text):
 
 def test_toml_values_of_the_wrong_type_are_refused():
     """A TOML table gives typed values: a float for an int option, a string for a bool."""
-    for option, value, kind in (("cloud_batch", 2.5, "whole number"), ("dynamic_e_max", 1, "true or false"), ("foundation_lr", True, "number")):
+    for option, value, kind in (("cloud_batch", 2.5, "whole number"), ("dynamic_e_max", 1, "true or false"), ("foundation_lr", True, "float")):
         with pytest.raises(CemaError, match=f"cema.{option}={value!r} is not a {kind}"):
             make_config(STRATEGIES.get("cema"), {option: value}, "cema")
     assert make_config(STRATEGIES.get("cema"), {"foundation_lr": 1}, "cema").foundation_lr == 1.0  # an int is a float

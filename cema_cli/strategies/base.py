@@ -107,7 +107,7 @@ def placements_of(target: Any) -> tuple[str, ...]:
 
 
 BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-KIND_WORDS = {bool: "true or false", int: "whole number", float: "number", str: "string"}
+KIND_WORDS = {bool: "true or false", int: "whole number", float: "float", str: "string"}
 
 
 def _coerce(field: Any, value: Any, method: str) -> Any:
