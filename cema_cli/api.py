@@ -95,6 +95,7 @@ def environment(device: torch.device) -> dict[str, str]:
 def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[str, Any]]:
     """Run every method on every domain of ``config``; return one result row per pair."""
     config.validate()
+    check_method_options(config)
     events = events or Events()
     session = open_session(config, events)
     methods = method_configs(config, session.preset)
@@ -110,6 +111,12 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
                 events.on_row(row)
                 rows.append(row)
     return rows
+
+
+def check_method_options(config: RunConfig) -> None:
+    """Refuse bad method options before the dataset and models load. The dataset's preset is not
+    known yet, so this checks --preset's settings (else the defaults); run_benchmark rechecks."""
+    method_configs(config, config.preset)
 
 
 @dataclass
@@ -234,7 +241,7 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
         })
 
     stream = leg_stream(session, leg)
-    tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window)
+    tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window, config.collapse_share)
     queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape)
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
@@ -329,7 +336,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
         "cloud_weights": weights_label(session.cloud_name, session.cloud_options) if session.cloud_name else "none",
-        "skipped_images": skipped, "amp": config.amp or "none",
+        "skipped_images": skipped, "amp": config.amp or "none", "status": tally.status,
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "preset": session.preset, "method_config": json.dumps(asdict(method_config), sort_keys=True),

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from cema_cli.config import ChannelConfig, RunConfig, parse_rate
 from cema_cli.errors import CemaError, unknown_name
+from cema_cli.health import COLLAPSE_SHARE
 
 
 class OneLineErrors(TyperGroup):
@@ -226,6 +227,7 @@ def _run_options(
     seeds: Annotated[Optional[str], typer.Option(help="Several seeds: a count (5 = seeds 0-4) or a list (0,1,2); adds mean ± 95% tables.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: idle cores / workers; see README).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Run as resumable cells: serial, process or ray (default with --seeds: process).")] = None,
+    collapse_share: Annotated[float, typer.Option(help="Exit 3 when this share of a domain's predictions falls in 2 classes and the labels' does not (see README).")] = COLLAPSE_SHARE,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -259,6 +261,7 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
         subset=opts["subset"], clean_root=opts["clean_root"], workers=opts["workers"],
         edge_checkpoint=opts["edge_checkpoint"], cloud_checkpoint=opts["cloud_checkpoint"], random_init=opts["random_init"],
         input_size=opts["input_size"], amp=opts["amp"], channels_last=opts["channels_last"],
+        collapse_share=opts["collapse_share"],
         method_options=parse_options(opts["option"] or []),
     )
 
@@ -349,11 +352,13 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
             return run_cells_and_report(ctx, methods, opts)
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli import report
+        from cema_cli.health import check_status
 
         frame = report.results_frame(rows)
         for table in tables(report, frame):
             console.print(table)
         print_sweep(frame)
+        check_status(rows)
         check_min_accuracy(frame, opts["min_accuracy"])
 
 
@@ -380,10 +385,12 @@ def print_sweep(frame: Any) -> None:
 
 def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
+    from cema_cli.api import check_method_options
     from cema_cli.run_folder import check_out_dir
     from cema_cli.runner import run_with_files
 
     configs = build_configs(methods, opts)
+    check_method_options(configs[0])  # before the run folder exists
     out = opts["out"] or default_out_dir(methods)
     check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
     rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"])

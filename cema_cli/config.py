@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cema_cli.errors import CemaError, unknown_name
+from cema_cli.health import COLLAPSE_SHARE
 
 PROTOCOLS = ("reset-each-shift", "continual", "mixed", "correlated", "mixed-correlated", "gradual")
 # Stream options (shared/spec/streams.md; built in cema_cli/data/streams.py).
@@ -96,6 +97,7 @@ class RunConfig:
     workers: int | None = None
     amp: str | None = None
     channels_last: bool = False
+    collapse_share: float = COLLAPSE_SHARE  # share of predictions in two classes that flags a collapse (cema_cli.health)
     # Streams (shared/spec/streams.md): permutation family, label shift, gradual variant, window.
     order: str = "cema"
     dirichlet: float | None = None  # None: the class sort (MD delta 0); else the Dirichlet concentration
@@ -132,6 +134,8 @@ class RunConfig:
             raise unknown_name("preset", self.preset, PRESETS)
         if self.constants is not None and self.constants not in CONSTANT_SETS:
             raise unknown_name("constants set", self.constants, CONSTANT_SETS)
+        if not isinstance(self.collapse_share, (int, float)) or not 0 < self.collapse_share <= 1:  # nan fails too
+            raise CemaError(f"--collapse-share {self.collapse_share} is not a share in (0, 1]; e.g. {COLLAPSE_SHARE} (the default).")
         self.validate_real_run()
         self.channel.validate()
         return self

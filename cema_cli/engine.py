@@ -1,15 +1,19 @@
-"""The only loop: batches -> strategy.step -> score -> channel.tick -> per-batch hook."""
+"""The only loop: batches -> strategy.step -> score -> channel.tick -> per-batch hook; then the
+stream's verdict (cema_cli.health: non-finite logits or parameters, collapsed predictions)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from cema_cli.channel import Channel
+from cema_cli.health import COLLAPSE_SHARE, OK, collapse_status
 from cema_cli.strategies.base import Strategy
 
 
@@ -21,12 +25,21 @@ class Tally:
     correct: int = 0
     batches: int = 0
     seconds: float = 0.0
+    classes: list[tuple[Counter, Counter]] = field(default_factory=list)  # per batch: predictions, labels per class
+    non_finite_batch: int | None = None  # the first batch whose logits were not all finite
+    status: str = OK
     parts: dict[int, "Tally"] = field(default_factory=dict)  # by source domain of a mixed stream
     image_shape: tuple[int, ...] = ()  # (C, H, W) of the stream's images, for counted compute
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.seen if self.seen else 0.0
+
+    def watch(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
+        """The verdict's bookkeeping for the batch just counted (cema_cli.health)."""
+        self.classes.append((Counter(predicted.tolist()), Counter(labels.tolist())))
+        if not finite and self.non_finite_batch is None:
+            self.non_finite_batch = self.batches
 
     def count(self, hits: torch.Tensor, seconds: float) -> None:
         self.correct += int(hits.sum())
@@ -74,25 +87,55 @@ def run_stream(
     on_batch: BatchHook | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
     window: SlidingWindow | None = None,
+    collapse_share: float = COLLAPSE_SHARE,
 ) -> Tally:
     """Feed every batch to the strategy without its labels, score the returned logits, tick the
     channel once per batch. Time covers the strategy and scoring, not the data loading.
     ``autocast`` (--amp) builds the mixed-precision context each step runs in. A batch may carry
     a third tensor, each sample's source domain (mixed streams): the tally then splits by it.
-    ``window`` (batch size 1): MD's sliding window decides what each step sees."""
+    ``window`` (batch size 1): MD's sliding window decides what each step sees. The verdict
+    reuses the scored logits (no extra forward pass) and checks parameters once, at the end."""
     tally = Tally()
     for images, labels, *tags in batches:
         start = time.perf_counter()
         with autocast() if autocast is not None else contextlib.nullcontext():
             images = images.to(device, non_blocking=True)
             logits = window.score(strategy, images) if window is not None else strategy.step(images)
-        hits = logits.argmax(dim=1).cpu() == labels
+        predicted = logits.argmax(dim=1).cpu()
+        hits = predicted == labels
         seconds = time.perf_counter() - start
         tally.count(hits, seconds)
+        tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
         if tags:
             tally.count_parts(hits, tags[0], seconds)
         tally.image_shape = tuple(images.shape[1:])
         channel.tick()
         if on_batch is not None:
             on_batch(tally, strategy, channel)
+    models = strategy.adapted_models() if hasattr(strategy, "adapted_models") else {}  # duck-typed steppers have none
+    tally.status = stream_status(tally, models, collapse_share)
+    for part in tally.parts.values():  # a mixed stream's rows share its verdict
+        part.status = tally.status
     return tally
+
+
+def stream_status(tally: Tally, models: dict[str, nn.Module], collapse_share: float) -> str:
+    """'ok', or what invalidates the stream's result: non-finite logits, then non-finite
+    parameters, then collapsed predictions (cema_cli.health)."""
+    if tally.non_finite_batch is not None:
+        return f"diverged: non-finite logits at batch {tally.non_finite_batch}"
+    name = first_non_finite(models)
+    if name is not None:
+        return f"diverged: non-finite parameter {name} after batch {tally.batches}"
+    return collapse_status(tally.classes, collapse_share)
+
+
+def first_non_finite(models: dict[str, nn.Module]) -> str | None:
+    """'edge:bn1.weight': the first floating-point parameter or buffer holding a nan or inf."""
+    tensors = [(f"{role}:{name}", t) for role, model in models.items()
+               for name, t in model.state_dict().items() if t.is_floating_point()]
+    if not tensors:
+        return None
+    device = tensors[0][1].device
+    finite = torch.stack([torch.isfinite(t).all().to(device) for _, t in tensors]).cpu()  # one sync
+    return None if bool(finite.all()) else tensors[int((~finite).nonzero()[0])][0]

@@ -16,11 +16,16 @@ class CemaError(Exception):
     exit_code = 2
 
 
+def close_matches(name: str, valid: Iterable[str]) -> str:
+    """The names among ``valid`` close to ``name`` (a likely typo), quoted and comma-separated."""
+    return ", ".join(repr(c) for c in difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5))
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> CemaError:
     """Build the error for an unknown registry name, with close matches and the valid list."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    close = close_matches(name, valid)
+    hint = f" Did you mean {close}?" if close else ""
     return CemaError(f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
 
 
@@ -28,3 +33,10 @@ class CheckFailed(CemaError):
     """A quality check failed (a regression against a baseline, or accuracy below a floor): exit 1."""
 
     exit_code = 1
+
+
+class Diverged(CemaError):
+    """A run finished but some result is not valid (non-finite values, or predictions collapsed
+    onto one or two classes): exit 3. The rows are kept, each with its ``status``."""
+
+    exit_code = 3

@@ -22,6 +22,7 @@ RESULT_COLUMNS = (
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
+    "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.health)
 )
 
 BATCH_COLUMNS = (

@@ -91,6 +91,10 @@ def apply_channel(channel: ChannelConfig, table: dict[str, Any], overridden: set
 def apply_methods(config: RunConfig, tables: dict[str, dict[str, Any]], methods_from_flags: bool) -> RunConfig:
     """Methods in file order (unless given as flags); --option values win over the file's.
     The file's tables for methods that do not run are left out."""
+    from cema_cli.strategies import STRATEGIES
+
+    for name in tables:
+        STRATEGIES.check(name)  # a misspelt [methods.NAME] would otherwise be dropped silently
     methods = config.methods if methods_from_flags or not tables else tuple(tables)
     options = {name: {**tables.get(name, {}), **config.method_options.get(name, {})} for name in methods}
     return replace(config, methods=methods, method_options={k: v for k, v in options.items() if v or k in tables})

@@ -83,7 +83,7 @@ def test_eata_without_clean_data_refuses_and_suggests_eta():
 
 
 def test_bad_placement_and_option_types_are_clear():
-    with pytest.raises(CemaError, match="placement 'fog'"):
+    with pytest.raises(CemaError, match="cannot take placement 'fog'"):
         build("tent@fog")
     with pytest.raises(CemaError, match="is not a float"):
         make_config(STRATEGIES.get("cema"), {"distill_lr": "fast"}, "cema")

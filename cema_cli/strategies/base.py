@@ -13,6 +13,7 @@ from torch import nn
 
 from cema_cli.channel import Channel
 from cema_cli.errors import CemaError
+from cema_cli.strategies.options import InvalidOption
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ class Strategy(ABC):
         """Per-batch figures for batches.csv (e.g. the current E_max)."""
         return {}
 
+    def adapted_models(self) -> dict[str, nn.Module]:
+        """The models, by role, whose parameters and buffers the engine checks for non-finite
+        values at the end of every domain (default: the edge model this strategy was given)."""
+        context = getattr(self, "context", None)  # test doubles may skip __init__: nothing to check
+        return {"edge": context.edge_model} if context is not None else {}
+
 
 def make_config(strategy_cls: type[Strategy], overrides: dict[str, Any], method: str, preset: str | None = None) -> Any:
     """The strategy's config dataclass: its defaults, then the published settings of ``preset``
@@ -91,7 +98,12 @@ def make_config(strategy_cls: type[Strategy], overrides: dict[str, Any], method:
     if "placement" in known:
         check_placement(strategy_cls, config.placement, method)
     if hasattr(config, "validate"):
-        config.validate()
+        try:
+            config.validate()
+        except InvalidOption as error:
+            default = known[error.name].default if error.name in known else None
+            fix = f"; e.g. -o {method}.{error.name}={default} (the default)" if default is not None else ""
+            raise CemaError(f"option {method}.{error.name}={error.value!r} {error.requirement}{fix}.") from None
     return config
 
 
@@ -124,11 +136,30 @@ def checked_placement(target: Any, overrides: dict[str, Any], method: str, has_f
     return overrides if has_field else {k: v for k, v in overrides.items() if k != "placement"}
 
 
+BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+KIND_WORDS = {bool: "true or false", int: "whole number", float: "float", str: "string"}
+
+
 def _coerce(field: Any, value: Any, method: str) -> Any:
+    """An --option string (or a TOML value) as the type of the field's default; anything
+    that is not exactly that type (an int for a float excepted) is refused."""
     default = field.default
-    if isinstance(value, str) and not isinstance(default, str) and default is not None:
-        try:
-            return type(default)(value) if not isinstance(default, bool) else value.lower() in ("1", "true", "yes")
-        except ValueError:
-            raise CemaError(f"option {method}.{field.name}={value!r} is not a {type(default).__name__}.") from None
-    return value
+    kind = type(default)
+    if kind not in (bool, int, float, str):  # None, a default_factory, a structured value
+        return value
+    if isinstance(value, str) and kind is not str:
+        return _parse(value, kind, f"{method}.{field.name}")
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+        raise CemaError(f"option {method}.{field.name}={value!r} is not a {KIND_WORDS[kind]}; e.g. -o {method}.{field.name}={default} (the default).")
+    return kind(value)
+
+
+def _parse(text: str, kind: type, option: str) -> Any:
+    if kind is bool:
+        if text.strip().lower() not in BOOLEAN_WORDS:
+            raise CemaError(f"option {option}={text!r} is not true or false; use true/false, 1/0 or yes/no.")
+        return BOOLEAN_WORDS[text.strip().lower()]
+    try:
+        return kind(text)
+    except ValueError:
+        raise CemaError(f"option {option}={text!r} is not a {KIND_WORDS[kind]}.") from None

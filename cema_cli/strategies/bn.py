@@ -9,11 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cema_cli.strategies.base import Strategy, StrategyContext
+from cema_cli.strategies.options import non_negative
 
 
 @dataclass(frozen=True)
 class BNConfig:
     prior: float = 0.0  # N: weight of the source statistics, (N*source + B*batch)/(N + B); 0 = batch only
+
+    def validate(self) -> None:
+        non_negative("prior", self.prior)
 
 
 def use_batch_statistics(model: nn.Module) -> nn.Module:

@@ -23,6 +23,7 @@ from cema_cli.strategies.common import (
     sample_weights, weighted_entropy_loss,
 )
 from cema_cli.strategies.eata import REDUNDANCY_MARGINS
+from cema_cli.strategies.options import at_most, non_negative, non_negative_int, positive, positive_int, unit_interval
 from cema_cli.strategies.tbr import running_moments, set_running_moments, use_batch_renorm
 
 
@@ -52,6 +53,27 @@ class CEMAConfig:
     entropy_weight: float = 3.0
     kl_weight: float = 3.0
     ce_weight: float = 1.0
+
+    def validate(self) -> None:
+        for name in ("e_max_factor", "e_max_lambda", "temperature"):
+            positive(name, getattr(self, name))
+        for name in ("e_min_factor", "foundation_lr", "distill_lr", "entropy_weight", "kl_weight", "ce_weight"):
+            non_negative(name, getattr(self, name))
+        at_most("e_min_factor", self.e_min_factor, "e_max_factor", self.e_max_factor, "no entropy would lie between E_min and E_max")
+        for name in ("momentum", "redundancy_margin"):
+            unit_interval(name, getattr(self, name))
+        for name in ("cloud_batch", "replay_only_batch", "buffer_capacity"):
+            positive_int(name, getattr(self, name))
+        for name in ("warmup_samples", "replay_batch", "replay_min"):
+            non_negative_int(name, getattr(self, name))
+        self.validate_replay()
+
+    def validate_replay(self) -> None:
+        """Every replay draw must fit in what the buffer holds when it is drawn (section 4.3)."""
+        at_most("replay_min", self.replay_min, "buffer_capacity", self.buffer_capacity, "the buffer would never hold enough to replay")
+        at_most("replay_batch", self.replay_batch, "replay_min", self.replay_min, "the first draw comes when the buffer holds replay_min")
+        at_most("replay_only_batch", self.replay_only_batch, "replay_min + 1", self.replay_min + 1,
+                "replay-only steps start when the buffer holds more than replay_min")
 
 
 @dataclass(frozen=True)

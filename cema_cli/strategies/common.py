@@ -13,6 +13,7 @@ from torch import nn
 from cema_cli.channel import encode_uplink, state_nbytes
 from cema_cli.models.norm import load_norm_state, norm_state
 from cema_cli.strategies.base import Strategy, StrategyContext
+from cema_cli.strategies.options import OPTIMIZERS
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -36,12 +37,11 @@ def weighted_entropy_loss(logits: torch.Tensor, threshold: float) -> torch.Tenso
     return (sample_weights(ent, threshold) * ent).mean()
 
 
-OPTIMIZERS = ("sgd", "adam")
-
-
 def make_optimizer(params: list[nn.Parameter], name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
     """SGD with momentum (the ImageNet setting of every method) or Adam with betas (0.9, 0.999)
     and no weight decay (the CIFAR setting of Tent, ETA and EATA; fidelity/reference.md)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; config validation admits {OPTIMIZERS}")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
@@ -148,6 +148,9 @@ class CloudEdgeStrategy(Strategy):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.edge(images)
+
+    def adapted_models(self) -> dict[str, nn.Module]:
+        return {"edge": self.edge, "cloud": self.cloud_edge_model()}
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.predict(images)

@@ -14,7 +14,8 @@ from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import (
     RedundancyFilter, entropy, entropy_threshold, make_optimizer, weighted_entropy_loss,
 )
-from cema_cli.strategies.tent import ADAM_CIFAR, BatchStatsCloudEdge, check_optimizer, check_placement, tent_model
+from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive, positive_int, unit_interval
+from cema_cli.strategies.tent import ADAM_CIFAR, PLACEMENTS, BatchStatsCloudEdge, tent_model
 
 # The redundancy margin d_margin by dataset (fidelity/reference.md, "Published settings"): 0.05
 # on ImageNet (EATA main.py), 0.4 on CIFAR-10, 0.1 on CIFAR-100 (test-time-adaptation cfgs).
@@ -36,7 +37,11 @@ class ETAConfig:
     placement: str = "cloud"  # cloud: the edge uploads the kept samples; edge: on-device EATA
 
     def validate(self) -> None:
-        check_optimizer(self.optimizer)
+        non_negative("lr", self.lr)
+        unit_interval("momentum", self.momentum)
+        positive("e0_factor", self.e0_factor)
+        unit_interval("redundancy_margin", self.redundancy_margin)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,12 @@ class EATAConfig(ETAConfig):
     fisher_beta: float = 2000.0
     fisher_samples: int = 2000  # clean in-distribution images for the Fisher (500 are enough)
     fisher_batch_size: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        non_negative("fisher_beta", self.fisher_beta)
+        positive_int("fisher_samples", self.fisher_samples)
+        positive_int("fisher_batch_size", self.fisher_batch_size)
 
 
 def fisher_diagonal(model: nn.Module, params: list[nn.Parameter], images: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -132,7 +143,6 @@ def build_anchor(context: StrategyContext, model: nn.Module, params: list[nn.Par
 
 
 def make_eata(context: StrategyContext, config: ETAConfig) -> Strategy:
-    check_placement(config.placement)
     return EATAOnEdge(context, config) if config.placement == "edge" else EATACloudEdge(context, config)
 
 
@@ -142,7 +152,7 @@ def make_eta(context: StrategyContext, config: ETAConfig) -> Strategy:
 
 make_eata.config_class = EATAConfig  # type: ignore[attr-defined]
 make_eta.config_class = ETAConfig  # type: ignore[attr-defined]
-make_eata.placements = make_eta.placements = ("cloud", "edge")  # type: ignore[attr-defined]
+make_eata.placements = make_eta.placements = PLACEMENTS  # type: ignore[attr-defined]
 
 
 class EATAOnEdge(Strategy):

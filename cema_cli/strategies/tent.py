@@ -9,11 +9,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from cema_cli.errors import CemaError
 from cema_cli.models.norm import prepare_for_norm_adaptation
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
-from cema_cli.strategies.common import OPTIMIZERS, CloudEdgeStrategy, entropy, make_optimizer
+from cema_cli.strategies.common import CloudEdgeStrategy, entropy, make_optimizer
+from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, unit_interval
 
 PLACEMENTS = ("cloud", "edge")
 
@@ -32,17 +32,9 @@ class TentConfig:
     placement: str = "cloud"  # cloud: the edge uploads every sample; edge: the original on-device Tent
 
     def validate(self) -> None:
-        check_optimizer(self.optimizer)
-
-
-def check_optimizer(name: str) -> None:
-    if name not in OPTIMIZERS:
-        raise CemaError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}; e.g. --option METHOD.optimizer=adam.")
-
-
-def check_placement(placement: str) -> None:
-    if placement not in PLACEMENTS:
-        raise CemaError(f"placement {placement!r} is not one of {', '.join(PLACEMENTS)}; e.g. --option tent.placement=edge.")
+        non_negative("lr", self.lr)
+        unit_interval("momentum", self.momentum)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
 
 
 def tent_model(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
@@ -62,7 +54,6 @@ def entropy_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: tor
 
 
 def make_tent(context: StrategyContext, config: TentConfig) -> Strategy:
-    check_placement(config.placement)
     return TentOnEdge(context, config) if config.placement == "edge" else TentCloudEdge(context, config)
 
 
