@@ -203,13 +203,26 @@ def autocast_for(amp: str | None, device: torch.device) -> Callable[[], Any] | N
     return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
 
 
+@dataclass
+class FoundationLoader:
+    """Builds a fresh foundation model for one strategy and remembers whether it did, so that the
+    foundation's counted compute is reported for the methods that use it, whatever the run order."""
+
+    session: Session
+    used: bool = False
+
+    def __call__(self) -> torch.nn.Module:
+        self.used = True
+        return self.session.cloud_model()
+
+
 def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: Any) -> tuple[Strategy, Channel]:
     """A strategy on fresh models and a fresh channel (reset-each-shift, or continual's start)."""
     torch.manual_seed(session.config.seed)
     channel = Channel(session.config.channel)
     context = StrategyContext(
         edge_model=copy.deepcopy(session.edge_source).to(session.device),
-        cloud_model=session.cloud_model,
+        cloud_model=FoundationLoader(session),
         channel=channel,
         num_classes=session.dataset.num_classes,
         device=session.device,
@@ -242,7 +255,7 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
 
     stream = leg_stream(session, leg)
     tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window, config.collapse_share)
-    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape)
+    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, uses_foundation(live.strategy))
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = traffic_columns(subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
@@ -304,18 +317,24 @@ def traffic_columns(spent: dict[str, float], seen: int, queued: int) -> dict[str
     }
 
 
-def counted_compute(session: Session, image_shape: tuple[int, ...]) -> dict[str, float | None]:
-    """Forward GFLOPs per sample of the edge model and, when this run loaded it, the foundation
+def uses_foundation(strategy: Strategy) -> bool:
+    loader = getattr(getattr(strategy, "context", None), "cloud_model", None)
+    return bool(getattr(loader, "used", False))
+
+
+def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: bool) -> dict[str, float | None]:
+    """Forward GFLOPs per sample of the edge model and, for a method that uses it, the foundation
     model (counted, hardware-independent: cema_cli/models/flops.py). Counted once per run."""
     from cema_cli.models.flops import forward_gflops_per_sample
 
-    models = {"edge_gflops_per_sample": session.edge_source, "cloud_gflops_per_sample": session._cloud_source}
+    models = {"edge_gflops_per_sample": session.edge_source,
+              "cloud_gflops_per_sample": session._cloud_source if foundation else None}
     counts: dict[str, float | None] = {}
     for column, model in models.items():
         key = (column, image_shape)
         if model is not None and image_shape and key not in session.cache:
             session.cache[key] = forward_gflops_per_sample(model, image_shape)
-        counts[column] = session.cache.get(key)
+        counts[column] = session.cache.get(key) if model is not None else None
     return counts
 
 

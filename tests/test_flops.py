@@ -24,3 +24,13 @@ def test_the_embedded_edge_is_cheaper_than_its_foundation():
     edge, cloud = load_model("mnist-edge"), load_model("mnist-foundation")
     edge_gflops, cloud_gflops = (forward_gflops_per_sample(m, (3, 32, 32)) for m in (edge, cloud))
     assert 0 < edge_gflops < cloud_gflops
+
+
+def test_foundation_compute_is_reported_for_the_methods_that_use_it_whatever_the_order():
+    from cema_cli.api import run_benchmark
+    from cema_cli.config import RunConfig
+
+    for methods in (("bn", "cema"), ("cema", "bn")):
+        rows = {r["method"]: r for r in run_benchmark(RunConfig(methods=methods, samples=64, device="cpu"))}
+        assert rows["bn"]["cloud_gflops_per_sample"] is None
+        assert rows["cema"]["cloud_gflops_per_sample"] > rows["cema"]["edge_gflops_per_sample"] > 0
