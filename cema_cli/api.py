@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import cema_cli
-from cema_cli.channel import Channel, LinkStats
+from cema_cli.channel import Channel
 from cema_cli.config import RunConfig
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream

@@ -73,15 +73,16 @@ def test_toml_values_of_the_wrong_type_are_refused():
     assert make_config(STRATEGIES.get("cema"), {"foundation_lr": 1}, "cema").foundation_lr == 1.0  # an int is a float
 
 
-@pytest.mark.parametrize("method", ["bn", "tent", "eta", "eata", "cema", "cema-official"])  # issue 15's methods
+@pytest.mark.parametrize("method", STRATEGIES.names())
 def test_every_default_passes_and_every_option_is_checked(method):
-    """Each method's defaults validate; every numeric option refuses nan or -1 (no option escapes)."""
+    """Each method's defaults validate; every numeric option refuses nan or -2 (no option escapes;
+    -1 means "keep all" for t3a.filter_k)."""
     target = STRATEGIES.get(method)
     make_config(target, {}, method)
     for field in fields(target.config_class):
         if isinstance(field.default, (int, float)) and not isinstance(field.default, bool):
             with pytest.raises(CemaError, match=rf"{method}\.{field.name}\b"):
-                make_config(target, {field.name: "nan" if isinstance(field.default, float) else "-1"}, method)
+                make_config(target, {field.name: "nan" if isinstance(field.default, float) else "-2"}, method)
 
 
 def test_the_helpers_raise_invalid_option_with_the_name_and_requirement():

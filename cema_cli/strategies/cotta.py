@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from cema_cli.channel import encode_uplink
-from cema_cli.errors import CemaError
 from cema_cli.strategies.augment import batch_generator, cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
 from cema_cli.strategies.common import CloudEdgeStrategy
+from cema_cli.strategies.options import non_negative, one_of, positive_int, unit_interval
 
 PLACEMENTS = ("cloud", "edge")
 OPTIMIZERS = ("sgd", "sgd-n", "adam")
@@ -49,16 +49,13 @@ class CoTTAConfig:
     }
 
     def validate(self) -> None:
-        check_choice("cotta", "placement", self.placement, PLACEMENTS)
-        check_choice("cotta", "optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("cotta", "loss", self.loss, LOSSES)
-        if not (0 <= self.teacher_momentum <= 1 and 0 <= self.restore_prob <= 1) or self.augmentations < 1:
-            raise CemaError("cotta.teacher_momentum and cotta.restore_prob must lie in [0, 1] and cotta.augmentations be at least 1.")
-
-
-def check_choice(method: str, option: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise CemaError(f"{method}.{option}={value!r} is not one of {', '.join(allowed)}; e.g. --option {method}.{option}={allowed[0]}.")
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        one_of("loss", self.loss, LOSSES)
+        non_negative("lr", self.lr)
+        unit_interval("teacher_momentum", self.teacher_momentum)
+        unit_interval("restore_prob", self.restore_prob)
+        unit_interval("ap", self.ap)
+        positive_int("augmentations", self.augmentations)
 
 
 def spec_optimizer(params: list[nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:

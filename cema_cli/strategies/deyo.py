@@ -60,6 +60,8 @@ class DeYOConfig:
             "patch_len": (self.patch_len >= 1, "1 or more patches per side"),
             "aug_type": (self.aug_type in AUG_TYPES, f"one of {', '.join(AUG_TYPES)}"),
             "occlusion_size": (self.occlusion_size >= 1, "1 or more pixels"),
+            "occlusion_row": (self.occlusion_row >= 0, "0 or more pixels"),
+            "occlusion_column": (self.occlusion_column >= 0, "0 or more pixels"),
             "upload": (self.upload in ("filtered", "all"), "filtered or all"),
         }, self)
 

@@ -10,8 +10,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from cema_cli.errors import CemaError
 from cema_cli.strategies.base import Strategy, StrategyContext
+from cema_cli.strategies.options import non_negative, one_of, positive, positive_int
 
 AFFINITIES = ("rbf", "kNN", "linear")
 
@@ -31,10 +31,12 @@ class LAMEConfig:
     presets: ClassVar[dict[str, dict]] = {"imagenet": {}, "cifar10": {}, "cifar100": {}}
 
     def validate(self) -> None:
-        if self.affinity not in AFFINITIES:
-            raise CemaError(f"lame.affinity={self.affinity!r} is not one of {', '.join(AFFINITIES)}.")
-        if self.knn < 1 or self.max_steps < 1:
-            raise CemaError(f"lame.knn ({self.knn}) and lame.max_steps ({self.max_steps}) must be at least 1.")
+        one_of("affinity", self.affinity, AFFINITIES)
+        positive_int("knn", self.knn)
+        positive("sigma", self.sigma)
+        non_negative("lam", self.lam)
+        positive_int("max_steps", self.max_steps)
+        non_negative("tolerance", self.tolerance)
 
 
 def pairwise_distances(features: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ from cema_cli.errors import CemaError
 from cema_cli.strategies.augment import batch_generator, cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import CloudEdgeStrategy
-from cema_cli.strategies.cotta import PLACEMENTS, check_choice, frozen_copy, spec_optimizer
+from cema_cli.strategies.cotta import OPTIMIZERS, PLACEMENTS, frozen_copy, spec_optimizer
+from cema_cli.strategies.options import non_negative, one_of, positive_int, unit_interval
 
 METADATA_BYTES = 6  # class as int16, uncertainty as float32, per sample (section 12.6)
 
@@ -45,10 +46,14 @@ class RoTTAConfig:
     presets: ClassVar[dict[str, dict]] = {"imagenet": {}, "cifar10": {}, "cifar100": {}}
 
     def validate(self) -> None:
-        check_choice("rotta", "placement", self.placement, PLACEMENTS)
-        check_choice("rotta", "optimizer", self.optimizer, ("adam", "sgd", "sgd-n"))
-        if self.memory < 1 or self.update_every < 1 or not (0 <= self.nu <= 1 and 0 <= self.alpha <= 1):
-            raise CemaError("rotta.memory and rotta.update_every must be at least 1; rotta.nu and rotta.alpha lie in [0, 1].")
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        positive_int("memory", self.memory)
+        positive_int("update_every", self.update_every)
+        unit_interval("nu", self.nu)
+        unit_interval("alpha", self.alpha)
+        non_negative("lambda_t", self.lambda_t)
+        non_negative("lambda_u", self.lambda_u)
+        non_negative("lr", self.lr)
 
 
 class RobustBN(nn.Module):

@@ -10,9 +10,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from cema_cli.errors import CemaError
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import entropy
+from cema_cli.strategies.options import positive_int
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class T3AConfig:
     presets: ClassVar[dict[str, dict]] = {"imagenet": {}, "cifar10": {}, "cifar100": {}}
 
     def validate(self) -> None:
-        if self.filter_k == 0 or self.filter_k < -1:
-            raise CemaError(f"t3a.filter_k={self.filter_k} must be a positive count, or -1 to keep every support.")
+        if self.filter_k != -1:  # -1 keeps every support (section 10.6 trap 1)
+            positive_int("filter_k", self.filter_k)
 
 
 class SupportSet:
