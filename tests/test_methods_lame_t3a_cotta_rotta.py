@@ -16,7 +16,8 @@ from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model
 from cema_cli.models.nets import Classifier
 from cema_cli.strategies import STRATEGIES
-from cema_cli.strategies.augment import DEFAULT, JITTER_OPS, AugmentParams, apply_params, batch_generator, cotta_augment, draw_params
+from cema_cli.strategies.augment import DEFAULT, JITTER_OPS, AugmentParams, apply_params, cotta_augment, draw_params
+from cema_cli.strategies.randomness import batch_generator
 from cema_cli.strategies.base import StrategyContext, make_config, placements_of
 from cema_cli.strategies.cotta import cotta_loss, ema_update, stochastic_restore
 from cema_cli.strategies.lame import LAMEConfig, affinity_matrix, lame_probabilities

@@ -54,12 +54,6 @@ class AugmentParams:
     flip: bool
 
 
-def batch_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
-    """The CPU generator of one (run seed, batch index); ``stream`` separates independent uses
-    (augmentation, CoTTA's restore masks) of the same batch."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + index) * 7 + stream)
-
-
 def _uniform(gen: torch.Generator, low: float, high: float) -> float:
     return float(torch.empty(1).uniform_(low, high, generator=gen))
 

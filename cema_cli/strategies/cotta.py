@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from cema_cli.channel import encode_uplink
-from cema_cli.strategies.augment import batch_generator, cotta_augment
+from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
 from cema_cli.strategies.common import CloudEdgeStrategy
 from cema_cli.strategies.options import non_negative, one_of, positive_int, unit_interval
+from cema_cli.strategies.randomness import batch_generator
 
 PLACEMENTS = ("cloud", "edge")
 OPTIMIZERS = ("sgd", "sgd-n", "adam")

@@ -20,11 +20,12 @@ from torch import nn
 
 from cema_cli.channel import encode_uplink
 from cema_cli.errors import CemaError
-from cema_cli.strategies.augment import batch_generator, cotta_augment
+from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import CloudEdgeStrategy
 from cema_cli.strategies.cotta import OPTIMIZERS, PLACEMENTS, frozen_copy, spec_optimizer
 from cema_cli.strategies.options import non_negative, one_of, positive_int, unit_interval
+from cema_cli.strategies.randomness import batch_generator
 
 METADATA_BYTES = 6  # class as int16, uncertainty as float32, per sample (section 12.6)
 
