@@ -18,12 +18,12 @@ from cema_cli.errors import CemaError
     (4, 0.0, 8, 1),   # more workers than cores: one each, never zero
 ])
 def test_threads_per_worker_counts_idle_cores(monkeypatch, cores, load, workers, expected):
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: load)
     assert threads.threads_per_worker(workers, cores=cores) == expected
 
 
 def test_override_wins_and_must_be_positive(monkeypatch):
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 9.0)
     assert threads.threads_per_worker(2, override=3, cores=2) == 3
     with pytest.raises(CemaError, match="--threads 0"):
         threads.threads_per_worker(1, override=0)
@@ -39,3 +39,17 @@ def test_cpu_workers_divide_cores_by_threads_per_cell():
 def test_usable_cores_follow_the_affinity_mask():
     if hasattr(os, "sched_getaffinity"):
         assert threads.usable_cores() == len(os.sched_getaffinity(0))
+
+
+def test_a_busy_neighbour_is_seen_now_and_this_process_is_not_counted():
+    import subprocess
+    import sys
+    import time
+
+    assert threads.runnable_elsewhere() >= 0
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert max(threads.runnable_elsewhere() for _ in range(20)) >= 1  # the spinner is running
+    finally:
+        spinner.kill()
