@@ -4,8 +4,8 @@ Two kinds of tests:
 
 - exact reference values (accuracy within 0.2 points, identical counts; ``cema``: the mean over
   six seeds inside the official seed range). They hold only with the embedded weights the
-  reference was measured with, so they are skipped unless the edge and foundation weights hash
-  to REFERENCE_WEIGHTS_SHA256;
+  reference was measured with, so they are skipped unless the embedded checkpoints are
+  REFERENCE_WEIGHTS (the digests every result row records in edge_weights / cloud_weights);
 - relations the reference states that hold for any weights, and one formula-level test for each
   of the two CEMA fixes (stream order into the cloud queue; the student's first moments).
 """
@@ -13,7 +13,6 @@ Two kinds of tests:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from functools import lru_cache
 
@@ -24,15 +23,17 @@ from cema_cli.api import run_benchmark
 from cema_cli.channel import Link
 from cema_cli.config import ChannelConfig, RunConfig
 from cema_cli.models import load_model
+from cema_cli.models.embedded import RECIPES, weights_digest
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import make_config
 from cema_cli.strategies.tbr import TestTimeBatchRenorm, running_moments, use_batch_renorm
 from strategy_helpers import dataset, noisy_batches, strategy
 
-# sha256 of the embedded edge + foundation state_dicts the reference was measured with (see
-# ``weights_digest``). None: reference.md does not record it yet; it must record the digest, or
-# the package must ship that checkpoint, before the exact-value tests below can run.
-REFERENCE_WEIGHTS_SHA256: str | None = None
+# The embedded checkpoints' sha256 prefixes (cema_cli.models.embedded.weights_digest) the reference
+# was measured with. None: reference.md does not record them yet; it must (e.g. measured anew on
+# the shipped weights {"mnist-edge": "edc92415b356", "mnist-foundation": "7b7c36027882"}), or the
+# package must ship that checkpoint, before the exact-value tests below can run.
+REFERENCE_WEIGHTS: dict[str, str] | None = None
 
 DOMAINS = ("gaussian_noise", "snow", "contrast")
 SAMPLES = 1024
@@ -53,21 +54,11 @@ CEMA_PAPER_RANGE = {  # official code over seeds 0-5: ((acc min, max), (uploads 
 }
 
 
-def weights_digest() -> str:
-    """sha256 over the embedded edge then foundation state_dicts (sorted keys, raw tensor bytes)."""
-    digest = hashlib.sha256()
-    for name in ("mnist-edge", "mnist-foundation"):
-        for key, value in sorted(load_model(name).state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def reference_weights():
-    if REFERENCE_WEIGHTS_SHA256 is None or weights_digest() != REFERENCE_WEIGHTS_SHA256:
+    if REFERENCE_WEIGHTS is None or {name: weights_digest(name) for name in RECIPES} != REFERENCE_WEIGHTS:
         pytest.skip("the embedded weights are not those reference.md was measured with: reference.md must "
-                    "record their sha256 (REFERENCE_WEIGHTS_SHA256) or the package must ship that checkpoint")
+                    "record their digests (REFERENCE_WEIGHTS) or the package must ship that checkpoint")
 
 
 @lru_cache(maxsize=None)
