@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import reference_numpy as ref
 from cema_cli.corruptions import constants as K
