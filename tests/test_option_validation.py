@@ -36,7 +36,7 @@ def refused(cli, tmp_path, *args: str) -> str:
     ("method", "option", "expected"),
     [
         ("cema", "cloud_batch=0", "option cema.cloud_batch=0 must be a whole number of at least 1; e.g. -o cema.cloud_batch=32 (the default)."),
-        ("tent", "optimizer=adamw", "option tent.optimizer='adamw' is not one of sgd, adam (did you mean 'adam'?); e.g. -o tent.optimizer=sgd"),
+        ("tent", "optimizer=adamw", "option tent.optimizer='adamw' is not one of sgd, sgd-n, adam (did you mean 'adam'?); e.g. -o tent.optimizer=sgd"),
         ("cema", "dynamic_e_max=maybe", "option cema.dynamic_e_max='maybe' is not true or false; use true/false, 1/0 or yes/no."),
         ("tent", "lr=nan", "option tent.lr=nan must be a finite number of 0 or more"),
         ("eta", "lr=inf", "option eta.lr=inf must be a finite number of 0 or more"),

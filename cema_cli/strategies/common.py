@@ -38,13 +38,14 @@ def weighted_entropy_loss(logits: torch.Tensor, threshold: float) -> torch.Tenso
 
 
 def make_optimizer(params: list[nn.Parameter], name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
-    """SGD with momentum (the ImageNet setting of every method) or Adam with betas (0.9, 0.999)
-    and no weight decay (the CIFAR setting of Tent, ETA and EATA; fidelity/reference.md)."""
+    """SGD with momentum (the ImageNet setting of every method; ``sgd-n`` with Nesterov, as CoTTA's
+    ImageNet code) or Adam with betas (0.9, 0.999) and no weight decay (the CIFAR setting of Tent,
+    ETA and EATA; fidelity/reference.md)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; config validation admits {OPTIMIZERS}")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=name == "sgd-n")
 
 
 class RedundancyFilter:

@@ -20,12 +20,12 @@ from cema_cli.channel import encode_uplink
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
-from cema_cli.strategies.common import CloudEdgeStrategy
-from cema_cli.strategies.options import non_negative, one_of, positive_int, unit_interval
+from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer
+from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive_int, unit_interval
 from cema_cli.strategies.randomness import batch_generator
 
 PLACEMENTS = ("cloud", "edge")
-OPTIMIZERS = ("sgd", "sgd-n", "adam")
+SGD_MOMENTUM = 0.9  # section 6, "Optimisers"
 LOSSES = ("symmetric", "teacher_ce")
 AUGMENT_STREAM, RESTORE_STREAM = 0, 1  # independent per-batch generators (section 6, "Randomness")
 
@@ -57,13 +57,6 @@ class CoTTAConfig:
         unit_interval("restore_prob", self.restore_prob)
         unit_interval("ap", self.ap)
         positive_int("augmentations", self.augmentations)
-
-
-def spec_optimizer(params: list[nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:
-    """Section 6 "Optimisers": SGD / SGD-N (momentum 0.9, no weight decay) or Adam (0.9, 0.999)."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=name == "sgd-n")
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -145,7 +138,7 @@ def student_setup(model: nn.Module, config: CoTTAConfig) -> tuple[nn.Module, dic
     """The student (every parameter trainable), the source values it restores to, its optimiser."""
     student = model.requires_grad_(True)
     source = {name: p.detach().clone() for name, p in restorable(student)}
-    return student, source, spec_optimizer(list(student.parameters()), config.optimizer, config.lr)
+    return student, source, make_optimizer(list(student.parameters()), config.optimizer, config.lr, SGD_MOMENTUM)
 
 
 def make_cotta(context: StrategyContext, config: CoTTAConfig) -> Strategy:

@@ -19,7 +19,7 @@ from typing import Any
 from cema_cli.errors import CemaError, close_matches
 
 # The optimizers cema_cli.strategies.common.make_optimizer builds.
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "sgd-n", "adam")  # sgd-n: Nesterov (methods-more.md section 6, "Optimisers")
 
 
 class InvalidOption(CemaError):

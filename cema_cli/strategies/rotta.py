@@ -22,9 +22,9 @@ from cema_cli.channel import encode_uplink
 from cema_cli.errors import CemaError
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
-from cema_cli.strategies.common import CloudEdgeStrategy
-from cema_cli.strategies.cotta import OPTIMIZERS, PLACEMENTS, frozen_copy, spec_optimizer
-from cema_cli.strategies.options import non_negative, one_of, positive_int, unit_interval
+from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer
+from cema_cli.strategies.cotta import PLACEMENTS, SGD_MOMENTUM, frozen_copy
+from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive_int, unit_interval
 from cema_cli.strategies.randomness import batch_generator
 
 METADATA_BYTES = 6  # class as int16, uncertainty as float32, per sample (section 12.6)
@@ -212,7 +212,7 @@ class RoTTALearner:
         params = rbn_params(self.student)
         for p in params:
             p.requires_grad_(True)
-        self.optimizer = spec_optimizer(params, config.optimizer, config.lr)
+        self.optimizer = make_optimizer(params, config.optimizer, config.lr, SGD_MOMENTUM)
         self.bank = CSTUBank(config.memory, num_classes, config.lambda_t, config.lambda_u)
         self.seen = 0
         self.updated_samples = 0  # samples through the update's forwards (each is 1 teacher + 1 student)
