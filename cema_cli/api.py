@@ -98,7 +98,7 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
     check_method_options(config)
     events = events or Events()
     session = open_session(config, events)
-    methods = method_configs(config, session.preset)
+    methods = sized_for_run(method_configs(config, session.preset), session)
     check_single_samples(session, methods)
     require_cloud(session, methods)
     live: dict[str, Live] = {}
@@ -149,6 +149,22 @@ def check_single_samples(session: Session, methods: dict[str, tuple[type[Strateg
 def method_configs(config: RunConfig, preset: str) -> dict[str, tuple[type[Strategy], Any]]:
     """Each method's strategy and its config: defaults, the preset's published settings, then -o."""
     return {m: (STRATEGIES.get(m), make_config(STRATEGIES.get(m), config.method_options.get(m, {}), m, preset)) for m in config.methods}
+
+
+def sized_for_run(methods: dict[str, tuple[type[Strategy], Any]], session: Session) -> dict[str, tuple[type[Strategy], Any]]:
+    """Settings that follow the run's batch size and edge model (e.g. SAR's official lr rule):
+    a config class opts in with ``for_run(batch_size, transformer, explicit_options)``."""
+    transformer = is_transformer(session.edge_source)
+    config = session.config
+    return {m: (cls, cfg.for_run(config.batch_size, transformer, set(config.method_options.get(m, {})))
+                if hasattr(cfg, "for_run") else cfg) for m, (cls, cfg) in methods.items()}
+
+
+def is_transformer(model: torch.nn.Module) -> bool:
+    """LayerNorm and no BatchNorm/GroupNorm: the ViT branch of SAR's lr rule (section 7.3)."""
+    kinds = {type(m) for m in model.modules()}
+    convolutional = any(issubclass(k, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm)) for k in kinds)
+    return not convolutional and any(issubclass(k, torch.nn.LayerNorm) for k in kinds)
 
 
 def require_cloud(session: Session, methods: dict[str, tuple[type[Strategy], Any]]) -> None:

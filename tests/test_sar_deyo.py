@@ -315,3 +315,40 @@ def test_random_init_weights_follow_the_run_seed(tmp_path):
     torch.manual_seed(123)  # whatever the global state, the cloud model follows the seed too
     pairs = [(first.edge_source, second.edge_source), (first.cloud_model(), second.cloud_model())]
     assert all(torch.equal(a, b) for x, y in pairs for a, b in zip(x.state_dict().values(), y.state_dict().values()))
+
+
+# --- the official learning-rate rule (section 7.3) -------------------------------------------
+
+@pytest.mark.parametrize("batch, transformer, lr", [
+    (64, False, 0.00025), (32, False, 0.00025), (16, False, 2 * 0.00025 * 16 / 64),
+    (1, False, 1.5625e-5), (64, True, 0.001), (8, True, 0.001 * 8 / 64), (1, True, 3.125e-5),
+])
+def test_the_official_lr_follows_batch_and_model(batch, transformer, lr):
+    from cema_cli.strategies.sar import official_lr
+
+    assert official_lr(batch, transformer) == pytest.approx(lr, rel=1e-12)
+
+
+def test_only_layernorm_networks_take_the_transformer_rule():
+    from cema_cli.api import is_transformer
+
+    assert is_transformer(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
+    assert not is_transformer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.LayerNorm(4)))
+    assert not is_transformer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4)))
+
+
+def test_rows_record_the_lr_the_rule_chose_and_an_explicit_lr_wins(cli, tmp_path):
+    import json
+
+    import pandas as pd
+
+    args = ("compare", "--samples", "64", "--batch-size", "16", "--preset", "imagenet", "--corruption", "gaussian_noise")
+    result = cli(*args, "--methods", "sar,deyo", "--out", str(tmp_path / "rule"))
+    assert result.exit_code == 0, result.output
+    configs = {m: json.loads(c) for m, c in pd.read_csv(tmp_path / "rule" / "results.csv")[["method", "method_config"]].values}
+    assert configs["sar"]["lr"] == configs["deyo"]["lr"] == pytest.approx(2 * 0.00025 * 16 / 64)
+    assert configs["sar"]["lr_rule"] == "official"
+    result = cli(*args, "--methods", "sar", "-o", "sar.lr=0.003", "--out", str(tmp_path / "fixed"))
+    assert result.exit_code == 0, result.output
+    config = json.loads(pd.read_csv(tmp_path / "fixed" / "results.csv")["method_config"][0])
+    assert (config["lr"], config["lr_rule"]) == (0.003, "fixed")

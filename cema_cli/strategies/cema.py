@@ -20,7 +20,7 @@ from cema_cli.models.norm import prepare_for_norm_adaptation
 from cema_cli.strategies.base import StrategyContext, WorkCounts
 from cema_cli.strategies.common import (
     CloudEdgeStrategy, RedundancyFilter, ReplayBuffer, entropy, entropy_threshold, make_optimizer,
-    sample_weights, weighted_entropy_loss,
+    optimised_values, sample_weights, weighted_entropy_loss,
 )
 from cema_cli.strategies.eata import REDUNDANCY_MARGINS
 from cema_cli.strategies.options import at_most, non_negative, non_negative_int, positive, positive_int, unit_interval
@@ -231,6 +231,7 @@ class CEMA(CloudEdgeStrategy):
         student = copy.deepcopy(context.edge_model)
         self.edge_half = CEMAEdge(context.edge_model, config, context.num_classes)
         self.cloud = CEMACloud(context.cloud_model(), student, config, context.num_classes, context.seed, self.work)
+        self.trained_values = optimised_values(self.cloud.student_opt)  # the edge model's values; the foundation's are not sent
         self.moments_sent = False
 
     @property

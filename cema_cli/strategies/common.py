@@ -48,6 +48,11 @@ def make_optimizer(params: list[nn.Parameter], name: str, lr: float, momentum: f
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=name == "sgd-n")
 
 
+def optimised_values(optimizer: torch.optim.Optimizer) -> int:
+    """The number of scalar values an optimiser changes: the row's ``trained_values``."""
+    return sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+
+
 class RedundancyFilter:
     """EATA's redundancy filter (methods.md section 3, step 2).
 

@@ -20,7 +20,7 @@ from cema_cli.channel import encode_uplink
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
-from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer
+from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer, optimised_values
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive_int, unit_interval
 from cema_cli.strategies.randomness import batch_generator
 
@@ -156,6 +156,7 @@ class CoTTAOnEdge(Strategy):
         model = cotta_model(context.edge_model)
         self.anchor, self.teacher = frozen_copy(model), frozen_copy(model)
         self.student, self.source, self.optimizer = student_setup(model, config)
+        self.trained_values = optimised_values(self.optimizer)
         self.batches = 0
 
     @torch.no_grad()
@@ -190,6 +191,7 @@ class CoTTACloudEdge(CloudEdgeStrategy):
         self.anchor, self._edge = frozen_copy(model), frozen_copy(model)
         self.cloud_teacher = frozen_copy(model)
         self.student, self.source, self.optimizer = student_setup(copy.deepcopy(model), config)
+        self.trained_values = optimised_values(self.optimizer)
         self.batches = 0
         self.augment_flag = False
 

@@ -15,7 +15,7 @@ from torch import nn
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import entropy, entropy_threshold, make_optimizer
 from cema_cli.strategies.randomness import batch_generator
-from cema_cli.strategies.sar import OPTIMIZERS, PLACEMENTS, SAR_SUBSET, check_options
+from cema_cli.strategies.sar import LR_RULES, OPTIMIZERS, PLACEMENTS, SAR_SUBSET, check_options, lr_for_run
 from cema_cli.strategies.subsets import SubsetCloudEdge, subset_model, values_in
 
 AUG_TYPES = ("patch", "pixel", "occ")
@@ -24,9 +24,11 @@ AUG_TYPES = ("patch", "pixel", "occ")
 @dataclass(frozen=True)
 class DeYOConfig:
     """Section 8.3; the defaults are the ImageNet-C column (tau_P 0.3, the official "mild"
-    setting; the wild streams use 0.2). The official lr follows SAR's rules (section 7.3)."""
+    setting; the wild streams use 0.2). The official lr follows SAR's rules (section 7.3,
+    ``lr_rule=official``); MD's CIFAR-10 setting fixes it."""
 
-    lr: float = 0.00025
+    lr: float = 0.00025  # with lr_rule=official: replaced by sar.official_lr(batch, model) at run time
+    lr_rule: str = "official"  # official | fixed
     momentum: float = 0.9  # SGD without Nesterov, as official DeYO (section 6)
     optimizer: str = "sgd"
     ent_factor: float = 0.5  # tau_E = 0.5 ln C (selection)
@@ -45,13 +47,17 @@ class DeYOConfig:
     placement: str = "cloud"
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "imagenet": {"lr": 0.00025, "optimizer": "sgd", "plpd_threshold": 0.3},
-        "cifar10": {"lr": 1e-3, "optimizer": "adam", "plpd_threshold": 0.2},  # MD
+        "imagenet": {"lr": 0.00025, "lr_rule": "official", "optimizer": "sgd", "plpd_threshold": 0.3},
+        "cifar10": {"lr": 1e-3, "lr_rule": "fixed", "optimizer": "adam", "plpd_threshold": 0.2},  # MD
     }
+
+    def for_run(self, batch_size: int, transformer: bool, explicit: set[str]) -> "DeYOConfig":
+        return lr_for_run(self, batch_size, transformer, explicit)
 
     def validate(self) -> None:
         check_options("deyo", {
             "lr": (self.lr > 0, "a positive learning rate"),
+            "lr_rule": (self.lr_rule in LR_RULES, f"one of {', '.join(LR_RULES)}"),
             "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
             "optimizer": (self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             "ent_factor": (self.ent_factor > 0, "positive (tau_E = factor x ln C)"),

@@ -12,7 +12,7 @@ from torch import nn
 from cema_cli.errors import CemaError
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import (
-    RedundancyFilter, entropy, entropy_threshold, make_optimizer, weighted_entropy_loss,
+    RedundancyFilter, entropy, entropy_threshold, make_optimizer, optimised_values, weighted_entropy_loss,
 )
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive, positive_int, unit_interval
 from cema_cli.strategies.tent import ADAM_CIFAR, PLACEMENTS, BatchStatsCloudEdge, tent_model
@@ -164,6 +164,7 @@ class EATAOnEdge(Strategy):
         e0 = entropy_threshold(config.e0_factor, context.num_classes)
         self.selector = SampleSelector(e0, config.redundancy_margin)
         self.learner = EATALearner(self.model, params, config, e0, build_anchor(context, self.model, params, config))
+        self.trained_values = optimised_values(self.learner.optimizer)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -187,6 +188,7 @@ class EATACloudEdge(BatchStatsCloudEdge):
         self.selector = SampleSelector(e0, config.redundancy_margin)
         anchor = build_anchor(context, self.cloud, self.cloud_params, config)
         self.learner = EATALearner(self.cloud, self.cloud_params, config, e0, anchor)
+        self.trained_values = optimised_values(self.learner.optimizer)
 
     def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.selector.keep(logits)

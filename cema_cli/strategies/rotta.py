@@ -22,7 +22,7 @@ from cema_cli.channel import encode_uplink
 from cema_cli.errors import CemaError
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
-from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer
+from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer, optimised_values
 from cema_cli.strategies.cotta import PLACEMENTS, SGD_MOMENTUM, frozen_copy
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive_int, unit_interval
 from cema_cli.strategies.randomness import batch_generator
@@ -266,6 +266,7 @@ class RoTTAOnEdge(Strategy):
     def __init__(self, context: StrategyContext, config: RoTTAConfig) -> None:
         super().__init__(context, config)
         self.learner = RoTTALearner(context.edge_model.eval(), config, context.num_classes, context.seed)
+        self.trained_values = optimised_values(self.learner.optimizer)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -295,6 +296,7 @@ class RoTTACloudEdge(CloudEdgeStrategy):
         self._edge = use_robust_bn(frozen_copy(model), config.alpha).requires_grad_(False).eval()
         self.mirror = CSTUBank(config.memory, context.num_classes, config.lambda_t, config.lambda_u)
         self.cloud = RoTTALearner(model, config, context.num_classes, context.seed)
+        self.trained_values = optimised_values(self.cloud.optimizer)
         self.batches = 0
         self.metadata: list[tuple[int, float]] = []  # this batch's (class, uncertainty), sent up
         self.positions: list[int] = []  # this batch's admitted samples

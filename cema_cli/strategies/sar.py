@@ -5,7 +5,7 @@ recovery that resets the model when the moving average of the entropy collapses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +20,27 @@ from cema_cli.strategies.subsets import (
 
 PLACEMENTS = ("cloud", "edge")
 OPTIMIZERS = ("sgd", "adam")
+LR_RULES = ("official", "fixed")
+
+
+def official_lr(batch_size: int, transformer: bool) -> float:
+    """SAR ``main.py``'s learning rate (section 7.3; DeYO's ``main.py`` copies it, section 8.3):
+    ViT 0.001 x B/64; ResNets 0.00025 at B >= 32 and 2 x 0.00025 x B/64 below; doubled at B = 1."""
+    if transformer:
+        lr = 0.001 * batch_size / 64
+    else:
+        lr = 0.00025 if batch_size >= 32 else 2 * 0.00025 * batch_size / 64
+    return 2 * lr if batch_size == 1 else lr
+
+
+def lr_for_run(config: Any, batch_size: int, transformer: bool, explicit: set[str]) -> Any:
+    """``lr_rule=official``: the lr of ``official_lr`` for this run's batch and edge model. An lr
+    given by the user wins and is recorded as ``lr_rule=fixed``; so is the preset's fixed lr."""
+    if config.lr_rule != "official":
+        return config
+    if "lr" in explicit:
+        return replace(config, lr_rule="fixed")
+    return replace(config, lr=official_lr(batch_size, transformer))
 
 # Section 7.1 (DeYO copies it, section 8.1): norm affine, minus ResNet layer4, ViT blocks 9-11
 # and the final norm; "norm." matches nothing in the networks of the spec's table.
@@ -31,10 +52,12 @@ SAR_SUBSET = SubsetRule("SAR norm affine", (nn.BatchNorm2d, nn.LayerNorm, nn.Gro
 
 @dataclass(frozen=True)
 class SARConfig:
-    """Section 7.3; the defaults are the ImageNet-C column. The official lr depends on model and
-    batch (2 x 0.00025 x B/64 for ResNet-50 below batch 32, 0.001 x B/64 for ViT-B/16): set it."""
+    """Section 7.3; the defaults are the ImageNet-C column. The lr follows the official rule for
+    the run's batch size and model (``lr_rule=official``, see ``official_lr``); MD's CIFAR-10
+    setting fixes it at 1e-3."""
 
-    lr: float = 0.00025
+    lr: float = 0.00025  # with lr_rule=official: replaced by official_lr(batch, model) at run time
+    lr_rule: str = "official"  # official (SAR main.py's batch/model rule) | fixed (lr as given)
     momentum: float = 0.9  # SGD without Nesterov (section 6, "Optimisers")
     optimizer: str = "sgd"  # the base optimiser under SAM
     e0_factor: float = 0.4  # E_0 = 0.4 ln C
@@ -49,13 +72,17 @@ class SARConfig:
     placement: str = "cloud"
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "imagenet": {"lr": 0.00025, "optimizer": "sgd"},
-        "cifar10": {"lr": 1e-3, "optimizer": "sgd"},  # MD builds SAM-SGD whatever its yaml says
+        "imagenet": {"lr": 0.00025, "lr_rule": "official", "optimizer": "sgd"},
+        "cifar10": {"lr": 1e-3, "lr_rule": "fixed", "optimizer": "sgd"},  # MD builds SAM-SGD whatever its yaml says
     }
+
+    def for_run(self, batch_size: int, transformer: bool, explicit: set[str]) -> "SARConfig":
+        return lr_for_run(self, batch_size, transformer, explicit)
 
     def validate(self) -> None:
         check_options("sar", {
             "lr": (self.lr > 0, "a positive learning rate"),
+            "lr_rule": (self.lr_rule in LR_RULES, f"one of {', '.join(LR_RULES)}"),
             "momentum": (0 <= self.momentum < 1, "in [0, 1)"),
             "optimizer": (self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
             "e0_factor": (self.e0_factor > 0, "positive (E_0 = factor x ln C)"),

@@ -12,7 +12,7 @@ from torch import nn
 from cema_cli.models.norm import prepare_for_norm_adaptation
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
-from cema_cli.strategies.common import CloudEdgeStrategy, entropy, make_optimizer
+from cema_cli.strategies.common import CloudEdgeStrategy, entropy, make_optimizer, optimised_values
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, unit_interval
 
 PLACEMENTS = ("cloud", "edge")
@@ -66,6 +66,7 @@ class TentOnEdge(Strategy):
         super().__init__(context, config)
         self.model, params = tent_model(context.edge_model)
         self.optimizer = make_optimizer(params, config.optimizer, config.lr, config.momentum)
+        self.trained_values = optimised_values(self.optimizer)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,6 +117,7 @@ class TentCloudEdge(BatchStatsCloudEdge):
     def __init__(self, context: StrategyContext, config: TentConfig) -> None:
         super().__init__(context, config)
         self.optimizer = make_optimizer(self.cloud_params, config.optimizer, config.lr, config.momentum)
+        self.trained_values = optimised_values(self.optimizer)
 
     def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.ones(len(images), dtype=torch.bool, device=images.device), entropy(logits)
