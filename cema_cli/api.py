@@ -101,6 +101,7 @@ def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[
     methods = sized_for_run(method_configs(config, session.preset), session)
     check_single_samples(session, methods)
     require_cloud(session, methods)
+    require_clean(session, methods)
     live: dict[str, Live] = {}
     rows = []
     for leg in plan_stream(config, session.dataset):
@@ -176,6 +177,13 @@ def require_cloud(session: Session, methods: dict[str, tuple[type[Strategy], Any
     if cloud:
         raise CemaError(f"dataset {session.config.dataset!r} has no default cloud model and {', '.join(cloud)} run(s) on the cloud; "
                         "pass --cloud (e.g. timm:resnet50), or run edge-only methods.")
+
+
+def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any]]) -> None:
+    """A method that needs clean in-distribution images (EATA's Fisher set) fails before any
+    method runs, not after the ones before it: the dataset raises its own message if it has none."""
+    if any(getattr(cfg, "needs_clean_samples", False) for _, cfg in methods.values()):
+        session.dataset.clean_samples(1, session.config.seed)
 
 
 def open_session(config: RunConfig, events: Events) -> Session:

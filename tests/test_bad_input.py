@@ -118,6 +118,12 @@ def toml(tmp: Path, text: str) -> str:
     return a_file(tmp, "run.toml", text.encode())
 
 
+def images_tree(tmp: Path) -> str:
+    from test_datasets_real import class_tree
+
+    return str(class_tree(tmp / "tree"))
+
+
 def cifar_c(tmp: Path) -> str:
     from test_datasets_real import cifar_c_files
 
@@ -223,6 +229,9 @@ CASES = [
     ("unknown-flag", lambda t: ["bench", "--nope", *OUT], "No such option: --nope"),
     ("flag-given-a-value", lambda t: ["bench", "--random-init", "yes", *OUT], "unexpected extra argument"),
     ("list-typo", lambda t: ["list", "method"], "Did you mean 'methods'"),
+    ("eata-without-clean-set", lambda t: ["compare", "--methods", "bn,eata", "--dataset", "folder", "--data-root", images_tree(t),
+                                          "--edge", "torchvision:resnet18", "--cloud", "torchvision:resnet18", "--random-init",
+                                          "--input-size", "32", *OUT], "needs clean in-distribution images"),
 ]
 
 

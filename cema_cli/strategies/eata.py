@@ -51,6 +51,8 @@ class EATAConfig(ETAConfig):
         name: {**values, "fisher_beta": 2000.0 if name == "imagenet" else 1.0} for name, values in ETA_PRESETS.items()
     }
 
+    needs_clean_samples: ClassVar[bool] = True  # the Fisher set; checked before any method runs
+
     fisher_beta: float = 2000.0
     fisher_samples: int = 2000  # clean in-distribution images for the Fisher (500 are enough)
     fisher_batch_size: int = 64
