@@ -16,8 +16,10 @@ from typing import Any
 import torch
 
 import cema_cli
-from cema_cli.channel import Channel
+from cema_cli.channel import Channel, ComputeDelay
+from cema_cli.cloud_meter import CloudMeter
 from cema_cli.config import RunConfig
+from cema_cli.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
 from cema_cli.engine import SlidingWindow, Tally, run_stream
@@ -219,7 +221,9 @@ class FoundationLoader:
 def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: Any) -> tuple[Strategy, Channel]:
     """A strategy on fresh models and a fresh channel (reset-each-shift, or continual's start)."""
     torch.manual_seed(session.config.seed)
-    channel = Channel(session.config.channel)
+    meter, costs = CloudMeter(session.device), session.config.costs
+    compute = (lambda uplink: ComputeDelay(costs, lambda: meter.gflops, uplink)) if costs.cloud_throughput_gflops else None
+    channel = Channel(session.config.channel, compute)
     context = StrategyContext(
         edge_model=copy.deepcopy(session.edge_source).to(session.device),
         cloud_model=FoundationLoader(session),
@@ -229,6 +233,7 @@ def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: 
         clean_samples=lambda count: session.dataset.clean_samples(count, session.config.seed),
         seed=session.config.seed,
         cache=session.cache,
+        cloud_meter=meter,
     )
     return strategy_cls(context, method_config), channel
 
@@ -280,7 +285,14 @@ def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
     return {"uploads": up.sent - control.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
             "delivered_uploads": up.transmitted - control.transmitted, "dropped_uploads": up.dropped - control.dropped,
             "sync_events": down.sent, "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches,
-            **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}}
+            **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}, **meter_counts(strategy)}
+
+
+def meter_counts(strategy: Strategy) -> dict[str, float]:
+    """The cloud half's counted GFLOPs and measured seconds so far (cema_cli/cloud_meter.py);
+    0 for a strategy without a cloud half (or a test double without a context)."""
+    meter = getattr(getattr(strategy, "context", None), "cloud_meter", None) or CloudMeter()
+    return {"cloud_gflops": meter.gflops, "cloud_backward_gflops": meter.backward_gflops, "cloud_seconds": meter.seconds}
 
 
 def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -314,6 +326,9 @@ def traffic_columns(spent: dict[str, float], seen: int, queued: int) -> dict[str
         "param_delay_batches": spent["delay_sum"] / spent["delay_batches"] if spent["delay_batches"] else 0.0,
         "sync_events": spent["sync_events"],
         **{f"{f.name}_samples": int(spent[f"{f.name}_samples"]) for f in fields(WorkCounts)},
+        "cloud_gflops": spent["cloud_gflops"], "cloud_backward_gflops": spent["cloud_backward_gflops"],
+        "cloud_exposed_images": spent["delivered_uploads"], "cloud_exposed_share": spent["delivered_uploads"] / seen if seen else 0.0,
+        "cloud_seconds": spent["cloud_seconds"],
     }
 
 
@@ -346,7 +361,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
     return {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
-        "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
+        "accuracy": tally.accuracy, "correct": tally.correct, **traffic, **modelled_columns(config.costs, traffic, tally.batches),
         **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(tally.correct, tally.seen))),  # test-set sampling error
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.config import ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError
 from cema_cli.results import SCHEMA_VERSION
 
@@ -82,7 +82,7 @@ def cells_of(configs: Iterable[RunConfig]) -> list[Cell]:
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """The inverse of ``asdict`` for a RunConfig (as stored in grid.json)."""
     lists = {k: tuple(data[k]) for k in ("methods", "corruptions", "severities")}
-    return RunConfig(**{**data, **lists, "channel": ChannelConfig(**data["channel"])})
+    return RunConfig(**{**data, **lists, "channel": ChannelConfig(**data["channel"]), "costs": CostModel(**data.get("costs", {}))})
 
 
 # --- running one cell (in a worker) ----------------------------------------------------------
