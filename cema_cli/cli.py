@@ -351,7 +351,8 @@ def bench(ctx: typer.Context, method: str, **opts: Any) -> None:
 def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
     def tables(report: Any, frame: Any) -> list[Any]:
         several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else [])
+        costs = [table for table in [report.cost_table(frame)] if table is not None]
+        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else []) + costs
 
     run_and_report(ctx, methods, opts, tables)
 
