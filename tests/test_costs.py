@@ -208,3 +208,47 @@ def test_compare_prints_the_cost_table(tmp_path):
     assert "cost per method" in result.output and "stale s" in result.output
     saved = json.loads((tmp_path / "out" / "run.json").read_text())
     assert saved["config"]["costs"]["uplink_rate_bps"] == 1e7 and saved["config"]["costs"]["rtt_ms"] == 50  # the assumptions are recorded
+
+
+# --- the measured seconds' CUDA path, without a GPU ------------------------------------------------
+
+class FakeEvent:
+    """torch.cuda.Event's timing interface on the host clock (milliseconds, as CUDA reports)."""
+
+    made: list["FakeEvent"] = []
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.at, self.synced = None, False
+        FakeEvent.made.append(self)
+
+    def record(self, stream=None) -> None:
+        import time
+
+        self.at = time.perf_counter()
+
+    def synchronize(self) -> None:
+        self.synced = True
+
+    def elapsed_time(self, end: "FakeEvent") -> float:
+        assert end.synced, "read only after the end event completed"
+        return 1000.0 * (end.at - self.at)
+
+
+def test_on_cuda_the_meter_times_with_events_read_once_and_leaves_counting_out(monkeypatch):
+    from cema_cli.cloud_meter import _PER_SAMPLE, CloudMeter
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    FakeEvent.made.clear()
+    _PER_SAMPLE.clear()  # the first call counts the model: a pause, two segments
+    meter, model = CloudMeter("cuda"), load_model("mnist-edge")
+    with meter, torch.no_grad():
+        model(torch.zeros((4, 3, 32, 32), dtype=torch.uint8))
+    assert len(FakeEvent.made) == 4 and len(meter._segments) == 2  # recorded, not yet read
+    first, second = meter._segments
+    expected = (first[1].at - first[0].at) + (second[1].at - second[0].at)
+    assert meter.seconds == pytest.approx(expected) and not meter._segments
+    assert second[0].at - first[1].at > 0  # the counting between the segments is not cloud time
+    assert meter.forward_gflops == pytest.approx(4 * pass_gflops_per_sample(model, (3, 32, 32), torch.uint8).forward)
+    assert meter.backward_gflops == 0  # no gradient, no backward
