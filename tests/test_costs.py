@@ -252,3 +252,19 @@ def test_on_cuda_the_meter_times_with_events_read_once_and_leaves_counting_out(m
     assert second[0].at - first[1].at > 0  # the counting between the segments is not cloud time
     assert meter.forward_gflops == pytest.approx(4 * pass_gflops_per_sample(model, (3, 32, 32), torch.uint8).forward)
     assert meter.backward_gflops == 0  # no gradient, no backward
+
+
+def test_cema_check_reruns_with_the_baselines_cost_assumptions(tmp_path):
+    """--cloud-throughput changes the delay, so the accuracy: a re-run must use it again."""
+    import pandas as pd
+
+    from cema_cli.saved_results import config_from_results
+
+    out = tmp_path / "run"
+    args = ["bench", "-m", "tent", "--samples", "64", "--cloud-throughput", "5", "--batch-interval", "0.5", "--out", str(out)]
+    assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    config = config_from_results(pd.read_csv(out / "results.csv"))
+    assert config.costs == CostModel(cloud_throughput_gflops=5, batch_interval_s=0.5)
+    result = CliRunner().invoke(app, ["check", "--baseline", str(out / "results.csv"), "--device", "cpu", "--out", str(tmp_path / "again")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
