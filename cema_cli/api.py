@@ -263,10 +263,17 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
     queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, uses_foundation(live.strategy))
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
-        traffic = traffic_columns(subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
+        traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
-    return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued) | compute,
+    return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued) | compute,
                        stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
+
+
+def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
+    """The traffic columns and the modelled ones (cema_cli/costs.py) over the edge batches the
+    counters span (a mixed leg's domain: its share of them, as for the bytes)."""
+    traffic = traffic_columns(spent, seen, queued)
+    return traffic | modelled_columns(config.costs, traffic, spent["edge_batches"])
 
 
 def leg_stream(session: Session, leg: Leg) -> Any:
@@ -285,7 +292,7 @@ def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
     return {"uploads": up.sent - control.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
             "delivered_uploads": up.transmitted - control.transmitted, "dropped_uploads": up.dropped - control.dropped,
             "sync_events": down.sent, "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches,
-            **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}, **meter_counts(strategy)}
+            "edge_batches": channel.now, **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}, **meter_counts(strategy)}
 
 
 def meter_counts(strategy: Strategy) -> dict[str, float]:
@@ -361,7 +368,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
     return {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
-        "accuracy": tally.accuracy, "correct": tally.correct, **traffic, **modelled_columns(config.costs, traffic, tally.batches),
+        "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
         **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(tally.correct, tally.seen))),  # test-set sampling error
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,

@@ -30,7 +30,7 @@ def cloud_compute_seconds(costs: CostModel, cloud_gflops: float, cloud_seconds: 
     return cloud_gflops / costs.cloud_throughput_gflops if costs.cloud_throughput_gflops else cloud_seconds
 
 
-def modelled_columns(costs: CostModel, traffic: dict[str, Any], batches: int) -> dict[str, Any]:
+def modelled_columns(costs: CostModel, traffic: dict[str, Any], batches: float) -> dict[str, Any]:
     """The modelled columns of one row from its ``traffic`` (bytes, syncs, cloud GFLOPs and
     seconds) over ``batches`` edge batches."""
     rtt, up_rate, down_rate = costs.rtt_ms, costs.uplink_rate_bps, costs.downlink_rate_bps

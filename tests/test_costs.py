@@ -268,3 +268,14 @@ def test_cema_check_reruns_with_the_baselines_cost_assumptions(tmp_path):
     result = CliRunner().invoke(app, ["check", "--baseline", str(out / "results.csv"), "--device", "cpu", "--out", str(tmp_path / "again")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
+
+
+def test_a_mixed_streams_rows_model_whole_batches():
+    """Each domain's row holds its share of the bytes and of the batches: the time of a batch's
+    uploads is that of a whole batch of 64 images of 3,072 bytes, on every row."""
+    config = RunConfig(methods=("tent",), samples=128, protocol="mixed", corruptions=("gaussian_noise", "contrast"), device="cpu",
+                       costs=CostModel(rtt_ms=50, uplink_rate_bps=1e7))
+    rows = run_benchmark(config)
+    assert len(rows) == 2 and sum(r["uplink_bytes"] for r in rows) == 128 * 3072
+    for row in rows:
+        assert row["upload_seconds"] == pytest.approx(0.025 + 8 * 64 * 3072 / 1e7)
