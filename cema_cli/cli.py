@@ -474,7 +474,7 @@ app.command("check", help="Compare a run with a baseline results.csv: exit 1 on 
 app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(report_command)
 
 
-@app.command(help="Plot accuracy versus uploads and bytes, and along the stream, from a results.csv.")
+@app.command(help="Plot accuracy versus uploads, bytes and cloud cost, and along the stream, from a results.csv.")
 def plot(
     results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
     output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),

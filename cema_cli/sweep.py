@@ -37,7 +37,8 @@ from cema_cli.results import SCHEMA_VERSION
 # Where the run happens, not what it computes: left out of a cell's id.
 MACHINE_FIELDS = ("device", "workers", "data_root", "clean_root")
 # Differ between two runs of the same cell; everything else in a row must be identical.
-TIMING_COLUMNS = ("seconds", "images_per_s", "threads")
+# (The modelled staleness and cost read the measured cloud seconds unless --cloud-throughput is given.)
+TIMING_COLUMNS = ("seconds", "images_per_s", "threads", "cloud_seconds", "param_delay_seconds", "cloud_cost")
 
 
 @dataclass(frozen=True)
