@@ -16,8 +16,10 @@ from typing import Any
 import torch
 
 import cema_cli
-from cema_cli.channel import Channel
+from cema_cli.channel import Channel, ComputeDelay
+from cema_cli.cloud_meter import CloudMeter
 from cema_cli.config import RunConfig
+from cema_cli.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
 from cema_cli.engine import SlidingWindow, Tally, run_stream
@@ -243,7 +245,9 @@ class FoundationLoader:
 def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: Any) -> tuple[Strategy, Channel]:
     """A strategy on fresh models and a fresh channel (reset-each-shift, or continual's start)."""
     torch.manual_seed(session.config.seed)
-    channel = Channel(session.config.channel)
+    meter, costs = CloudMeter(session.device), session.config.costs
+    compute = (lambda uplink: ComputeDelay(costs, lambda: meter.gflops, uplink)) if costs.cloud_throughput_gflops else None
+    channel = Channel(session.config.channel, compute)
     context = StrategyContext(
         edge_model=copy.deepcopy(session.edge_source).to(session.device),
         cloud_model=FoundationLoader(session),
@@ -253,6 +257,7 @@ def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: 
         clean_samples=lambda count: session.dataset.clean_samples(count, session.config.seed),
         seed=session.config.seed,
         cache=session.cache,
+        cloud_meter=meter,
     )
     return strategy_cls(context, method_config), channel
 
@@ -282,10 +287,17 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
     queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, uses_foundation(live.strategy))
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
-        traffic = traffic_columns(subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
+        traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
-    return [result_row(session, method, method_config, *leg.domains[tag], part, traffic_columns(shares.parts[tag], part.seen, queued) | compute,
+    return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued) | compute,
                        stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
+
+
+def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
+    """The traffic columns and the modelled ones (cema_cli/costs.py) over the edge batches the
+    counters span (a mixed leg's domain: its share of them, as for the bytes)."""
+    traffic = traffic_columns(spent, seen, queued)
+    return traffic | modelled_columns(config.costs, traffic, spent["edge_batches"])
 
 
 def leg_stream(session: Session, leg: Leg) -> Any:
@@ -304,7 +316,14 @@ def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
     return {"uploads": up.sent - control.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
             "delivered_uploads": up.transmitted - control.transmitted, "dropped_uploads": up.dropped - control.dropped,
             "sync_events": down.sent, "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches,
-            **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}}
+            "edge_batches": channel.now, **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}, **meter_counts(strategy)}
+
+
+def meter_counts(strategy: Strategy) -> dict[str, float]:
+    """The cloud half's counted GFLOPs and measured seconds so far (cema_cli/cloud_meter.py);
+    0 for a strategy without a cloud half (or a test double without a context)."""
+    meter = getattr(getattr(strategy, "context", None), "cloud_meter", None) or CloudMeter()
+    return {"cloud_gflops": meter.gflops, "cloud_backward_gflops": meter.backward_gflops, "cloud_seconds": meter.seconds}
 
 
 def subtract(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -338,6 +357,9 @@ def traffic_columns(spent: dict[str, float], seen: int, queued: int) -> dict[str
         "param_delay_batches": spent["delay_sum"] / spent["delay_batches"] if spent["delay_batches"] else 0.0,
         "sync_events": spent["sync_events"],
         **{f"{f.name}_samples": int(spent[f"{f.name}_samples"]) for f in fields(WorkCounts)},
+        "cloud_gflops": spent["cloud_gflops"], "cloud_backward_gflops": spent["cloud_backward_gflops"],
+        "cloud_exposed_images": spent["delivered_uploads"], "cloud_exposed_share": spent["delivered_uploads"] / seen if seen else 0.0,
+        "cloud_seconds": spent["cloud_seconds"],
     }
 
 

@@ -18,10 +18,12 @@ A Link is pure accounting and scheduling, ticking once per edge batch:
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-from cema_cli.config import ChannelConfig
+from cema_cli.config import ChannelConfig, CostModel
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Link:
         self.in_flight: list[tuple[int, Packet]] = []
         self._left = budget_bytes
         self.transmitted_bytes_per_tick: list[int] = [0]
+        self.delay_of: Callable[[Packet], int] | None = None  # a packet's own delay (ComputeDelay), else delay_ticks
 
     def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None,
              control: bool = False) -> None:
@@ -112,7 +115,8 @@ class Link:
                 return
             if self._left is not None:
                 self._left -= packet.nbytes
-            self.in_flight.append((self.now + self.delay_ticks, packet))
+            delay = self.delay_ticks if self.delay_of is None else self.delay_of(packet)
+            self.in_flight.append((self.now + delay, packet))
             self._count([packet], "transmitted", "transmitted_bytes")
             self.transmitted_bytes_per_tick[-1] += packet.nbytes
 
@@ -122,16 +126,70 @@ class Link:
         self._count(rest[room:], "dropped")
 
 
-class Channel:
-    """Uplink (edge -> cloud samples) and downlink (cloud -> edge parameters)."""
+def one_way_seconds(nbytes: float, rate_bps: float | None, rtt_ms: float | None) -> float:
+    """Modelled time for ``nbytes`` to cross one direction of the link: half the round trip plus
+    serialisation at the link rate (an absent assumption counts 0). Nothing sent takes no time."""
+    if not nbytes:
+        return 0.0
+    return (rtt_ms or 0.0) / 2000.0 + (8.0 * nbytes / rate_bps if rate_bps else 0.0)
 
-    def __init__(self, config: ChannelConfig) -> None:
+
+class ComputeDelay:
+    """The parameter delay from compute, after the online protocol of Alfarra et al. (ICML 2024):
+    an update is not ready until the cloud has computed it, so a slow cloud hands the edge older
+    parameters. Instead of a fixed ``--downlink-delay``, each parameter packet's delay follows
+    from the stream's clock (edge batch t arrives at t * T, T = ``batch_interval_s``):
+
+    - the cloud is one worker serving ticks in order; tick t's work (its counted GFLOPs, read
+      from ``cloud_gflops()``) starts when the tick's uploads arrive (t * T plus their one-way
+      time) or when the previous tick's work ends, whichever is later, and takes GFLOPs /
+      ``cloud_throughput_gflops`` seconds;
+    - the packet reaches the edge one downlink one-way time after that work ends;
+    - the edge applies it before the first batch k > t with k * T at or after that moment, so the
+      delay is ceil(latency / T) - 1 ticks: 0, as with no delay, while the round trip fits in
+      one batch interval.
+    """
+
+    def __init__(self, costs: CostModel, cloud_gflops: Callable[[], float], uplink: "Link") -> None:
+        assert costs.cloud_throughput_gflops and costs.batch_interval_s, "CostModel.validate requires both"
+        self.costs, self.cloud_gflops, self.uplink = costs, cloud_gflops, uplink
+        self.counted = cloud_gflops()  # GFLOPs already served by the cloud (ticks before this one)
+        self.busy_until_s = 0.0
+
+    def work_done_s(self) -> float:
+        """When the cloud finishes the current tick's work counted so far (stream seconds)."""
+        arrived = self.uplink.now * self.costs.batch_interval_s + one_way_seconds(
+            self.uplink.transmitted_bytes_per_tick[-1], self.costs.uplink_rate_bps, self.costs.rtt_ms)
+        return max(arrived, self.busy_until_s) + (self.cloud_gflops() - self.counted) / self.costs.cloud_throughput_gflops
+
+    def delay_ticks(self, packet: "Packet") -> int:
+        """Ticks a parameter packet transmitted now waits before the edge may apply it."""
+        at_edge = self.work_done_s() + one_way_seconds(packet.nbytes, self.costs.downlink_rate_bps, self.costs.rtt_ms)
+        latency = at_edge - self.uplink.now * self.costs.batch_interval_s
+        return max(0, math.ceil(latency / self.costs.batch_interval_s - 1e-9) - 1)
+
+    def end_tick(self) -> None:
+        """The tick's work is all counted: a cloud that worked stays busy until it is done."""
+        if self.cloud_gflops() > self.counted:
+            self.busy_until_s = self.work_done_s()
+            self.counted = self.cloud_gflops()
+
+
+class Channel:
+    """Uplink (edge -> cloud samples) and downlink (cloud -> edge parameters). ``compute``
+    (a ComputeDelay, with --cloud-throughput) sets each parameter packet's delay instead of
+    the fixed downlink delay."""
+
+    def __init__(self, config: ChannelConfig, compute: Callable[["Link"], ComputeDelay] | None = None) -> None:
         self.config = config
         self.uplink = Link(config.uplink_budget_bytes, config.uplink_delay_batches, config.overflow, config.queue_capacity,
                            by_priority=config.uplink_priority == "lowest-entropy-first")
         self.downlink = Link(
             config.downlink_budget_bytes, config.downlink_delay_batches, config.overflow, config.queue_capacity
         )
+        self.compute = compute(self.uplink) if compute is not None else None
+        if self.compute is not None:
+            self.downlink.delay_of = self.compute.delay_ticks
         self.param_delay_sum = 0
         self.param_delay_batches = 0
         self._params_sent_tick: int | None = None
@@ -153,6 +211,8 @@ class Channel:
         if self._params_sent_tick is not None:
             self.param_delay_sum += self.now - self._params_sent_tick
             self.param_delay_batches += 1
+        if self.compute is not None:
+            self.compute.end_tick()
         self.uplink.tick()
         self.downlink.tick()
 

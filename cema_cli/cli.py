@@ -24,7 +24,7 @@ try:  # typer 0.2x vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors
 
-from cema_cli.config import ChannelConfig, RunConfig, parse_rate
+from cema_cli.config import ChannelConfig, CostModel, RunConfig, parse_bit_rate, parse_rate
 from cema_cli.errors import CemaError, unknown_name
 from cema_cli.health import COLLAPSE_SHARE
 
@@ -219,6 +219,12 @@ def _run_options(
     sync_period: Annotated[int, typer.Option(help="Send parameters to the edge every K batches.")] = 1,
     overflow: Annotated[str, typer.Option(help="When the budget is exhausted: drop or queue.")] = "drop",
     frame_rate: Annotated[Optional[float], typer.Option(help="Stream images per second, to read budgets given as link rates (8Mbit/s).")] = None,
+    rtt: Annotated[Optional[float], typer.Option(help="Modelled link round-trip time in ms (cost columns; see README).")] = None,
+    uplink_rate: Annotated[Optional[str], typer.Option(help="Modelled uplink rate, e.g. 10Mbit (upload time, staleness in seconds).")] = None,
+    downlink_rate: Annotated[Optional[str], typer.Option(help="Modelled downlink rate, e.g. 50Mbit.")] = None,
+    batch_interval: Annotated[Optional[float], typer.Option(help="Seconds between two edge batches (the stream's clock, for --cloud-throughput).")] = None,
+    cloud_price: Annotated[Optional[float], typer.Option(help="Price of one cloud GPU-hour: adds cloud_cost per domain.")] = None,
+    cloud_throughput: Annotated[Optional[float], typer.Option(help="Cloud GFLOP/s: the parameter delay follows from compute (with --batch-interval), not --downlink-delay.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder, new or empty (default: cema-runs/<time>-<methods>).")] = None,
@@ -261,9 +267,17 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
         subset=opts["subset"], clean_root=opts["clean_root"], workers=opts["workers"],
         edge_checkpoint=opts["edge_checkpoint"], cloud_checkpoint=opts["cloud_checkpoint"], random_init=opts["random_init"],
         input_size=opts["input_size"], amp=opts["amp"], channels_last=opts["channels_last"],
-        collapse_share=opts["collapse_share"],
+        collapse_share=opts["collapse_share"], costs=cost_model(opts),
         method_options=parse_options(opts["option"] or []),
     )
+
+
+def cost_model(opts: dict[str, Any]) -> CostModel:
+    """The modelled cost columns' assumptions (README, "Cost columns")."""
+    rates = {f"{d}link_rate_bps": parse_bit_rate(opts[f"{d}link_rate"], f"--{d}link-rate") if opts[f"{d}link_rate"] is not None else None
+             for d in ("up", "down")}
+    return CostModel(rtt_ms=opts["rtt"], batch_interval_s=opts["batch_interval"], cloud_price_per_hour=opts["cloud_price"],
+                     cloud_throughput_gflops=opts["cloud_throughput"], **rates)
 
 
 def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
@@ -337,7 +351,8 @@ def bench(ctx: typer.Context, method: str, **opts: Any) -> None:
 def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
     def tables(report: Any, frame: Any) -> list[Any]:
         several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else [])
+        costs = [table for table in [report.cost_table(frame)] if table is not None]
+        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else []) + costs
 
     run_and_report(ctx, methods, opts, tables)
 
@@ -459,7 +474,7 @@ app.command("check", help="Compare a run with a baseline results.csv: exit 1 on 
 app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(report_command)
 
 
-@app.command(help="Plot accuracy versus uploads and bytes, and along the stream, from a results.csv.")
+@app.command(help="Plot accuracy versus uploads, bytes and cloud cost, and along the stream, from a results.csv.")
 def plot(
     results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
     output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),

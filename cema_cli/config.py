@@ -70,6 +70,36 @@ class ChannelConfig:
 
 
 @dataclass(frozen=True)
+class CostModel:
+    """User-given assumptions behind the modelled cost columns (README, "Cost columns"); None:
+    not assumed, and the columns that need it stay empty. Recorded in run.json and every row."""
+
+    rtt_ms: float | None = None  # round-trip time of the edge-cloud link
+    uplink_rate_bps: float | None = None  # link rates in bits per second
+    downlink_rate_bps: float | None = None
+    batch_interval_s: float | None = None  # seconds between two edge batches (the stream's clock)
+    cloud_price_per_hour: float | None = None  # price of one GPU-hour in the cloud (any currency)
+    cloud_throughput_gflops: float | None = None  # cloud GFLOP/s: drives the parameter delay (channel.ComputeDelay)
+
+    def validate(self) -> "CostModel":
+        checks = (("--rtt", self.rtt_ms, True), ("--uplink-rate", self.uplink_rate_bps, False),
+                  ("--downlink-rate", self.downlink_rate_bps, False), ("--batch-interval", self.batch_interval_s, False),
+                  ("--cloud-price", self.cloud_price_per_hour, True), ("--cloud-throughput", self.cloud_throughput_gflops, False))
+        for flag, value, zero_ok in checks:
+            if value is not None and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+                bound = "0 or more" if zero_ok else "above 0"
+                raise CemaError(f"{flag} {value:g} must be a finite number {bound}; e.g. --rtt 50, --uplink-rate 10Mbit, "
+                                "--batch-interval 0.5, --cloud-price 2.5, --cloud-throughput 1000.")
+        if self.cloud_throughput_gflops is not None and self.batch_interval_s is None:
+            raise CemaError("--cloud-throughput turns compute into batches of delay and needs the stream's clock; "
+                            "add --batch-interval SECONDS (the time between two edge batches).")
+        return self
+
+    def given(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a benchmark run; recorded in run.json and every result row."""
 
@@ -105,6 +135,7 @@ class RunConfig:
     gradual: str = "md"
     window: int | None = None
     channel: ChannelConfig = field(default_factory=ChannelConfig)
+    costs: CostModel = field(default_factory=CostModel)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> "RunConfig":
@@ -138,6 +169,10 @@ class RunConfig:
             raise CemaError(f"--collapse-share {self.collapse_share} is not a share in (0, 1]; e.g. {COLLAPSE_SHARE} (the default).")
         self.validate_real_run()
         self.channel.validate()
+        self.costs.validate()
+        if self.costs.cloud_throughput_gflops is not None and self.channel.downlink_delay_batches:
+            raise CemaError("--cloud-throughput derives the parameter delay from compute; drop --downlink-delay "
+                            f"{self.channel.downlink_delay_batches} (or drop --cloud-throughput to keep a fixed delay).")
         return self
 
     def validate_stream(self) -> None:
@@ -216,3 +251,23 @@ def parse_bytes(text: str) -> int | None:
     if unit not in units or not math.isfinite(value) or value < 0:
         raise CemaError(f"cannot read {text!r} as a byte count; use e.g. 512, 16kB, 1.5MB or unlimited.")
     return int(value * units[unit])
+
+
+BIT_RATES = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+
+
+def parse_bit_rate(text: str, flag: str) -> float:
+    """A link rate in bits per second: '10Mbit', '10Mbit/s', '10Mbps', '500kbit/s', or a bare
+    number of bits per second. Units are decimal (1 Mbit = 10^6 bits); bytes are not accepted
+    here ('10MB' would read as megabits in some tools and megabytes in others)."""
+    cleaned = text.strip().lower().removesuffix("/s")
+    cleaned = cleaned[:-3] + "bit" if cleaned.endswith("bps") else cleaned
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number):] or "bit"
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if unit not in BIT_RATES or not math.isfinite(value) or value <= 0:
+        raise CemaError(f"{flag} {text!r} is not a link rate above 0 in bits per second; use e.g. 10Mbit, 500kbit/s or 1e7.")
+    return value * BIT_RATES[unit]

@@ -1,5 +1,5 @@
-"""``cema plot``: accuracy versus uploads and bytes (one line per method, one point per uplink
-budget) and accuracy along the stream, from results.csv and the batches.csv beside it.
+"""``cema plot``: accuracy versus uploads, bytes and cloud cost (one line per method, one point
+per uplink budget) and accuracy along the stream, from results.csv and the batches.csv beside it.
 No torch import; matplotlib with the Agg backend, so it works without a display."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from cema_cli.results import read_results
 
 
 def plot_results(results_csv: Path, output: Path) -> Path:
-    """Write a PNG with two or three panels; return its path."""
+    """Write a PNG with two to four panels; return its path."""
     import matplotlib.pyplot as plt
 
     fig = results_figure(results_csv)
@@ -25,7 +25,8 @@ def plot_results(results_csv: Path, output: Path) -> Path:
 
 
 def results_figure(results_csv: Path):
-    """The figure: accuracy vs uploads, vs uplink bytes, and (with batches.csv) along the stream."""
+    """The figure: accuracy vs uploads, vs uplink bytes, vs cloud cost (results with the cost
+    columns), and (with batches.csv) along the stream."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +35,8 @@ def results_figure(results_csv: Path):
     frame = read_results(results_csv)  # the schema and value checks of every saved-results reader
     batches_csv = (results_csv if results_csv.is_dir() else results_csv.parent) / "batches.csv"
     batches = read_batches(batches_csv) if batches_csv.exists() else None
-    panels = 3 if batches is not None and not batches.empty else 2
+    cost = cloud_cost_axis(frame)
+    panels = 2 + (cost is not None) + (batches is not None and not batches.empty)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), constrained_layout=True)
     from cema_cli.stats_tables import seed_half_widths
 
@@ -43,11 +45,23 @@ def results_figure(results_csv: Path):
     colors = {m: palette[i % len(palette)] for i, m in enumerate(frame["method"].unique())}  # same in every panel
     draw_tradeoff(axes[0], summary, "delivered", "uploads delivered to the cloud (samples, all domains)", 1.0, colors)
     draw_tradeoff(axes[1], summary, "uplink_bytes", "uplink (MB, all domains)", MB, colors)
-    if panels == 3:
-        draw_stream(axes[2], batches, colors)
+    if cost is not None:
+        draw_tradeoff(axes[2], summary, *cost, 1.0, colors)
+    if batches is not None and not batches.empty:
+        draw_stream(axes[-1], batches, colors)
     title = f"{frame['dataset'].iloc[0]}: {frame['edge_model'].iloc[0]} edge, {frame['cloud_model'].iloc[0]} cloud, seed {frame['seed'].iloc[0]}"
     fig.suptitle(title)
     return fig
+
+
+def cloud_cost_axis(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """(column, label) of the cloud-cost panel: the modelled cost when every row has one (a
+    --cloud-price run), else the counted cloud GFLOPs; None for files without cost columns."""
+    if "cloud_cost" in frame and frame["cloud_cost"].notna().all():
+        return "cloud_cost", "cloud cost (--cloud-price x cloud hours, all domains)"
+    if "cloud_gflops" in frame and frame["cloud_gflops"].notna().all():
+        return "cloud_gflops", "cloud compute (counted GFLOPs, all domains)"
+    return None
 
 
 BATCH_NEEDS = ("method", "batch", "seen", "correct")

@@ -212,6 +212,7 @@ def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
         accuracy=("accuracy", "mean"), uploads=("uploads", "sum"), delivered=("delivered_uploads", "sum"),
         uplink_bytes=("uplink_bytes", "sum"),
         samples=("samples", "sum"),
+        **{column: (column, lambda v: v.sum(min_count=1)) for column in ("cloud_gflops", "cloud_cost") if column in keyed},
     ).reset_index()
     # concat, not groupby.apply: with a single budget apply returns a wide frame (a one-point plot failed)
     summary["pareto"] = pd.concat([pareto_front(g["accuracy"], g["uplink_bytes"]) for _, g in summary.groupby("budget", sort=False)])
@@ -230,3 +231,47 @@ def sweep_table(frame: pd.DataFrame) -> Table:
         table.add_row(label, f"{row['method']}{mark}", f"{100 * row['accuracy']:.2f}", f"{row['uploads']:,.0f}", f"{row['delivered']:,.0f}",
                       f"{100 * row['uploads'] / row['samples']:.1f}%", f"{row['uplink_bytes'] / MB:.2f}")
     return table
+
+
+# (header, column, how the method's domains combine, format); modelled columns only when assumed.
+COST_COLUMNS = (
+    ("edge GF/img", "edge_gflops_per_sample", "mean", "{:.3g}"),
+    ("cloud GF", "cloud_gflops", "sum", "{:,.1f}"),
+    ("up MB", "uplink_bytes", "sum", "{:.2f}"),
+    ("exposed", "cloud_exposed_images", "sum", "{:,.0f}"),
+    ("cloud s", "cloud_seconds", "sum", "{:.2f}"),
+    ("stale b", "param_delay_batches", "mean", "{:.2f}"),
+    ("stale s", "param_delay_seconds", "mean", "{:.3f}"),
+    ("cost", "cloud_cost", "sum", "{:.2g}"),
+)
+COST_CAPTION = ("counted: GF = GFLOPs (flop counter, 2 per multiply-add), up MB (10^6 bytes), exposed = raw images that "
+                "reached the cloud, stale b = parameter age in batches; measured: cloud s on {device}; "
+                "modelled: stale s, cost; upload_seconds in results.csv (README, \"Cost columns\")")
+
+
+def cost_table(frame: pd.DataFrame) -> Table | None:
+    """One line per method: counted, measured and modelled costs summed (or averaged) over its
+    domains; None for results written before the cost columns existed."""
+    shown = [c for c in COST_COLUMNS if c[1] in frame and (c[1] not in MODELLED or frame[c[1]].notna().any())]
+    if "cloud_gflops" not in frame:
+        return None
+    device = ", ".join(str(d) for d in frame["device"].dropna().unique()) if "device" in frame else "this machine"
+    table = Table(title="cost per method (all domains)", box=box.SIMPLE_HEAD, caption=COST_CAPTION.format(device=device),
+                  collapse_padding=True, pad_edge=False)
+    table.add_column("method", no_wrap=True)
+    for header, *_ in shown:
+        table.add_column(header, justify="right")
+    for method, group in frame.groupby("method", sort=False):
+        table.add_row(method, *(_cost_cell(group, column, how, form) for _, column, how, form in shown))
+    return table
+
+
+MODELLED = ("param_delay_seconds", "cloud_cost")
+
+
+def _cost_cell(group: pd.DataFrame, column: str, how: str, form: str) -> str:
+    values = pd.to_numeric(group[column], errors="coerce").dropna()
+    if values.empty:
+        return "-"
+    value = values.sum() if how == "sum" else values.mean()
+    return form.format(value / MB if column.endswith("_bytes") else value)

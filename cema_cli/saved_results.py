@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.config import ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError, CheckFailed
 from cema_cli.report import budget_label
 
@@ -127,7 +127,19 @@ def config_from_results(frame: pd.DataFrame, device: str = "auto", data_root: st
         samples=_samples_cap(frame, run["protocol"]), batch_size=int(run["batch_size"]), seed=int(run["seed"]),
         edge=run["edge_model"], cloud=run["cloud_model"], device=device, protocol=run["protocol"],
         constants=run["constants"], data_root=data_root, channel=_channel(run["channel"]), method_options=options, **stream,
+        costs=_costs(frame),
     )
+
+
+def _costs(frame: pd.DataFrame) -> CostModel:
+    """The cost assumptions (--cloud-throughput changes the parameter delay, so the accuracy);
+    none for files written before the ``cost_model`` column."""
+    if "cost_model" not in frame.columns:
+        return CostModel()
+    try:
+        return CostModel(**_json(single_value(frame, "cost_model"), "cost_model"))
+    except TypeError as error:
+        raise CemaError(f"cannot reproduce the baseline: its cost_model does not fit this cema ({error}).") from None
 
 
 def _samples_cap(frame: pd.DataFrame, protocol: str) -> int:

@@ -30,14 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.config import ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError
 from cema_cli.results import SCHEMA_VERSION
 
 # Where the run happens, not what it computes: left out of a cell's id.
 MACHINE_FIELDS = ("device", "workers", "data_root", "clean_root")
 # Differ between two runs of the same cell; everything else in a row must be identical.
-TIMING_COLUMNS = ("seconds", "images_per_s", "threads")
+# (The modelled staleness and cost read the measured cloud seconds unless --cloud-throughput is given.)
+TIMING_COLUMNS = ("seconds", "images_per_s", "threads", "cloud_seconds", "param_delay_seconds", "cloud_cost")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def cells_of(configs: Iterable[RunConfig]) -> list[Cell]:
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """The inverse of ``asdict`` for a RunConfig (as stored in grid.json)."""
     lists = {k: tuple(data[k]) for k in ("methods", "corruptions", "severities")}
-    return RunConfig(**{**data, **lists, "channel": ChannelConfig(**data["channel"])})
+    return RunConfig(**{**data, **lists, "channel": ChannelConfig(**data["channel"]), "costs": CostModel(**data.get("costs", {}))})
 
 
 # --- running one cell (in a worker) ----------------------------------------------------------

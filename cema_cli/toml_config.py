@@ -41,7 +41,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
     """``base`` (built from the flags) updated by the file, except for fields set by ``explicit`` flags."""
     data = read_toml(path)
-    run_fields = {f.name for f in fields(RunConfig)} - {"channel", "method_options", "methods"}
+    run_fields = {f.name for f in fields(RunConfig)} - {"channel", "method_options", "methods", "costs"}  # costs: flags only
     unknown = sorted(set(data) - run_fields - {"channel", "methods", "sweep"})  # [sweep]: cli_sweep.py
     if unknown:
         raise CemaError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(run_fields))}, [channel], [methods.NAME].")

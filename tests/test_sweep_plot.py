@@ -98,8 +98,11 @@ def test_a_sweep_plots_a_point_per_budget_and_the_stream(sweep):
     out, _ = sweep
     fig = results_figure(out / "results.csv")
     assert [ax.get_xlabel() for ax in fig.axes] == ["uploads delivered to the cloud (samples, all domains)",
-                                                   "uplink (MB, all domains)", "edge batch (domains in run order)"]
+                                                   "uplink (MB, all domains)", "cloud compute (counted GFLOPs, all domains)",
+                                                   "edge batch (domains in run order)"]
     lines = tradeoff_lines(fig)
     assert set(lines) == {"tent", "cema"} and all(len(points) == 3 for points in lines.values())
     assert min(x for x, _ in lines["tent"]) == 0  # the 0-byte budget delivers nothing
-    assert {line.get_label() for line in fig.axes[2].get_lines()} == {"tent", "cema"}
+    compute = {line.get_label(): list(line.get_xdata()) for line in fig.axes[2].get_lines()}
+    assert min(compute["tent"]) == 0 < max(compute["tent"])  # nothing delivered, nothing computed in the cloud
+    assert {line.get_label() for line in fig.axes[3].get_lines()} == {"tent", "cema"}

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cema_cli.channel import Channel
+from cema_cli.cloud_meter import CloudMeter
 from cema_cli.errors import CemaError
 from cema_cli.strategies.options import InvalidOption
 
@@ -33,6 +34,7 @@ class StrategyContext:
     clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution uint8 images
     seed: int
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by every domain of a run
+    cloud_meter: CloudMeter = field(default_factory=CloudMeter)  # times and counts the cloud half (cloud_meter.py)
 
 
 @dataclass

@@ -164,10 +164,11 @@ class CloudEdgeStrategy(Strategy):
         self.send_uplink_state()
         mask, priority = self.select(images, logits)
         self.upload(images[mask], priority[mask])
-        self.unsent_update |= self.learn(self.arrived_images())
-        if self.unsent_update and self.channel.sync_due():
-            self.send_parameters()
-            self.unsent_update = False
+        with self.context.cloud_meter:  # the cloud half: measured seconds, counted GFLOPs
+            self.unsent_update |= self.learn(self.arrived_images())
+            if self.unsent_update and self.channel.sync_due():
+                self.send_parameters()
+                self.unsent_update = False
         self.apply_parameters()
         return logits
 
