@@ -18,7 +18,7 @@ import torch
 
 from cema_cli import api, corruptions
 from cema_cli.config import RunConfig
-from cema_cli.data.base import stream_order, tensor_batches
+from cema_cli.data.base import chosen_order, tensor_batches
 from cema_cli.data.embedded import EmbeddedDigits
 
 LAST = 39 * 64
@@ -40,10 +40,13 @@ class RepeatedDigits(EmbeddedDigits):
     def domain_size(self, corruption: str, severity: int) -> int:
         return self.repeat * len(self.images)
 
-    def stream(self, corruption, severity, seed, samples, batch_size):
+    def domain_labels(self, corruption: str, severity: int) -> torch.Tensor:
+        return self.labels.repeat(self.repeat)
+
+    def stream(self, corruption, severity, seed, samples, batch_size, order=None):
         images = self.domain_images(corruption, severity)
-        order = stream_order(len(images), seed)[:samples]
-        return tensor_batches(images, self.labels.repeat(self.repeat), order, batch_size)
+        order = chosen_order(len(images), seed, samples, order)
+        return tensor_batches(images, self.domain_labels(corruption, severity), order, batch_size)
 
 
 def main() -> None:
