@@ -73,11 +73,12 @@ class Link:
         self.delay_of: Callable[[Packet], int] | None = None  # a packet's own delay (ComputeDelay), else delay_ticks
 
     def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None,
-             control: bool = False) -> None:
+             control: bool | Sequence[bool] = False) -> None:
         """Hand packets to the link now; lower priority values are transmitted first."""
         priorities = priorities if priorities is not None else [0.0] * len(payloads)
-        packets = [Packet(p, int(n), float(r), self.now, self._sequence + i, control)
-                   for i, (p, n, r) in enumerate(zip(payloads, nbytes, priorities))]
+        controls = [control] * len(payloads) if isinstance(control, bool) else list(control)  # or one flag per packet
+        packets = [Packet(p, int(n), float(r), self.now, self._sequence + i, c)
+                   for i, (p, n, r, c) in enumerate(zip(payloads, nbytes, priorities, controls))]
         self._sequence += len(packets)
         self._count(packets, "sent", "sent_bytes")
         self._transmit(sorted(packets, key=lambda p: p.priority) if self.by_priority else packets)

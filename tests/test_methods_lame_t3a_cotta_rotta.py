@@ -351,3 +351,17 @@ def test_robust_bn_mixes_batch_moments_into_its_running_ones():
     rbn.eval()
     assert torch.allclose(rbn(x).flatten(), (x.flatten() - mean) / math.sqrt(var + 1e-5))
     assert rbn.running_mean.item() == pytest.approx(mean)  # eval mode leaves the moments alone
+
+
+def test_rotta_uploads_count_images_and_its_metadata_travels_as_control():
+    """Section 12.6: one metadata packet per batch (bytes counted) and the admitted images; only
+    the images are uploads (a row's ``uploads`` and the images exposed to the cloud)."""
+    s = strategy("rotta")
+    admitted = 0
+    for batch in noisy_batches(3):
+        s.step(batch)
+        admitted += len(s.positions)
+        s.channel.tick()
+    up = s.channel.uplink
+    assert up.control_stats.sent == 3
+    assert up.stats.sent - up.control_stats.sent == admitted > 0

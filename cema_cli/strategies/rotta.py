@@ -322,12 +322,14 @@ class RoTTACloudEdge(CloudEdgeStrategy):
         return admitted.to(images.device), torch.zeros(len(images))
 
     def upload(self, images: torch.Tensor, priority: torch.Tensor) -> None:
-        """One metadata packet for the batch (first), then the admitted images with their position."""
+        """One metadata packet for the batch (first; a control packet: its bytes count, it is no
+        upload), then the admitted images with their position."""
         config = self.channel.config
         payload, sizes = encode_uplink(images, config.uplink_encoding, config.jpeg_quality)
         packets = [("meta", self.batches, self.metadata)]
         packets += [("image", self.batches, (i, image)) for i, image in zip(self.positions, payload)]
-        self.channel.uplink.send(packets, [METADATA_BYTES * len(self.metadata), *sizes], [-1.0, *priority.tolist()])
+        self.channel.uplink.send(packets, [METADATA_BYTES * len(self.metadata), *sizes], [-1.0, *priority.tolist()],
+                                 control=[True] + [False] * len(sizes))
 
     def arrived_images(self) -> Any:
         """Per edge batch whose metadata arrived: (metadata, {position: image})."""
