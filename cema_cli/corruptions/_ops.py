@@ -76,11 +76,41 @@ def filter_matrix(n: int, weights: tuple[float, ...], border: str, like: torch.T
     return torch.from_numpy(_filter_matrix_np(n, weights, border)).to(device=like.device, dtype=like.dtype)
 
 
+# Images at least this large (both sides) are filtered with OpenCV's sepFilter2D on the CPU;
+# smaller ones (the CIFAR constants' 32 px) keep the dense matrices, whose bytes the embedded
+# default's shipped models were trained on.
+OPENCV_FILTER_MIN_SIDE = 64
+_OPENCV_BORDERS = {"nearest": "BORDER_REPLICATE", "mirror": "BORDER_REFLECT_101", "reflect": "BORDER_REFLECT"}
+
+
 def separable_filter(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
-    """Correlate the last two axes of x with the same 1-D weights along rows and columns."""
-    mh = filter_matrix(x.shape[-2], weights, border, x)
-    mw = filter_matrix(x.shape[-1], weights, border, x)
+    """Correlate the last two axes of x with the same 1-D weights along rows and columns.
+
+    Large float32 CPU images whose kernel radius is below the image side go through OpenCV's
+    sepFilter2D (a direct 2r + 1 tap sum per pixel, the same border rule; float32 sums in a
+    different order than the matrices, so a truncated level can move by one on a few pixels);
+    everything else uses one dense (n x n) matrix product per axis.
+    """
+    h, w = x.shape[-2:]
+    radius = (len(weights) - 1) // 2
+    if not x.is_cuda and x.dtype == torch.float32 and min(h, w) >= max(OPENCV_FILTER_MIN_SIDE, radius + 1):
+        return _separable_filter_opencv(x, weights, border)
+    mh = filter_matrix(h, weights, border, x)
+    mw = filter_matrix(w, weights, border, x)
     return mh @ x @ mw.T
+
+
+def _separable_filter_opencv(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
+    """sepFilter2D on every (H, W) plane of a float32 CPU tensor (correlation, kernel as given)."""
+    cv2 = opencv()
+    h, w = x.shape[-2:]
+    kernel = np.asarray(weights, dtype=np.float32)
+    flag = getattr(cv2, _OPENCV_BORDERS[border])
+    planes = x.contiguous().reshape(-1, h, w).numpy()
+    out = np.empty_like(planes)
+    for plane, target in zip(planes, out):
+        cv2.sepFilter2D(plane, -1, kernel, kernel, dst=target, borderType=flag)
+    return torch.from_numpy(out).reshape(x.shape)
 
 
 # ------------------------------------------------------------------- Gaussian filter (1.3)

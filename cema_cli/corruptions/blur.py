@@ -176,11 +176,13 @@ def motion_blur(images: torch.Tensor, severity: int, constants: str, gens: list[
 def zoom_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.7: mean of the image and its clipped zooms (3.2) for the arange factor list."""
     factors = K.ZOOM_BLUR[constants][severity - 1]
-    x = _unit(images)
+    # channels-last: torch's bilinear resize then runs its channels-last kernel, several times
+    # faster than the planar one on the CPU, with the same arithmetic (same bytes).
+    x = _unit(images).contiguous(memory_format=torch.channels_last)
     out = torch.zeros_like(x)
     for factor in factors:
         out += clipped_zoom(x, factor)
-    return ((x + out) / (len(factors) + 1)).clamp_(0, 1) * 255.0
+    return (((x + out) / (len(factors) + 1)).clamp_(0, 1) * 255.0).contiguous()
 
 
 # ----------------------------------------------------------------------------- gaussian
