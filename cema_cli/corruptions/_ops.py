@@ -80,20 +80,22 @@ def filter_matrix(n: int, weights: tuple[float, ...], border: str, like: torch.T
 # smaller ones (the CIFAR constants' 32 px) keep the dense matrices, whose bytes the embedded
 # default's shipped models were trained on.
 OPENCV_FILTER_MIN_SIDE = 64
+# sepFilter2D only while the kernel has at most side / this many taps: beyond, the dense
+# matrices' BLAS products are faster (measured at 224 px, one thread).
+_OPENCV_MAX_TAPS = {torch.float32: 4, torch.float64: 8}
 _OPENCV_BORDERS = {"nearest": "BORDER_REPLICATE", "mirror": "BORDER_REFLECT_101", "reflect": "BORDER_REFLECT"}
 
 
 def separable_filter(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
     """Correlate the last two axes of x with the same 1-D weights along rows and columns.
 
-    Large float32 CPU images whose kernel radius is below the image side go through OpenCV's
-    sepFilter2D (a direct 2r + 1 tap sum per pixel, the same border rule; float32 sums in a
+    Large float32/float64 CPU images with a kernel much shorter than the image side go through
+    OpenCV's sepFilter2D (a direct 2r + 1 tap sum per pixel, the same border rule; it sums in a
     different order than the matrices, so a truncated level can move by one on a few pixels);
     everything else uses one dense (n x n) matrix product per axis.
     """
     h, w = x.shape[-2:]
-    radius = (len(weights) - 1) // 2
-    if not x.is_cuda and x.dtype == torch.float32 and min(h, w) >= max(OPENCV_FILTER_MIN_SIDE, radius + 1):
+    if not x.is_cuda and min(h, w) >= OPENCV_FILTER_MIN_SIDE and len(weights) <= min(h, w) // _OPENCV_MAX_TAPS.get(x.dtype, 10**9):
         return _separable_filter_opencv(x, weights, border)
     mh = filter_matrix(h, weights, border, x)
     mw = filter_matrix(w, weights, border, x)
@@ -101,10 +103,10 @@ def separable_filter(x: torch.Tensor, weights: tuple[float, ...], border: str) -
 
 
 def _separable_filter_opencv(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
-    """sepFilter2D on every (H, W) plane of a float32 CPU tensor (correlation, kernel as given)."""
+    """sepFilter2D on every (H, W) plane of a float32/float64 CPU tensor (correlation, kernel as given)."""
     cv2 = opencv()
     h, w = x.shape[-2:]
-    kernel = np.asarray(weights, dtype=np.float32)
+    kernel = np.asarray(weights, dtype=np.float32 if x.dtype == torch.float32 else np.float64)
     flag = getattr(cv2, _OPENCV_BORDERS[border])
     planes = x.contiguous().reshape(-1, h, w).numpy()
     out = np.empty_like(planes)

@@ -90,24 +90,24 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
     alpha, sigma, a = K.ELASTIC[constants][severity - 1]
     n, _, h, w = images.shape
     device = images.device
-    jitters, fields = [], []
-    for g in gens:
-        jitters.append(uniform(g, (3, 2), -a, a).to(torch.float32))
-        fields.append(uniform(g, (2, h, w), -1.0, 1.0))
+    jitters = torch.empty((n, 3, 2), dtype=torch.float32)
+    fields = torch.empty((n, 2, h, w), dtype=torch.float64)
+    for g, jitter, field in zip(gens, jitters, fields):
+        jitter.copy_(uniform(g, (3, 2), -a, a))
+        torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
+    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform()
     x = _unit(images)
     # Step 3: x1(p) = x(A^-1 p), sampled on pixel centres with the reflect-101 border.
-    inverse = _affine_inverse(torch.stack(jitters), h, w)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
-    src = torch.einsum("hwk,nck->nhwc", points, inverse)  # (N, H, W, 2) as (x, y)
-    grid = torch.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], dim=-1)
-    x1 = F.grid_sample(x, grid.to(device=device, dtype=x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+    src = torch.einsum("hwk,nck->nhwc", points, _affine_inverse(jitters, h, w))  # (N, H, W, 2) as (x, y)
+    sides = torch.tensor([w, h], dtype=torch.float64)
+    grid = src.mul_(2.0).div_(sides - 1).sub_(1.0).to(device=device, dtype=x.dtype).contiguous()  # einsum's layout is slow to sample
+    x1 = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     # Steps 4-5: smooth displacement fields; half-sample symmetric border, normalised accordingly.
-    disp = alpha * gaussian_filter(torch.stack(fields).to(device), sigma, truncate=3.0, border="reflect")
-    dx, dy = disp[:, 0], disp[:, 1]
-    col = xs.to(device) + dx
-    row = ys.to(device) + dy
-    grid = torch.stack([(2 * col + 1) / w - 1, (2 * row + 1) / h - 1], dim=-1).to(x.dtype)
+    disp = gaussian_filter(fields.to(device), sigma, truncate=3.0, border="reflect").mul_(alpha)
+    coords = disp.permute(0, 2, 3, 1).add(torch.stack([xs, ys], dim=-1).to(device))  # (N, H, W, 2): col, row
+    grid = coords.mul_(2.0).add_(1.0).div_(sides.to(device)).sub_(1.0).to(x.dtype)
     out = F.grid_sample(x1, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.clamp_(0, 1) * 255.0
 
