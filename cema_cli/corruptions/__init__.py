@@ -71,6 +71,10 @@ _FUNCTIONS: dict[str, Corruption] = {
     "spatter": spatter.spatter,
     "saturate": digital.saturate,
 }
+# No random draws (spec section 5): no per-sample generators to build.
+_DETERMINISTIC = frozenset(
+    ("defocus_blur", "zoom_blur", "gaussian_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
+)
 _MIN_SIDE = 8  # below this no corruption is meaningful (and several 3x3/5x5 borders break)
 
 
@@ -156,7 +160,7 @@ def corrupt(
         raise CemaError(f"corrupt() got {images.shape[0]} images but {len(index_list)} indices; pass one index per image.")
     if images.shape[0] == 0:
         return images.clone()
-    gens = sample_generators(seed, name, severity, index_list)
+    gens = [] if name in _DETERMINISTIC else sample_generators(seed, name, severity, index_list)
     out = _FUNCTIONS[name](images, severity, constants, gens)
     if out.dtype == torch.uint8:
         return out

@@ -110,32 +110,46 @@ def _correlate_opencv(images: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 # -------------------------------------------------------------------------------- glass
 
 
+@lru_cache(maxsize=16)
+def _glass_targets(h: int, w: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Target pixels in visiting order k (rows from h-d down to d+1, in each row columns from
+    w-d down to d+1): their flat index, row and column (int32, CPU)."""
+    nh, nw = h - 2 * d, w - 2 * d
+    k = torch.arange(nh * nw, dtype=torch.int32)
+    rows, cols = (h - d) - k // nw, (w - d) - k % nw
+    return rows * w + cols, rows, cols
+
+
 def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
     """Section 4.5's exact parallel form of one pass of the sequential pixel-copy loop.
 
-    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order (rows from h-d down
-    to d+1, and in each row columns from w-d down to d+1). Returns (N, h*w): for every pixel
-    the flat index of the ORIGINAL pixel whose value it holds after the pass.
+    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order. Returns (N, h*w)
+    int64: for every pixel the flat index of the ORIGINAL pixel whose value it holds after the
+    pass. A target whose source is a target visited before it (a smaller visiting index: the
+    source lies inside the target box, below it or to its right) reads that source's final
+    value; these links are followed to the end of each chain by pointer jumping over visiting
+    indices, and the chain's last target reads the original value of its own source.
     """
-    n, device = offsets.shape[0], offsets.device
-    nh, nw = h - 2 * d, w - 2 * d
-    k = torch.arange(nh * nw, device=device)
-    rows, cols = (h - d) - k // nw, (w - d) - k % nw
-    targets = rows * w + cols
-    never = nh * nw  # visiting time of pixels that are never targets
-    time = torch.full((h * w,), never, dtype=torch.long, device=device)
-    time[targets] = k
-    identity = torch.arange(h * w, device=device).expand(n, h * w)
-    source = identity.clone()
-    source[:, targets] = (rows + offsets[..., 1]) * w + (cols + offsets[..., 0])
-    # A target reads the final value of its source if the source was visited before it.
-    nxt = torch.where(time[source] < time[None, :], source, identity)
-    while True:  # pointer jumping to the end of each chain
-        jumped = torch.gather(nxt, 1, nxt)
-        if torch.equal(jumped, nxt):
-            break
-        nxt = jumped
-    return torch.gather(source, 1, nxt)
+    n = offsets.shape[0]
+    flat, rows, cols = _glass_targets(h, w, d)
+    count, nw = flat.shape[0], w - 2 * d
+    dx, dy = offsets[..., 0].to(torch.int32), offsets[..., 1].to(torch.int32)
+    source = flat + dy * w + dx  # (N, count): each target's source pixel
+    if d > 1:  # d = 1: every source lies up or left, never visited before its target
+        step = dy * nw + dx  # the source's visiting index is k - step when it is a target
+        sr, sc = rows + dy, cols + dx
+        earlier = (step > 0) & (sr >= d + 1) & (sr <= h - d) & (sc >= d + 1) & (sc <= w - d)
+        k = torch.arange(count, dtype=torch.int32) + count * torch.arange(n, dtype=torch.int32)[:, None]
+        nxt = torch.where(earlier, k - step, k).view(-1)
+        while True:  # pointer jumping to the end of each chain (chains are short)
+            jumped = nxt.index_select(0, nxt)
+            if torch.equal(jumped, nxt):
+                break
+            nxt = jumped
+        source = source.view(-1).index_select(0, nxt).view(n, count)
+    index = torch.arange(h * w).repeat(n, 1)
+    index[:, flat.long()] = source.long()
+    return index
 
 
 def glass_min_side(severity: int, constants: str) -> int:
@@ -153,7 +167,9 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     n, c, h, w = images.shape
     u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
     count = (h - 2 * d) * (w - 2 * d)
-    offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g)).to(images.device)
+    # int8 draws: the same values as int64 ones from the same generator, drawn faster
+    offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g, dtype=torch.int8))
+    offsets = offsets.to(images.device)
     for p in range(passes):
         index = _glass_sources(offsets[:, p], h, w, d)
         u = torch.gather(u.reshape(n, c, h * w), 2, index[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
