@@ -37,6 +37,12 @@ def from_channels_last(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(like.device)
 
 
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table.flatten()[index] for an int32 index of any shape: a flat index_select, several
+    times faster on the CPU than advanced indexing or gather with int64 indices."""
+    return table.reshape(-1).index_select(0, index.reshape(-1)).reshape(index.shape)
+
+
 # ----------------------------------------------------------------------------- borders (1.2)
 
 

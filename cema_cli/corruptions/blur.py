@@ -189,16 +189,28 @@ def motion_blur(images: torch.Tensor, severity: int, constants: str, gens: list[
 # --------------------------------------------------------------------------------- zoom
 
 
+_ZOOM_LANES = 16  # channel padding: a multiple of every CPU's float vector width (AVX2 8, AVX-512 16)
+
+
 def zoom_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.7: mean of the image and its clipped zooms (3.2) for the arange factor list."""
+    """Section 4.7: mean of the image and its clipped zooms (3.2) for the arange factor list.
+
+    The batch's colour planes are resized together as the channels of one channels-last image,
+    which torch's bilinear resize vectorises across channels (several times faster than
+    plane by plane). The planes are padded to a multiple of ``_ZOOM_LANES``, so every plane
+    takes the vectorised path and a sample's result does not depend on its batch position.
+    """
     factors = K.ZOOM_BLUR[constants][severity - 1]
-    # channels-last: torch's bilinear resize then runs its channels-last kernel, several times
-    # faster than the planar one on the CPU, with the same arithmetic (same bytes).
-    x = _unit(images).contiguous(memory_format=torch.channels_last)
+    n, c, h, w = images.shape
+    planes = n * c
+    buffer = torch.zeros((1, h, w, -(-planes // _ZOOM_LANES) * _ZOOM_LANES), dtype=WORK_DTYPE, device=images.device)
+    buffer[0, :, :, :planes] = images.reshape(planes, h, w).permute(1, 2, 0)
+    x = buffer.div_(255.0).permute(0, 3, 1, 2)  # (1, planes, H, W) in channels-last memory
     out = torch.zeros_like(x)
     for factor in factors:
         out += clipped_zoom(x, factor)
-    return (((x + out) / (len(factors) + 1)).clamp_(0, 1) * 255.0).contiguous()
+    out = ((x + out) / (len(factors) + 1)).clamp_(0, 1) * 255.0
+    return out[0, :planes].reshape(n, c, h, w)
 
 
 # ----------------------------------------------------------------------------- gaussian

@@ -7,6 +7,8 @@ the caller).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
     WORK_DTYPE,
     add_value,
+    lookup,
     gaussian_filter,
     opencv,
     set_saturation,
@@ -34,9 +37,25 @@ def _unit64(images: torch.Tensor) -> torch.Tensor:
 
 
 def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.11: HSV value V' = clip01(V + c) (closed form of 3.5), clip01."""
+    """Section 4.11: HSV value V' = clip01(V + c) (closed form of 3.5), clip01.
+
+    A channel's result depends only on its own level and the pixel's V = max(R, G, B), so the
+    float64 formula is evaluated once for every (V, level) pair and looked up: the same
+    operations on the same values, so the same bytes as evaluating every pixel.
+    """
     c = K.BRIGHTNESS[constants][severity - 1]
-    return add_value(_unit64(images), c).clamp_(0, 1) * 255.0
+    table = _brightness_table(float(c)).to(images.device)
+    value = images.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
+    return lookup(table, images.to(torch.int32).add_(value))
+
+
+@lru_cache(maxsize=16)
+def _brightness_table(c: float) -> torch.Tensor:
+    """uint8 brightness result for every (V, level) pair with level <= V, flat as V * 256 + level."""
+    levels = torch.arange(256, dtype=torch.uint8)
+    value, level = torch.meshgrid(levels, levels, indexing="ij")
+    pixels = torch.stack([value, level, torch.zeros_like(level)])[None]  # (1, 3, 256, 256): max is V when level <= V
+    return (add_value(_unit64(pixels), c).clamp_(0, 1) * 255.0)[0, 1].to(torch.uint8).flatten()
 
 
 def saturate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
@@ -53,11 +72,12 @@ def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     float64 operations on the same values, so the same bytes as evaluating every pixel.
     """
     c = K.CONTRAST[constants][severity - 1]
-    mu = _unit64(images).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
+    mu = images.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
     levels = _unit64(torch.arange(256, dtype=torch.uint8, device=images.device))
     table = ((levels - mu) * c + mu).clamp_(0, 1).mul_(255.0).to(torch.uint8)  # (N, 3, 256)
-    n, _, h, w = images.shape
-    return torch.gather(table, 2, images.reshape(n, 3, h * w).long()).reshape(images.shape)
+    n = images.shape[0]
+    rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=images.device).view(n, 3, 1, 1)
+    return lookup(table, images.to(torch.int32).add_(rows))
 
 
 # ------------------------------------------------------------------------------ elastic

@@ -17,7 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
 from cema_cli.corruptions import constants as K
+from cema_cli.corruptions._ops import lookup
 
 
 @dataclass(frozen=True)
@@ -185,5 +187,5 @@ def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.
         top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
         left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
         crop[...] = tex[:, top:top + h, left:left + w]
-    pair = images.to(torch.long).mul_(256).add_(torch.from_numpy(crops).to(images.device))
-    return _blend_table(ai, af).to(images.device)[pair]
+    pair = images.to(torch.int32).mul_(256).add_(torch.from_numpy(crops).to(images.device))
+    return lookup(_blend_table(ai, af).to(images.device), pair)
