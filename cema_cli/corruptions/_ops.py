@@ -266,11 +266,17 @@ def add_value(x: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def set_saturation(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """HSV S' = clip01(a S + b), H and V kept (closed form of section 3.5); grey pixels have hue 0."""
+    """HSV S' = clip01(a S + b), H and V kept (closed form of section 3.5); grey pixels have hue 0.
+
+    Coloured pixels: v - s' v (v - x) / d with d = max - min; grey ones (d = 0): (v, v (1 - s'),
+    v (1 - s')). Per-pixel factors first, then few full-size passes, in place.
+    """
     v = x.amax(dim=1, keepdim=True)
     d = v - x.amin(dim=1, keepdim=True)
-    s = torch.where(d > 0, d / v.clamp_min(1e-30), torch.zeros_like(d))
-    s_new = (a * s + b).clamp(0, 1)
-    coloured = v - s_new * v * (v - x) / d.clamp_min(1e-30)
-    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
-    return torch.where(d > 0, coloured, grey)
+    grey = d == 0
+    s_new = torch.where(grey, torch.zeros_like(d), d / v.clamp_min(1e-30)).mul_(a).add_(b).clamp_(0, 1)
+    out = torch.sub(v, x).mul_(s_new * v).div_(d.clamp_min(1e-30))
+    out = torch.sub(v, out, out=out)
+    out[:, :1] = torch.where(grey, v, out[:, :1])
+    out[:, 1:] = torch.where(grey, v * (1 - s_new), out[:, 1:])
+    return out

@@ -62,7 +62,7 @@ def saturate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     """Section 4.19: HSV saturation S' = clip01(a S + b) (closed form of 3.5); neutral pixels
     have hue 0, so b > 0 tints them red, as in the reference."""
     a, b = K.SATURATE[constants][severity - 1]
-    return set_saturation(_unit64(images), a, b).clamp_(0, 1) * 255.0
+    return set_saturation(images.to(torch.float64).div_(255.0), a, b).clamp_(0, 1).mul_(255.0)
 
 
 def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
