@@ -27,16 +27,6 @@ def opencv():
     return cv2
 
 
-def channels_last_numpy(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) tensor -> contiguous (N, H, W, C) NumPy array on the CPU (OpenCV's layout)."""
-    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def from_channels_last(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """(N, H, W, C) NumPy array -> contiguous (N, C, H, W) tensor on ``like``'s device."""
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(like.device)
-
-
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table.flatten()[index] for an int32 index of any shape: a flat index_select, several
     times faster on the CPU than advanced indexing or gather with int64 indices."""

@@ -136,9 +136,10 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
 def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.14: Pillow BOX resize down to int(side * factor), then back up, per image.
 
-    Up-sampling uses NEAREST, which section 3.6 shows gives exactly BOX's result, for less work.
-    OpenCV interleaves each image's planes for Pillow and splits the result back (much faster
-    than a strided layout copy).
+    Up-sampling is nearest neighbour on pixel centres, which section 3.6 shows gives exactly
+    BOX's result: OpenCV's INTER_NEAREST_EXACT, straight into each output plane. OpenCV also
+    interleaves each image's planes for Pillow and splits the result (much faster than a
+    strided layout copy).
     """
     factor = K.PIXELATE[constants][severity - 1]
     h, w = images.shape[-2:]
@@ -147,9 +148,9 @@ def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     planar = images.cpu().contiguous().numpy()
     out = np.empty_like(planar)
     for image, target in zip(planar, out):
-        rgb = Image.fromarray(cv2.merge(list(image))).resize(small, Image.BOX).resize((w, h), Image.NEAREST)
-        for plane, channel in zip(cv2.split(np.asarray(rgb)), target):
-            channel[...] = plane
+        reduced = np.asarray(Image.fromarray(cv2.merge(list(image))).resize(small, Image.BOX))
+        for plane, channel in zip(cv2.split(reduced), target):
+            cv2.resize(plane, (w, h), dst=channel, interpolation=cv2.INTER_NEAREST_EXACT)
     return torch.from_numpy(out).to(images.device)
 
 

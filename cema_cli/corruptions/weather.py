@@ -51,6 +51,6 @@ def fog(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Ge
     draws = plasma_draw_count(mapsize)
     uniforms = per_sample(gens, lambda g: torch.rand(draws, generator=g, dtype=torch.float64))
     plasma = plasma_fractal(uniforms.to(images.device), mapsize, decay)[:, None, :h, :w].to(WORK_DTYPE)
-    x = images.to(WORK_DTYPE) / 255.0
+    x = images.to(WORK_DTYPE).div_(255.0)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return ((x + c * plasma) * peak / (peak + c)).clamp_(0, 1) * 255.0
+    return x.add_(c * plasma).mul_(peak).div_(peak + c).clamp_(0, 1).mul_(255.0)  # in place, same order
