@@ -35,26 +35,30 @@ _DIST_SHIFT = 16
 _HV, _DIAG, _LONG = (round(c * (1 << _DIST_SHIFT)) for c in (1.0, 1.4, 2.1969))
 
 
-def _raster_pass(d: torch.Tensor, capped: int) -> None:
+def _raster_pass(d: np.ndarray, capped: int) -> None:
     """One forward raster pass of OpenCV's 5x5 chamfer mask, in place, over d (N, H + 4, W + 4)
     whose 2-pixel border holds ``capped``: each row takes the rows above (vectorised), then the
     left-to-right recurrence of the (0, -1) move, d[x] = min over x' <= x of cand[x'] + (x - x')
     times its cost, as one cumulative minimum over the row. The minimum of a row at columns
-    x - 1 and x + 1 serves the diagonal moves of the next row and the knight moves of the one after.
+    x - 1 and x + 1 serves the diagonal moves of the next row and the knight moves of the one
+    after. NumPy: the rows are small, and its per-operation overhead is a fraction of torch's.
     """
     w = d.shape[-1] - 4
-    ramp = _HV * torch.arange(w, dtype=d.dtype, device=d.device)
-    near_before = torch.minimum(d[:, 0, 1:1 + w], d[:, 0, 3:3 + w])
+    ramp = _HV * np.arange(w, dtype=d.dtype)
+    near_before = np.minimum(d[:, 0, 1:1 + w], d[:, 0, 3:3 + w])
     for r in range(2, d.shape[-2] - 2):
         up = d[:, r - 1]
-        near = torch.minimum(up[:, 1:1 + w], up[:, 3:3 + w])
-        knights = torch.minimum(up[:, 0:w], up[:, 4:4 + w])
-        torch.minimum(knights, near_before, out=knights).add_(_LONG)
-        cand = torch.minimum(d[:, r, 2:2 + w], up[:, 2:2 + w] + _HV)
-        torch.minimum(cand, near + _DIAG, out=cand)
-        torch.minimum(cand, knights, out=cand)
-        cand = torch.cummin(cand.sub_(ramp), dim=-1).values.add_(ramp).clamp_max_(capped)
-        d[:, r, 2:2 + w] = cand
+        near = np.minimum(up[:, 1:1 + w], up[:, 3:3 + w])
+        knights = np.minimum(up[:, 0:w], up[:, 4:4 + w])
+        np.minimum(knights, near_before, out=knights)
+        knights += _LONG
+        cand = np.minimum(d[:, r, 2:2 + w], up[:, 2:2 + w] + _HV)
+        np.minimum(cand, near + _DIAG, out=cand)
+        np.minimum(cand, knights, out=cand)
+        cand -= ramp
+        np.minimum.accumulate(cand, axis=1, out=cand)
+        cand += ramp
+        np.minimum(cand, capped, out=d[:, r, 2:2 + w])
         near_before = near
 
 
@@ -70,12 +74,12 @@ def chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     """
     capped = int(cap * (1 << _DIST_SHIFT))
     n, _, h, w = edges.shape
-    d = torch.full((n, h + 4, w + 4), capped, dtype=torch.int32, device=edges.device)
-    d[:, 2:2 + h, 2:2 + w] = torch.where(edges[:, 0], 0, capped)
+    d = np.full((n, h + 4, w + 4), capped, dtype=np.int32)
+    d[:, 2:2 + h, 2:2 + w] = np.where(edges[:, 0].cpu().numpy(), 0, capped)
     _raster_pass(d, capped)
-    d = d.flip(-2, -1)
+    d = np.ascontiguousarray(d[:, ::-1, ::-1])
     _raster_pass(d, capped)
-    dist = d.flip(-2, -1)[:, None, 2:2 + h, 2:2 + w]
+    dist = torch.from_numpy(np.ascontiguousarray(d[:, None, ::-1, ::-1][..., 2:2 + h, 2:2 + w])).to(edges.device)
     return (dist.to(torch.float32) * (1.0 / (1 << _DIST_SHIFT))).clamp_max_(cap)
 
 
@@ -88,7 +92,7 @@ def water_mask(liquid: torch.Tensor) -> torch.Tensor:
     The steps after the distance transform are the reference's own OpenCV calls (box blur,
     histogram equalisation, emboss filter, box blur), one image at a time.
     """
-    lq = torch.remainder(torch.floor(255.0 * liquid.to(torch.float64)), 256)  # uint8 cast wraps
+    lq = torch.floor(255.0 * liquid.to(torch.float64)).to(torch.int32).bitwise_and_(255)  # liquid >= 0; uint8 cast wraps
     dist = chamfer_distance(canny(lq)).cpu().numpy()
     cv2 = opencv()
     e7 = np.empty(dist.shape, dtype=np.float32)
