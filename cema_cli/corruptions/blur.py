@@ -18,6 +18,7 @@ from cema_cli.corruptions._ops import (
     border_index,
     clipped_zoom,
     gaussian_filter,
+    lookup,
     motion_blur_u8,
     opencv,
 )
@@ -113,45 +114,42 @@ def _correlate_opencv(images: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 
 
 @lru_cache(maxsize=16)
-def _glass_targets(h: int, w: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Target pixels in visiting order k (rows from h-d down to d+1, in each row columns from
-    w-d down to d+1): their flat index, row and column (int32, CPU)."""
+def _glass_targets(h: int, w: int, d: int) -> torch.Tensor:
+    """Flat indices (int32, CPU) of the target pixels in visiting order: rows from h-d down to
+    d+1, in each row columns from w-d down to d+1."""
     nh, nw = h - 2 * d, w - 2 * d
     k = torch.arange(nh * nw, dtype=torch.int32)
-    rows, cols = (h - d) - k // nw, (w - d) - k % nw
-    return rows * w + cols, rows, cols
+    return ((h - d) - k // nw) * w + ((w - d) - k % nw)
 
 
 def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
     """Section 4.5's exact parallel form of one pass of the sequential pixel-copy loop.
 
-    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order. Returns (N, h*w)
-    int64: for every pixel the flat index of the ORIGINAL pixel whose value it holds after the
-    pass. A target whose source is a target visited before it (a smaller visiting index: the
-    source lies inside the target box, below it or to its right) reads that source's final
-    value; these links are followed to the end of each chain by pointer jumping over visiting
-    indices, and the chain's last target reads the original value of its own source.
+    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order. Returns (N * h*w,)
+    int32 indices into the flattened batch: for every pixel, the ORIGINAL pixel whose value it
+    holds after the pass. Visiting order is descending raster order, so a target t whose source
+    s = t + dy*w + dx has a larger flat index (dy > 0, or dy = 0 and dx > 0) links to s: if s is
+    a target it was visited earlier and holds its final value; if s is never a target, linking
+    changes nothing (s keeps its original value and links nowhere). Links are followed to the
+    end r of each chain by pointer jumping; t then holds the original value of r's source.
     """
-    n = offsets.shape[0]
-    flat, rows, cols = _glass_targets(h, w, d)
-    count, nw = flat.shape[0], w - 2 * d
-    dx, dy = offsets[..., 0].to(torch.int32), offsets[..., 1].to(torch.int32)
-    source = flat + dy * w + dx  # (N, count): each target's source pixel
-    if d > 1:  # d = 1: every source lies up or left, never visited before its target
-        step = dy * nw + dx  # the source's visiting index is k - step when it is a target
-        sr, sc = rows + dy, cols + dx
-        earlier = (step > 0) & (sr >= d + 1) & (sr <= h - d) & (sc >= d + 1) & (sc <= w - d)
-        k = torch.arange(count, dtype=torch.int32) + count * torch.arange(n, dtype=torch.int32)[:, None]
-        nxt = torch.where(earlier, k - step, k).view(-1)
-        while True:  # pointer jumping to the end of each chain (chains are short)
-            jumped = nxt.index_select(0, nxt)
-            if torch.equal(jumped, nxt):
-                break
-            nxt = jumped
-        source = source.view(-1).index_select(0, nxt).view(n, count)
-    index = torch.arange(h * w).repeat(n, 1)
-    index[:, flat.long()] = source.long()
-    return index
+    n, device = offsets.shape[0], offsets.device
+    size = h * w
+    flat = _glass_targets(h, w, d).to(device)
+    targets = (flat + size * torch.arange(n, dtype=torch.int32, device=device)[:, None]).view(-1)
+    delta = offsets[..., 1].to(torch.int32).mul_(w).add_(offsets[..., 0]).view(-1)
+    source = torch.arange(n * size, dtype=torch.int32, device=device)  # non-targets keep their pixel
+    source[targets] = targets + delta
+    if d == 1:  # every source lies up or left (delta <= 0): no links
+        return source
+    nxt = torch.arange(n * size, dtype=torch.int32, device=device)
+    nxt[targets] = torch.where(delta > 0, targets + delta, targets)
+    while True:  # pointer jumping to the end of each chain (chains are short)
+        jumped = nxt.index_select(0, nxt)
+        if torch.equal(jumped, nxt):
+            break
+        nxt = jumped
+    return source.index_select(0, nxt)
 
 
 def glass_min_side(severity: int, constants: str) -> int:
@@ -172,9 +170,14 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     # int8 draws: the same values as int64 ones from the same generator, drawn faster
     offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g, dtype=torch.int8))
     offsets = offsets.to(images.device)
-    for p in range(passes):
-        index = _glass_sources(offsets[:, p], h, w, d)
-        u = torch.gather(u.reshape(n, c, h * w), 2, index[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
+    index = _glass_sources(offsets[:, 0], h, w, d)
+    for p in range(1, passes):  # compose the passes' index maps: u_p = u_(p-1)[index_p]
+        index = index.index_select(0, _glass_sources(offsets[:, p], h, w, d))
+    # one gather of every channel: pixel i of sample b reads plane (b, ch) at index[i] - b*h*w
+    size = h * w
+    shift = (size * (c - 1) * torch.arange(n, dtype=torch.int32, device=u.device)).view(n, 1, 1)
+    planes = size * torch.arange(c, dtype=torch.int32, device=u.device).view(1, c, 1)
+    u = lookup(u, index.view(n, 1, size) + shift + planes).view(n, c, h, w)
     return gaussian_filter(u / 255.0, sigma).clamp_(0, 1) * 255.0
 
 
