@@ -91,7 +91,8 @@ def separable_filter(x: torch.Tensor, weights: tuple[float, ...], border: str) -
     everything else uses one dense (n x n) matrix product per axis.
     """
     h, w = x.shape[-2:]
-    if not x.is_cuda and min(h, w) >= OPENCV_FILTER_MIN_SIDE and len(weights) <= min(h, w) // _OPENCV_MAX_TAPS.get(x.dtype, 10**9):
+    side = min(h, w)
+    if not x.is_cuda and side >= OPENCV_FILTER_MIN_SIDE and len(weights) <= side // _OPENCV_MAX_TAPS.get(x.dtype, side + 1):
         return _separable_filter_opencv(x, weights, border)
     mh = filter_matrix(h, weights, border, x)
     mw = filter_matrix(w, weights, border, x)

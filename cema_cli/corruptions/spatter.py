@@ -116,14 +116,14 @@ def spatter(images: torch.Tensor, severity: int, constants: str, gens: list[torc
     field = torch.stack([torch.randn((1, h, w), generator=g, dtype=torch.float64) for g in gens])
     liquid = gaussian_filter((mean + std * field).to(device=images.device, dtype=WORK_DTYPE), sigma)
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
-    x = images.to(WORK_DTYPE) / 255.0
+    x = images.to(WORK_DTYPE).div_(255.0)  # blended in place below, in the same order
     if mud:
         blobs = gaussian_filter((liquid > threshold).to(WORK_DTYPE), strength)
         blobs = torch.where(blobs < 0.8, torch.zeros_like(blobs), blobs)
         colour = torch.tensor(MUD_RGB, dtype=WORK_DTYPE, device=x.device).view(1, 3, 1, 1) / 255.0
-        return (x * (1 - blobs) + blobs * colour).clamp_(0, 1) * 255.0
+        return x.mul_(1 - blobs).add_(blobs * colour).clamp_(0, 1).mul_(255.0)
     m = water_mask(liquid)
     peak = m.amax(dim=(1, 2, 3), keepdim=True)
     mn = torch.where(peak > 0, strength * m / peak.clamp_min(1e-30), torch.zeros_like(m))
     colour = torch.tensor(WATER_RGB, dtype=WORK_DTYPE, device=x.device).view(1, 3, 1, 1) / 255.0
-    return (x + mn * colour).clamp_(0, 1) * 255.0
+    return x.add_(mn * colour).clamp_(0, 1).mul_(255.0)

@@ -59,6 +59,21 @@ def test_gaussian_and_speckle_match_reference_formula():
                 assert_close_u8(hwc(out[i]), expected)
 
 
+@pytest.mark.parametrize("constants,severity", [("imagenet", 1), ("imagenet", 5), ("cifar", 1), ("cifar", 5)])
+def test_shot_noise_inverts_the_poisson_cdf(constants, severity):
+    """Each count is the Poisson(c x) quantile of the element's own U[0, 1) draw (float64, in
+    the sample's generator order), whatever the guide table does to find it."""
+    stats = pytest.importorskip("scipy.stats")
+    images = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
+    out = run(images, "shot_noise", severity, constants)
+    c = K.SHOT_NOISE[constants][severity - 1]
+    for i, g in enumerate(gens_for("shot_noise", severity, 2)):
+        u = torch.rand((3, 16, 16), generator=g, dtype=torch.float64).numpy()
+        counts = stats.poisson.ppf(u, images[i].numpy().astype(np.float64) / 255.0 * c)
+        expected = (np.clip(counts.astype(np.float32) / np.float32(c), 0, 1) * np.float32(255)).astype(np.uint8)
+        np.testing.assert_array_equal(out[i].numpy(), expected)
+
+
 def test_shot_noise_mean_and_variance():
     for value in (64, 192):
         flat = torch.full((4, 3, 32, 32), value, dtype=torch.uint8)
