@@ -223,7 +223,7 @@ def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.
         count = total.shape[-1] * total.shape[-2]
         draw = u[:, used:used + count].reshape(total.shape)
         used += count
-        return total / 4 + wibble * (-wibble + 2 * wibble * draw)
+        return total.div_(4).add_(draw.mul(2 * wibble).add_(-wibble).mul_(wibble))  # total / 4 + w (-w + 2 w u)
 
     while step >= 2:
         half = step // 2
@@ -240,9 +240,8 @@ def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.
         step = half
         wibble /= decay
     flat = p.reshape(n_maps, -1)
-    low = flat.min(dim=1).values[:, None, None]
-    p = p - low
-    return p / p.reshape(n_maps, -1).max(dim=1).values[:, None, None]
+    p.sub_(flat.min(dim=1).values[:, None, None])
+    return p.div_(flat.max(dim=1).values[:, None, None])
 
 
 # ------------------------------------------------------------------------- HSV (3.5)
