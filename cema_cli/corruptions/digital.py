@@ -62,7 +62,50 @@ def saturate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     """Section 4.19: HSV saturation S' = clip01(a S + b) (closed form of 3.5); neutral pixels
     have hue 0, so b > 0 tints them red, as in the reference."""
     a, b = K.SATURATE[constants][severity - 1]
-    return set_saturation(images.to(torch.float64).div_(255.0), a, b).clamp_(0, 1).mul_(255.0)
+    if images.numel() < SATURATE_TABLE_MIN_VALUES:
+        return set_saturation(images.to(torch.float64).div_(255.0), a, b).clamp_(0, 1).mul_(255.0)
+    return saturate_by_table(images, a, b)
+
+
+# Batches with at least this many values look saturate up in a table of every (max, min, level)
+# triple (same bytes; building it takes about half a second once per severity).
+SATURATE_TABLE_MIN_VALUES = 2_000_000
+
+
+def saturate_by_table(images: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """Section 4.19 through :func:`_saturate_tables`: uint8 results, the bytes of the formula."""
+    table, start = (t.to(images.device) for t in _saturate_tables(float(a), float(b)))
+    high = images.amax(dim=1, keepdim=True).to(torch.int32)
+    low = images.amin(dim=1, keepdim=True).to(torch.int32)
+    channel = torch.arange(3, dtype=torch.int32, device=images.device).view(1, 3, 1, 1)
+    grey = channel * (high == low)  # grey pixels: entry c of their block is channel c
+    base = lookup(start, high.mul_(256).add_(low)).sub_(low)  # block start of (V, MN), minus MN
+    return lookup(table, images.to(torch.int32).add_(base).add_(grey))
+
+
+@lru_cache(maxsize=10)
+def _saturate_tables(a: float, b: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 saturate results for every (V, MN, level) with MN <= level <= V, V = max(R, G, B),
+    MN = min(R, G, B): a channel's result depends on these three levels only, except for grey
+    pixels (V = MN), whose three channels differ. Block (V, MN) starts at start[V * 256 + MN]:
+    V - MN + 1 entries (level - MN) for V > MN, three (one per channel) for V = MN. Computed
+    with set_saturation on synthetic pixels (V, level, MN) and (V, V, V): the same float64
+    operations, so the same bytes as evaluating every pixel.
+    """
+    high, low = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    valid = low <= high
+    sizes = torch.where(high == low, 3, high - low + 1) * valid
+    start = (torch.cumsum(sizes.flatten(), 0) - sizes.flatten()).to(torch.int32)
+    pair_high, pair_low, pair_size = high[valid], low[valid], sizes[valid]
+    owner = torch.repeat_interleave(torch.arange(pair_high.numel()), pair_size)
+    rank = torch.arange(owner.numel()) - torch.repeat_interleave(torch.cumsum(pair_size, 0) - pair_size, pair_size)
+    v, mn = pair_high[owner], pair_low[owner]
+    coloured = v > mn
+    level = torch.where(coloured, mn + rank, v)
+    pixels = torch.stack([v, level, mn]).to(torch.float64).div_(255.0)[None, :, :, None]  # (1, 3, E, 1)
+    out = (set_saturation(pixels, a, b).clamp_(0, 1).mul_(255.0)).to(torch.uint8)[0, :, :, 0]  # (3, E)
+    channel = torch.where(coloured, 1, rank)  # grey blocks: entry c is channel c
+    return out.gather(0, channel[None])[0], start
 
 
 def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import reference_numpy as ref
 from cema_cli.corruptions import constants as K
 from cema_cli.corruptions import corrupt, jpeg_roundtrip, sample_generators
-from cema_cli.corruptions._ops import clipped_zoom, motion_blur_u8, plasma_fractal
+from cema_cli.corruptions._ops import clipped_zoom, motion_blur_u8, plasma_fractal, set_saturation
 from cema_cli.corruptions.blur import disk_kernel
 from cema_cli.corruptions.frost import TEXTURES, _texture_bank, frost_textures
 from corruption_helpers import assert_close_u8, batch, hwc
@@ -327,7 +327,7 @@ def test_brightness_and_saturate_match_skimage_hsv(constants):
     """The closed forms equal scikit-image's HSV round trip to float precision; after truncation
     they agree to one level (results exactly on an integer level depend on rounding order)."""
     pytest.importorskip("skimage")
-    from cema_cli.corruptions._ops import add_value, set_saturation
+    from cema_cli.corruptions._ops import add_value
 
     images = batch(32, 2)
     images[1, :, :4, :4] = 0  # black pixels become grey under brightness
@@ -345,6 +345,21 @@ def test_brightness_and_saturate_match_skimage_hsv(constants):
             np.testing.assert_allclose(hwc(set_saturation(x[i:i + 1], a, b).clamp(0, 1)[0] * 255), expected_s, atol=1e-9)
             assert_close_u8(hwc(out_b[i]), ref.to_uint8(expected_b), max_fraction=0.08)
             assert_close_u8(hwc(out_s[i]), ref.to_uint8(expected_s), max_fraction=0.08)
+
+
+@pytest.mark.parametrize("constants", ["cifar", "imagenet"])
+def test_saturate_table_equals_the_formula(constants):
+    """The (max, min, level) table gives the per-pixel float64 formula's bytes, grey pixels
+    (every channel equal) and saturated ones included."""
+    from cema_cli.corruptions.digital import saturate_by_table
+
+    images = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8))
+    images[0, :, :8] = torch.arange(256, dtype=torch.uint8).reshape(1, 8, 32).repeat(3, 1, 2)  # greys
+    images[1, 0, :4], images[1, 1:, :4] = 255, 0
+    for severity in range(1, 6):
+        a, b = K.SATURATE[constants][severity - 1]
+        expected = (set_saturation(images.double() / 255.0, a, b).clamp(0, 1) * 255.0).to(torch.uint8)
+        assert torch.equal(saturate_by_table(images, a, b), expected)
 
 
 def test_brightness_raises_max_channel_and_saturate_tints_white():
