@@ -16,8 +16,9 @@ Implementation notes: the work is done in float32 (``_ops.WORK_DTYPE``) on the i
 the reference computes most corruptions in float64, so a truncated output value can differ by
 one level from a float64 computation on a small fraction of pixels (spec section 10 allows
 this). The final conversion to uint8 is truncation, as in the reference writers (spec 1.1).
-JPEG, defocus_blur with the ImageNet kernels (CPU tensors) and spatter's Canny step call
-OpenCV's C kernels on the CPU, as the reference does; results return to the images' device.
+JPEG, defocus_blur with the ImageNet kernels (CPU tensors) and spatter's water mask call
+OpenCV's C kernels on the CPU, as the reference does, and so do the Gaussian filters of CPU
+images of 64 px and more (sepFilter2D); results return to the images' device.
 Random draws use per-sample CPU generators and are moved to the device, so CPU and CUDA see the
 same numbers. frost uses procedurally generated textures: "frost (procedural)" (frost.py).
 Images of any size are accepted; the constants stay in absolute pixel units (like the
