@@ -16,8 +16,9 @@ Implementation notes: the work is done in float32 (``_ops.WORK_DTYPE``) on the i
 the reference computes most corruptions in float64, so a truncated output value can differ by
 one level from a float64 computation on a small fraction of pixels (spec section 10 allows
 this). The final conversion to uint8 is truncation, as in the reference writers (spec 1.1).
-JPEG, defocus_blur with the ImageNet kernels (CPU tensors) and spatter's Canny step call
-OpenCV's C kernels on the CPU, as the reference does; results return to the images' device.
+JPEG, defocus_blur with the ImageNet kernels (CPU tensors) and spatter's water mask call
+OpenCV's C kernels on the CPU, as the reference does, and so do the Gaussian filters of CPU
+images of 64 px and more (sepFilter2D); results return to the images' device.
 Random draws use per-sample CPU generators and are moved to the device, so CPU and CUDA see the
 same numbers. frost uses procedurally generated textures: "frost (procedural)" (frost.py).
 Images of any size are accepted; the constants stay in absolute pixel units (like the
@@ -71,6 +72,10 @@ _FUNCTIONS: dict[str, Corruption] = {
     "spatter": spatter.spatter,
     "saturate": digital.saturate,
 }
+# No random draws (spec section 5): no per-sample generators to build.
+_DETERMINISTIC = frozenset(
+    ("defocus_blur", "zoom_blur", "gaussian_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
+)
 _MIN_SIDE = 8  # below this no corruption is meaningful (and several 3x3/5x5 borders break)
 
 
@@ -156,7 +161,7 @@ def corrupt(
         raise CemaError(f"corrupt() got {images.shape[0]} images but {len(index_list)} indices; pass one index per image.")
     if images.shape[0] == 0:
         return images.clone()
-    gens = sample_generators(seed, name, severity, index_list)
+    gens = [] if name in _DETERMINISTIC else sample_generators(seed, name, severity, index_list)
     out = _FUNCTIONS[name](images, severity, constants, gens)
     if out.dtype == torch.uint8:
         return out

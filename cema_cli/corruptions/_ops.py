@@ -27,14 +27,10 @@ def opencv():
     return cv2
 
 
-def channels_last_numpy(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) tensor -> contiguous (N, H, W, C) NumPy array on the CPU (OpenCV's layout)."""
-    return images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def from_channels_last(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """(N, H, W, C) NumPy array -> contiguous (N, C, H, W) tensor on ``like``'s device."""
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(like.device)
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table.flatten()[index] for an int32 index of any shape: a flat index_select, several
+    times faster on the CPU than advanced indexing or gather with int64 indices."""
+    return table.reshape(-1).index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
 # ----------------------------------------------------------------------------- borders (1.2)
@@ -76,11 +72,44 @@ def filter_matrix(n: int, weights: tuple[float, ...], border: str, like: torch.T
     return torch.from_numpy(_filter_matrix_np(n, weights, border)).to(device=like.device, dtype=like.dtype)
 
 
+# Images at least this large (both sides) are filtered with OpenCV's sepFilter2D on the CPU;
+# smaller ones (the CIFAR constants' 32 px) keep the dense matrices, whose bytes the embedded
+# default's shipped models were trained on.
+OPENCV_FILTER_MIN_SIDE = 64
+# sepFilter2D only while the kernel has at most side / this many taps: beyond, the dense
+# matrices' BLAS products are faster (measured at 224 px, one thread).
+_OPENCV_MAX_TAPS = {torch.float32: 4, torch.float64: 8}
+_OPENCV_BORDERS = {"nearest": "BORDER_REPLICATE", "mirror": "BORDER_REFLECT_101", "reflect": "BORDER_REFLECT"}
+
+
 def separable_filter(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
-    """Correlate the last two axes of x with the same 1-D weights along rows and columns."""
-    mh = filter_matrix(x.shape[-2], weights, border, x)
-    mw = filter_matrix(x.shape[-1], weights, border, x)
+    """Correlate the last two axes of x with the same 1-D weights along rows and columns.
+
+    Large float32/float64 CPU images with a kernel much shorter than the image side go through
+    OpenCV's sepFilter2D (a direct 2r + 1 tap sum per pixel, the same border rule; it sums in a
+    different order than the matrices, so a truncated level can move by one on a few pixels);
+    everything else uses one dense (n x n) matrix product per axis.
+    """
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    if not x.is_cuda and side >= OPENCV_FILTER_MIN_SIDE and len(weights) <= side // _OPENCV_MAX_TAPS.get(x.dtype, side + 1):
+        return _separable_filter_opencv(x, weights, border)
+    mh = filter_matrix(h, weights, border, x)
+    mw = filter_matrix(w, weights, border, x)
     return mh @ x @ mw.T
+
+
+def _separable_filter_opencv(x: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
+    """sepFilter2D on every (H, W) plane of a float32/float64 CPU tensor (correlation, kernel as given)."""
+    cv2 = opencv()
+    h, w = x.shape[-2:]
+    kernel = np.asarray(weights, dtype=np.float32 if x.dtype == torch.float32 else np.float64)
+    flag = getattr(cv2, _OPENCV_BORDERS[border])
+    planes = x.contiguous().reshape(-1, h, w).numpy()
+    out = np.empty_like(planes)
+    for plane, target in zip(planes, out):
+        cv2.sepFilter2D(plane, -1, kernel, kernel, dst=target, borderType=flag)
+    return torch.from_numpy(out).reshape(x.shape)
 
 
 # ------------------------------------------------------------------- Gaussian filter (1.3)
@@ -194,7 +223,7 @@ def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.
         count = total.shape[-1] * total.shape[-2]
         draw = u[:, used:used + count].reshape(total.shape)
         used += count
-        return total / 4 + wibble * (-wibble + 2 * wibble * draw)
+        return total.div_(4).add_(draw.mul(2 * wibble).add_(-wibble).mul_(wibble))  # total / 4 + w (-w + 2 w u)
 
     while step >= 2:
         half = step // 2
@@ -211,9 +240,8 @@ def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.
         step = half
         wibble /= decay
     flat = p.reshape(n_maps, -1)
-    low = flat.min(dim=1).values[:, None, None]
-    p = p - low
-    return p / p.reshape(n_maps, -1).max(dim=1).values[:, None, None]
+    p.sub_(flat.min(dim=1).values[:, None, None])
+    return p.div_(flat.max(dim=1).values[:, None, None])
 
 
 # ------------------------------------------------------------------------- HSV (3.5)
@@ -228,11 +256,17 @@ def add_value(x: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def set_saturation(x: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """HSV S' = clip01(a S + b), H and V kept (closed form of section 3.5); grey pixels have hue 0."""
+    """HSV S' = clip01(a S + b), H and V kept (closed form of section 3.5); grey pixels have hue 0.
+
+    Coloured pixels: v - s' v (v - x) / d with d = max - min; grey ones (d = 0): (v, v (1 - s'),
+    v (1 - s')). Per-pixel factors first, then few full-size passes, in place.
+    """
     v = x.amax(dim=1, keepdim=True)
     d = v - x.amin(dim=1, keepdim=True)
-    s = torch.where(d > 0, d / v.clamp_min(1e-30), torch.zeros_like(d))
-    s_new = (a * s + b).clamp(0, 1)
-    coloured = v - s_new * v * (v - x) / d.clamp_min(1e-30)
-    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
-    return torch.where(d > 0, coloured, grey)
+    grey = d == 0
+    s_new = torch.where(grey, torch.zeros_like(d), d / v.clamp_min(1e-30)).mul_(a).add_(b).clamp_(0, 1)
+    out = torch.sub(v, x).mul_(s_new * v).div_(d.clamp_min(1e-30))
+    out = torch.sub(v, out, out=out)
+    out[:, :1] = torch.where(grey, v, out[:, :1])
+    out[:, 1:] = torch.where(grey, v * (1 - s_new), out[:, 1:])
+    return out

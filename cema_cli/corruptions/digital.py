@@ -7,6 +7,8 @@ the caller).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,8 +18,7 @@ from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
     WORK_DTYPE,
     add_value,
-    channels_last_numpy,
-    from_channels_last,
+    lookup,
     gaussian_filter,
     opencv,
     set_saturation,
@@ -36,16 +37,75 @@ def _unit64(images: torch.Tensor) -> torch.Tensor:
 
 
 def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.11: HSV value V' = clip01(V + c) (closed form of 3.5), clip01."""
+    """Section 4.11: HSV value V' = clip01(V + c) (closed form of 3.5), clip01.
+
+    A channel's result depends only on its own level and the pixel's V = max(R, G, B), so the
+    float64 formula is evaluated once for every (V, level) pair and looked up: the same
+    operations on the same values, so the same bytes as evaluating every pixel.
+    """
     c = K.BRIGHTNESS[constants][severity - 1]
-    return add_value(_unit64(images), c).clamp_(0, 1) * 255.0
+    table = _brightness_table(float(c)).to(images.device)
+    value = images.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
+    return lookup(table, images.to(torch.int32).add_(value))
+
+
+@lru_cache(maxsize=16)
+def _brightness_table(c: float) -> torch.Tensor:
+    """uint8 brightness result for every (V, level) pair with level <= V, flat as V * 256 + level."""
+    levels = torch.arange(256, dtype=torch.uint8)
+    value, level = torch.meshgrid(levels, levels, indexing="ij")
+    pixels = torch.stack([value, level, torch.zeros_like(level)])[None]  # (1, 3, 256, 256): max is V when level <= V
+    return (add_value(_unit64(pixels), c).clamp_(0, 1) * 255.0)[0, 1].to(torch.uint8).flatten()
 
 
 def saturate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.19: HSV saturation S' = clip01(a S + b) (closed form of 3.5); neutral pixels
     have hue 0, so b > 0 tints them red, as in the reference."""
     a, b = K.SATURATE[constants][severity - 1]
-    return set_saturation(_unit64(images), a, b).clamp_(0, 1) * 255.0
+    if images.numel() < SATURATE_TABLE_MIN_VALUES:
+        return set_saturation(images.to(torch.float64).div_(255.0), a, b).clamp_(0, 1).mul_(255.0)
+    return saturate_by_table(images, a, b)
+
+
+# Batches with at least this many values look saturate up in a table of every (max, min, level)
+# triple (same bytes; building it takes about half a second once per severity).
+SATURATE_TABLE_MIN_VALUES = 2_000_000
+
+
+def saturate_by_table(images: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """Section 4.19 through :func:`_saturate_tables`: uint8 results, the bytes of the formula."""
+    table, start = (t.to(images.device) for t in _saturate_tables(float(a), float(b)))
+    high = images.amax(dim=1, keepdim=True).to(torch.int32)
+    low = images.amin(dim=1, keepdim=True).to(torch.int32)
+    channel = torch.arange(3, dtype=torch.int32, device=images.device).view(1, 3, 1, 1)
+    grey = channel * (high == low)  # grey pixels: entry c of their block is channel c
+    base = lookup(start, high.mul_(256).add_(low)).sub_(low)  # block start of (V, MN), minus MN
+    return lookup(table, images.to(torch.int32).add_(base).add_(grey))
+
+
+@lru_cache(maxsize=10)
+def _saturate_tables(a: float, b: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 saturate results for every (V, MN, level) with MN <= level <= V, V = max(R, G, B),
+    MN = min(R, G, B): a channel's result depends on these three levels only, except for grey
+    pixels (V = MN), whose three channels differ. Block (V, MN) starts at start[V * 256 + MN]:
+    V - MN + 1 entries (level - MN) for V > MN, three (one per channel) for V = MN. Computed
+    with set_saturation on synthetic pixels (V, level, MN) and (V, V, V): the same float64
+    operations, so the same bytes as evaluating every pixel.
+    """
+    high, low = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    valid = low <= high
+    sizes = torch.where(high == low, 3, high - low + 1) * valid
+    start = (torch.cumsum(sizes.flatten(), 0) - sizes.flatten()).to(torch.int32)
+    pair_high, pair_low, pair_size = high[valid], low[valid], sizes[valid]
+    owner = torch.repeat_interleave(torch.arange(pair_high.numel()), pair_size)
+    rank = torch.arange(owner.numel()) - torch.repeat_interleave(torch.cumsum(pair_size, 0) - pair_size, pair_size)
+    v, mn = pair_high[owner], pair_low[owner]
+    coloured = v > mn
+    level = torch.where(coloured, mn + rank, v)
+    pixels = torch.stack([v, level, mn]).to(torch.float64).div_(255.0)[None, :, :, None]  # (1, 3, E, 1)
+    out = (set_saturation(pixels, a, b).clamp_(0, 1).mul_(255.0)).to(torch.uint8)[0, :, :, 0]  # (3, E)
+    channel = torch.where(coloured, 1, rank)  # grey blocks: entry c is channel c
+    return out.gather(0, channel[None])[0], start
 
 
 def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
@@ -55,11 +115,12 @@ def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     float64 operations on the same values, so the same bytes as evaluating every pixel.
     """
     c = K.CONTRAST[constants][severity - 1]
-    mu = _unit64(images).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
+    mu = images.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
     levels = _unit64(torch.arange(256, dtype=torch.uint8, device=images.device))
     table = ((levels - mu) * c + mu).clamp_(0, 1).mul_(255.0).to(torch.uint8)  # (N, 3, 256)
-    n, _, h, w = images.shape
-    return torch.gather(table, 2, images.reshape(n, 3, h * w).long()).reshape(images.shape)
+    n = images.shape[0]
+    rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=images.device).view(n, 3, 1, 1)
+    return lookup(table, images.to(torch.int32).add_(rows))
 
 
 # ------------------------------------------------------------------------------ elastic
@@ -90,24 +151,24 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
     alpha, sigma, a = K.ELASTIC[constants][severity - 1]
     n, _, h, w = images.shape
     device = images.device
-    jitters, fields = [], []
-    for g in gens:
-        jitters.append(uniform(g, (3, 2), -a, a).to(torch.float32))
-        fields.append(uniform(g, (2, h, w), -1.0, 1.0))
+    jitters = torch.empty((n, 3, 2), dtype=torch.float32)
+    fields = torch.empty((n, 2, h, w), dtype=torch.float64)
+    for g, jitter, field in zip(gens, jitters, fields):
+        jitter.copy_(uniform(g, (3, 2), -a, a))
+        torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
+    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform()
     x = _unit(images)
     # Step 3: x1(p) = x(A^-1 p), sampled on pixel centres with the reflect-101 border.
-    inverse = _affine_inverse(torch.stack(jitters), h, w)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
     points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
-    src = torch.einsum("hwk,nck->nhwc", points, inverse)  # (N, H, W, 2) as (x, y)
-    grid = torch.stack([2 * src[..., 0] / (w - 1) - 1, 2 * src[..., 1] / (h - 1) - 1], dim=-1)
-    x1 = F.grid_sample(x, grid.to(device=device, dtype=x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+    src = torch.einsum("hwk,nck->nhwc", points, _affine_inverse(jitters, h, w))  # (N, H, W, 2) as (x, y)
+    sides = torch.tensor([w, h], dtype=torch.float64)
+    grid = src.mul_(2.0).div_(sides - 1).sub_(1.0).to(device=device, dtype=x.dtype).contiguous()  # einsum's layout is slow to sample
+    x1 = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     # Steps 4-5: smooth displacement fields; half-sample symmetric border, normalised accordingly.
-    disp = alpha * gaussian_filter(torch.stack(fields).to(device), sigma, truncate=3.0, border="reflect")
-    dx, dy = disp[:, 0], disp[:, 1]
-    col = xs.to(device) + dx
-    row = ys.to(device) + dy
-    grid = torch.stack([(2 * col + 1) / w - 1, (2 * row + 1) / h - 1], dim=-1).to(x.dtype)
+    disp = gaussian_filter(fields.to(device), sigma, truncate=3.0, border="reflect").mul_(alpha)
+    coords = disp.permute(0, 2, 3, 1).add(torch.stack([xs, ys], dim=-1).to(device))  # (N, H, W, 2): col, row
+    grid = coords.mul_(2.0).add_(1.0).div_(sides.to(device)).sub_(1.0).to(x.dtype)
     out = F.grid_sample(x1, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.clamp_(0, 1) * 255.0
 
@@ -118,16 +179,22 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
 def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.14: Pillow BOX resize down to int(side * factor), then back up, per image.
 
-    Up-sampling uses NEAREST, which section 3.6 shows gives exactly BOX's result, for less work.
+    Up-sampling is nearest neighbour on pixel centres, which section 3.6 shows gives exactly
+    BOX's result: OpenCV's INTER_NEAREST_EXACT, straight into each output plane. OpenCV also
+    interleaves each image's planes for Pillow and splits the result (much faster than a
+    strided layout copy).
     """
     factor = K.PIXELATE[constants][severity - 1]
     h, w = images.shape[-2:]
-    arrays = channels_last_numpy(images)
-    out = np.empty_like(arrays)
-    for array, target in zip(arrays, out):
-        small = Image.fromarray(array).resize((int(w * factor), int(h * factor)), Image.BOX)
-        target[...] = np.asarray(small.resize((w, h), Image.NEAREST))
-    return from_channels_last(out, images)
+    small = (int(w * factor), int(h * factor))
+    cv2 = opencv()
+    planar = images.cpu().contiguous().numpy()
+    out = np.empty_like(planar)
+    for image, target in zip(planar, out):
+        reduced = np.asarray(Image.fromarray(cv2.merge(list(image))).resize(small, Image.BOX))
+        for plane, channel in zip(cv2.split(reduced), target):
+            cv2.resize(plane, (w, h), dst=channel, interpolation=cv2.INTER_NEAREST_EXACT)
+    return torch.from_numpy(out).to(images.device)
 
 
 def pixelate_min_side(severity: int, constants: str) -> int:
@@ -144,16 +211,19 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int) -> torch.Tensor:
     images: uint8 (N, 3, H, W) on any device; returns uint8 on the same device. libjpeg(-turbo)
     through OpenCV: the same codec settings as Pillow's ``save(..., "JPEG", quality=q)`` and the
     same decoded pixels (the fidelity tests compare with Pillow), with less per-image overhead.
+    OpenCV merges the planes into its interleaved BGR order and splits the result back.
     """
     if images.dtype != torch.uint8:
         raise TypeError("jpeg_roundtrip needs uint8 images")
     cv2 = opencv()
-    bgr = channels_last_numpy(images.flip(1))  # OpenCV's colour order
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    out = np.empty_like(bgr)
-    for i, image in enumerate(bgr):
-        out[i] = cv2.imdecode(cv2.imencode(".jpg", image, params)[1], cv2.IMREAD_COLOR)
-    return from_channels_last(out, images).flip(1)
+    planar = images.cpu().contiguous().numpy()
+    out = np.empty_like(planar)
+    for image, target in zip(planar, out):
+        decoded = cv2.imdecode(cv2.imencode(".jpg", cv2.merge(image[::-1]), params)[1], cv2.IMREAD_COLOR)
+        for plane, channel in zip(cv2.split(decoded), (2, 1, 0)):
+            target[channel] = plane
+    return torch.from_numpy(out).to(images.device)
 
 
 def jpeg_compression(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:

@@ -29,10 +29,11 @@ def snow(images: torch.Tensor, severity: int, constants: str, gens: list[torch.G
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     layer = torch.floor(255.0 * layer.clamp(0, 1))
     flakes = motion_blur_u8(layer, radius, sigma, torch.stack(angles).to(images.device)) / 255.0
-    x = images.to(WORK_DTYPE) / 255.0
+    x = images.to(WORK_DTYPE).div_(255.0)
     grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    x = blend * x + (1 - blend) * torch.maximum(x, grey * 1.5 + 0.5)
-    return (x + flakes + torch.rot90(flakes, 2, dims=(-2, -1))).clamp_(0, 1) * 255.0
+    whitened = torch.maximum(x, grey * 1.5 + 0.5).mul_(1 - blend)
+    x.mul_(blend).add_(whitened)  # blend x + (1 - blend) max(x, 1.5 grey + 0.5), in place
+    return x.add_(flakes).add_(torch.rot90(flakes, 2, dims=(-2, -1))).clamp_(0, 1).mul_(255.0)
 
 
 def fog_mapsize(h: int, w: int) -> int:
@@ -51,6 +52,6 @@ def fog(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Ge
     draws = plasma_draw_count(mapsize)
     uniforms = per_sample(gens, lambda g: torch.rand(draws, generator=g, dtype=torch.float64))
     plasma = plasma_fractal(uniforms.to(images.device), mapsize, decay)[:, None, :h, :w].to(WORK_DTYPE)
-    x = images.to(WORK_DTYPE) / 255.0
+    x = images.to(WORK_DTYPE).div_(255.0)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return ((x + c * plasma) * peak / (peak + c)).clamp_(0, 1) * 255.0
+    return x.add_(c * plasma).mul_(peak).div_(peak + c).clamp_(0, 1).mul_(255.0)  # in place, same order

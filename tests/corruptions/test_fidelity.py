@@ -15,7 +15,7 @@ import torch
 import reference_numpy as ref
 from cema_cli.corruptions import constants as K
 from cema_cli.corruptions import corrupt, jpeg_roundtrip, sample_generators
-from cema_cli.corruptions._ops import clipped_zoom, motion_blur_u8, plasma_fractal
+from cema_cli.corruptions._ops import clipped_zoom, motion_blur_u8, plasma_fractal, set_saturation
 from cema_cli.corruptions.blur import disk_kernel
 from cema_cli.corruptions.frost import TEXTURES, _texture_bank, frost_textures
 from corruption_helpers import assert_close_u8, batch, hwc
@@ -57,6 +57,21 @@ def test_gaussian_and_speckle_match_reference_formula():
                 n = torch.randn((3, 32, 32), generator=g).numpy().astype(np.float64).transpose(1, 2, 0)
                 expected = ref.to_uint8(fn(hwc(images[i]), table["cifar"][severity - 1], n))
                 assert_close_u8(hwc(out[i]), expected)
+
+
+@pytest.mark.parametrize("constants,severity", [("imagenet", 1), ("imagenet", 5), ("cifar", 1), ("cifar", 5)])
+def test_shot_noise_inverts_the_poisson_cdf(constants, severity):
+    """Each count is the Poisson(c x) quantile of the element's own U[0, 1) draw (float64, in
+    the sample's generator order), whatever the guide table does to find it."""
+    stats = pytest.importorskip("scipy.stats")
+    images = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
+    out = run(images, "shot_noise", severity, constants)
+    c = K.SHOT_NOISE[constants][severity - 1]
+    for i, g in enumerate(gens_for("shot_noise", severity, 2)):
+        u = torch.rand((3, 16, 16), generator=g, dtype=torch.float64).numpy()
+        counts = stats.poisson.ppf(u, images[i].numpy().astype(np.float64) / 255.0 * c)
+        expected = (np.clip(counts.astype(np.float32) / np.float32(c), 0, 1) * np.float32(255)).astype(np.uint8)
+        np.testing.assert_array_equal(out[i].numpy(), expected)
 
 
 def test_shot_noise_mean_and_variance():
@@ -312,7 +327,7 @@ def test_brightness_and_saturate_match_skimage_hsv(constants):
     """The closed forms equal scikit-image's HSV round trip to float precision; after truncation
     they agree to one level (results exactly on an integer level depend on rounding order)."""
     pytest.importorskip("skimage")
-    from cema_cli.corruptions._ops import add_value, set_saturation
+    from cema_cli.corruptions._ops import add_value
 
     images = batch(32, 2)
     images[1, :, :4, :4] = 0  # black pixels become grey under brightness
@@ -330,6 +345,21 @@ def test_brightness_and_saturate_match_skimage_hsv(constants):
             np.testing.assert_allclose(hwc(set_saturation(x[i:i + 1], a, b).clamp(0, 1)[0] * 255), expected_s, atol=1e-9)
             assert_close_u8(hwc(out_b[i]), ref.to_uint8(expected_b), max_fraction=0.08)
             assert_close_u8(hwc(out_s[i]), ref.to_uint8(expected_s), max_fraction=0.08)
+
+
+@pytest.mark.parametrize("constants", ["cifar", "imagenet"])
+def test_saturate_table_equals_the_formula(constants):
+    """The (max, min, level) table gives the per-pixel float64 formula's bytes, grey pixels
+    (every channel equal) and saturated ones included."""
+    from cema_cli.corruptions.digital import saturate_by_table
+
+    images = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8))
+    images[0, :, :8] = torch.arange(256, dtype=torch.uint8).reshape(1, 8, 32).repeat(3, 1, 2)  # greys
+    images[1, 0, :4], images[1, 1:, :4] = 255, 0
+    for severity in range(1, 6):
+        a, b = K.SATURATE[constants][severity - 1]
+        expected = (set_saturation(images.double() / 255.0, a, b).clamp(0, 1) * 255.0).to(torch.uint8)
+        assert torch.equal(saturate_by_table(images, a, b), expected)
 
 
 def test_brightness_raises_max_channel_and_saturate_tints_white():
@@ -405,7 +435,7 @@ def test_jpeg_roundtrip_q85_equals_pillow():
 
 def test_spatter_opencv_steps():
     cv2 = pytest.importorskip("cv2")
-    from cema_cli.corruptions.spatter import canny, chamfer_distance, equalize_hist
+    from cema_cli.corruptions.spatter import canny, chamfer_distance
 
     rng = np.random.default_rng(4)
     for _ in range(3):
@@ -419,8 +449,6 @@ def test_spatter_opencv_steps():
         expected = np.minimum(cv2.distanceTransform((255 - 255 * edges).astype(np.uint8), cv2.DIST_L2, 5), 20)
         # cema follows OpenCV 3.x/4.x 16.16 fixed-point costs; OpenCV 5 sums float costs.
         np.testing.assert_allclose(dist, expected, atol=1e-4)
-        levels = rng.integers(0, 21, (48, 48), dtype=np.uint8)
-        np.testing.assert_array_equal(equalize_hist(torch.from_numpy(levels)[None, None])[0, 0].numpy(), cv2.equalizeHist(levels))
 
 
 def chamfer_by_relaxation(edges: np.ndarray, cap: float = 20.0) -> np.ndarray:
