@@ -87,7 +87,7 @@ def by_domain(cells: list[Cell]) -> list[Cell]:
 def run_serial(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -> None:
     from cema_cli.shared_inputs import SharedInputs
 
-    inputs = SharedInputs()
+    inputs = SharedInputs([cell.config for cell in cells])
     for cell in cells:
         on_start(0, cell)
         share = inputs.acquire(cell.config)
@@ -110,7 +110,7 @@ def run_process(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDon
 
     from cema_cli.shared_inputs import SharedInputs
 
-    inputs = SharedInputs()
+    inputs = SharedInputs([cell.config for cell in cells])
     context = multiprocessing.get_context("spawn")
     gpu_ids = None
     if plan.gpus:
@@ -180,7 +180,7 @@ def run_ray(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -
     from cema_cli.shared_inputs import SharedInputs
 
     ray = start_ray(plan.ray_address)
-    inputs = SharedInputs(put=ray.put)
+    inputs = SharedInputs([cell.config for cell in cells], put=ray.put)
     task = ray.remote(num_cpus=plan.cpus_per_cell, num_gpus=plan.gpus_per_cell, max_retries=3)(run_cell)
     pending = {}
     for slot, cell in enumerate(cells):  # submitted as their inputs are ready: the first run while later ones are computed

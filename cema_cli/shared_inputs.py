@@ -130,49 +130,69 @@ class Share:
     parts: list[Any] = field(default_factory=list)
 
 
-class SharedInputs:
-    """The driver's side: each input computed on first need, ``put`` once (``ray.put`` under Ray),
-    and dropped when no cell that reads it is in flight (executors run a domain's cells together)."""
+@dataclass
+class Plan:
+    """A cell's shared inputs before they are computed: the layout, the store keys, the makers."""
 
-    def __init__(self, put: Callable[[Any], Any] = lambda value: value) -> None:
+    layout: Layout
+    keys: list[tuple[Any, ...]]
+    makers: list[Callable[[], Any]]
+
+
+class SharedInputs:
+    """The driver's side for the cells about to run: each input computed on first need, ``put``
+    once (``ray.put`` under Ray), and dropped when the last cell that reads it has finished
+    (executors run a domain's cells together, so a domain lives only while they run)."""
+
+    def __init__(self, configs: Sequence[RunConfig], put: Callable[[Any], Any] = lambda value: value) -> None:
         self.put = put
         self.store: dict[tuple[Any, ...], Any] = {}
-        self.users: Counter = Counter()
         self.datasets: dict[str, Any] = {}  # key -> the dataset, or the error that opening it raised
+        self.plans = {id(config): self._plan(config) for config in configs}
+        self.users = Counter(key for plan in self.plans.values() if plan for key in plan.keys)  # cells yet to finish
 
     def acquire(self, config: RunConfig) -> Share:
-        """The parts to send with this cell (computed now if new)."""
+        """The parts to send with this cell (computed now when new)."""
+        plan = self.plans.get(id(config))
+        if plan is None:
+            return Share()
         try:
-            layout, keys = self._plan(config)
+            for key, make in zip(plan.keys, plan.makers):
+                if key not in self.store:
+                    self.store[key] = self.put(make())
         except Exception:  # noqa: BLE001 - the cell meets the same error alone and records it
             return Share()
-        self.users.update(keys)
-        return Share(layout, keys, [self.store[key] for key in keys])
+        return Share(plan.layout, plan.keys, [self.store[key] for key in plan.keys])
 
     def release(self, share: Share) -> None:
-        """The cell finished: drop what no other cell in flight reads."""
+        """The cell finished: drop what no cell still to finish reads."""
         for key in share.keys:
             self.users[key] -= 1
             if self.users[key] <= 0:
-                del self.users[key]
                 self.store.pop(key, None)
 
-    def _plan(self, config: RunConfig) -> tuple[Layout, list[tuple[Any, ...]]]:
-        in_memory = not getattr(DATASETS.get(config.dataset), "on_disk", False)
-        counts = clean_counts(config)
-        if not in_memory and not counts:
-            return Layout(False), []  # an on-disk dataset streams from its files: nothing to share
-        dataset = self._dataset(config)
+    def _plan(self, config: RunConfig) -> Plan | None:
+        """What the cell reads, or None when it is left to compute its inputs alone (an error)."""
+        try:
+            in_memory = not getattr(DATASETS.get(config.dataset), "on_disk", False)
+            counts = clean_counts(config)
+            if not in_memory and not counts:
+                return Plan(Layout(False), [], [])  # an on-disk dataset streams from its files: nothing to share
+            dataset = self._dataset(config)
+        except Exception:  # noqa: BLE001 - the cell meets the same error alone and records it
+            return None
         data = shared_dataset_key(config) if in_memory else dataset_key(config)
         keys: list[tuple[Any, ...]] = []
+        makers: list[Callable[[], Any]] = []
         domains: tuple[tuple[str, int], ...] = ()
         if in_memory:
             domains = tuple(config.domains())
-            keys.append(self._compute(("dataset", data), lambda: dataset.with_domains({})))
-            keys += [self._compute(("domain", data, *domain), lambda d=domain: dataset.corrupt_domain(*d)) for domain in domains]
+            keys += [("dataset", data), *(("domain", data, *domain) for domain in domains)]
+            makers += [lambda: dataset.with_domains({}), *(lambda d=domain: dataset.corrupt_domain(*d) for domain in domains)]
         clean = tuple((count, config.seed) for count in counts)
-        keys += [self._compute(("clean", data, *key), lambda k=key: dataset.clean_samples(*k)) for key in clean]
-        return Layout(in_memory, domains, clean), keys
+        keys += [("clean", data, *key) for key in clean]
+        makers += [lambda k=key: dataset.clean_samples(*k) for key in clean]
+        return Plan(Layout(in_memory, domains, clean), keys, makers)
 
     def _dataset(self, config: RunConfig) -> Any:
         key = dataset_key(config)
@@ -185,11 +205,6 @@ class SharedInputs:
         if isinstance(found, Exception):
             raise found
         return found
-
-    def _compute(self, key: tuple[Any, ...], make: Callable[[], Any]) -> tuple[Any, ...]:
-        if key not in self.store:
-            self.store[key] = self.put(make())
-        return key
 
 
 def clean_counts(config: RunConfig) -> list[int]:

@@ -163,7 +163,7 @@ def compare_seeds(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -
     floor = merged["ci_low_baseline"] - tolerance / 100
     status = ["REGRESSED" if n < f - EPSILON_POINTS / 100 else "better" if n > h else "ok"
               for n, f, h in zip(merged["mean_new"], floor, merged["ci_high_baseline"])]
-    return merged[CELL].assign(accuracy_baseline=merged["mean_baseline"], accuracy_new=merged["mean_new"],
+    return merged[CELL].assign(severity=merged["severity"].astype(int), accuracy_baseline=merged["mean_baseline"], accuracy_new=merged["mean_new"],
                                baseline_low=merged["ci_low_baseline"],
                                diff_points=100 * (merged["mean_new"] - merged["mean_baseline"]), status=status)
 
