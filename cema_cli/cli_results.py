@@ -84,7 +84,7 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
     """Re-run a multi-seed baseline's grid (its methods, domains, samples, protocol, channel
     points and seeds, or ``seeds``) as a sweep with the current code; return the merged rows."""
     from cema_cli.api import check_method_options
-    from cema_cli.cli import default_out_dir
+    from cema_cli.cli import console, default_out_dir
     from cema_cli.cli_sweep import fail_on_cells, run_configs
     from cema_cli.run_folder import check_out_dir
     from cema_cli.saved_results import configs_from_results
@@ -93,8 +93,6 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
     check_method_options(configs[0])
     out = out or default_out_dir(["check", *configs[0].methods])
     check_out_dir(out, False)  # a fresh folder: a re-run never reuses cells of another code version
-    from cema_cli.cli import console
-
     rows, failed = run_configs(configs, out, console, executor, threads,
                                f"cema check (re-run of the baseline's grid, {len(baseline)} rows)")
     fail_on_cells(failed)

@@ -201,3 +201,17 @@ def test_invalid_results_in_file_mode_exit_3(cli, tmp_path):
     invalid = variant(tmp_path, lambda f: f.assign(status=["ok", "diverged: non-finite logits at batch 2", "ok", "ok"]), "new.csv")
     result = cli("check", "--baseline", str(RUN), "--results", invalid)
     assert result.exit_code == 3 and "1 result(s) of " + invalid + " are not valid" in flat(result.output)
+
+
+def test_tables_show_the_status_of_a_result_that_is_not_valid(cli, tmp_path):
+    collapsed = "collapsed: 97% of predictions in 1 class from batch 2 (labels: 10%)"
+    one = variant(tmp_path, lambda f: f.assign(status=["ok", "ok", "ok", collapsed]), "one.csv")  # bn contrast-5
+    text = flat(cli("report", one).output)
+    assert "status" in text and f"not valid (status): bn contrast-5: {collapsed}" in text
+    assert "bn" in text.split("collapsed")[0]  # the compare table's bn line says collapsed
+    seeds = pd.concat([pd.read_csv(one), pd.read_csv(one).assign(seed=1, status="ok")])
+    seeds.to_csv(tmp_path / "seeds.csv", index=False)
+    text = flat(cli("report", str(tmp_path / "seeds.csv")).output)
+    assert "accuracy over seeds" in text and "bn contrast-5 seed 0: collapsed" in text
+    assert "status" in text.split("accuracy % per domain")[0]  # the seed table has the column
+    assert "status" not in flat(cli("report", str(RUN)).output)  # only when some result is not valid
