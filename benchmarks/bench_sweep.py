@@ -41,10 +41,11 @@ def sweep_command(args: argparse.Namespace, out: Path, executor: str) -> list[st
 
 
 def timed_sweep(args: argparse.Namespace, out: Path, executor: str, code: str | None = None) -> float:
-    """Wall seconds of one `cema sweep` subprocess (with the cema at ``code`` when given)."""
+    """Wall seconds of one `cema sweep` subprocess (with the cema at ``code`` when given: run from
+    there, since `python -m` puts the working directory ahead of PYTHONPATH)."""
     env = {**os.environ, "PYTHONPATH": code} if code else None
     start = time.perf_counter()
-    subprocess.run(sweep_command(args, out, executor), check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run(sweep_command(args, out, executor), check=True, stdout=subprocess.DEVNULL, env=env, cwd=code)
     return time.perf_counter() - start
 
 
@@ -107,10 +108,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="samples per domain (default: all 2,500)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--only", default="serial,process,kill,ray,report", help="which figures, a comma list of those")
-    parser.add_argument("--code-before", default=None, help="a folder holding an older cema_cli: time its serial sweep first")
+    parser.add_argument("--code-before", default=None, type=lambda p: str(Path(p).resolve()),
+                        help="a folder holding an older cema_cli: time its serial sweep first")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    root = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-sweep-")).resolve()
     print(f"grid: {' '.join(sweep_command(args, Path('OUT'), 'EXECUTOR')[2:])}; cores {len(os.sched_getaffinity(0))}", flush=True)
     if args.code_before:
         before_and_after(args, root)
