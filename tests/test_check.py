@@ -1,6 +1,7 @@
 """`cema check` (baseline vs results, per method and domain) and `--min-accuracy` (a floor).
 
-Exit codes: 0 within the tolerance or better, 1 on a regression, 2 on unusable input.
+Exit codes: 0 within the tolerance or better, 1 on a regression, 2 on unusable input, 3 when a new
+result is not valid (diverged or collapsed). A multi-seed baseline can be re-run as a sweep.
 """
 
 from __future__ import annotations
