@@ -94,12 +94,13 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
-def run_benchmark(config: RunConfig, events: Events | None = None) -> list[dict[str, Any]]:
-    """Run every method on every domain of ``config``; return one result row per pair."""
+def run_benchmark(config: RunConfig, events: Events | None = None, inputs: Any = None) -> list[dict[str, Any]]:
+    """Run every method on every domain of ``config``; return one result row per pair.
+    ``inputs``: a sweep's shared read-only inputs (shared_inputs.CellInputs), else computed here."""
     config.validate()
     check_method_options(config)
     events = events or Events()
-    session = open_session(config, events)
+    session = open_session(config, events, inputs)
     methods = sized_for_run(method_configs(config, session.preset), session)
     check_single_samples(session, methods)
     require_cloud(session, methods)
@@ -188,9 +189,9 @@ def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any
         session.dataset.clean_samples(1, session.config.seed)
 
 
-def open_session(config: RunConfig, events: Events) -> Session:
+def open_session(config: RunConfig, events: Events, inputs: Any = None) -> Session:
     device = resolve_device(config.device)
-    dataset = open_dataset(config, pin_memory=device.type == "cuda")
+    dataset = inputs.open(config, device.type == "cuda") if inputs is not None else open_dataset(config, pin_memory=device.type == "cuda")
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
     if not edge_name:
@@ -200,7 +201,8 @@ def open_session(config: RunConfig, events: Events) -> Session:
     autocast = autocast_for(config.amp, device)
     torch.manual_seed(config.seed)  # --random-init weights follow the run's seed
     edge_source = load_model(edge_name, events.on_model_progress, edge_options)
-    return Session(config, device, dataset, edge_name, cloud_name, edge_source, events, cloud_options=cloud_options, autocast=autocast)
+    return Session(config, device, dataset, edge_name, cloud_name, edge_source, events, cloud_options=cloud_options, autocast=autocast,
+                   cache=inputs.cache if inputs is not None else {})
 
 
 def model_options(config: RunConfig, dataset: Any) -> tuple[ModelOptions, ModelOptions]:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from cema_cli.errors import CemaError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -22,24 +24,41 @@ def check_command(
     baseline: Annotated[Path, typer.Option(help="The results.csv to hold the line against (e.g. committed in your repository).")],
     tolerance: Annotated[float, typer.Option(help="Allowed accuracy drop per method and domain, in percentage points.")] = 0.5,
     results: Annotated[Optional[Path], typer.Option(help="Compare this results.csv instead of re-running the baseline's configuration.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Re-run the baseline's grid on these seeds (a count or a list) instead of its own.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Who runs a multi-seed re-run's cells: serial, process or ray (as cema sweep).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per cell of a multi-seed re-run (default: 1 per cell).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for the re-run).")] = "auto",
     data_root: Annotated[Optional[str], typer.Option(help="Root folder of an on-disk dataset (for the re-run).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder of the re-run (default: cema-runs/<time>-<methods>).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
-    """Exit 0 when every accuracy is within the tolerance or better, 1 on a regression, 2 on unusable input."""
+    """Exit 0 when every accuracy is within the tolerance or better, 1 on a regression, 2 on
+    unusable input, 3 when the new results are not valid (a diverged or collapsed stream)."""
     from cema_cli import report
     from cema_cli.cli import console, user_errors
+    from cema_cli.cli_sweep import parse_seeds
     from cema_cli.results import read_results
-    from cema_cli.saved_results import compare_accuracy, fail_on_regression
+    from cema_cli.saved_results import check_valid, compare_accuracy, fail_on_regression
+    from cema_cli.stats_tables import compare_seeds, is_multi_seed
 
     with user_errors(verbose):
+        rerun_flags = [f"--{name}" for name, value in (("seeds", seeds), ("executor", executor), ("threads", threads)) if value is not None]
+        if results and rerun_flags:
+            raise CemaError(f"{' and '.join(rerun_flags)} only apply to a re-run of the baseline; drop them with --results.")
+        if threads is not None and threads < 1:
+            raise CemaError(f"--threads {threads} is not a positive count; give e.g. --threads 1.")
+        new_seeds = parse_seeds(seeds)
         old = read_results(baseline)
-        new = read_results(results) if results else rerun(old, device, data_root, out)
-        from cema_cli.stats_tables import compare_seeds, is_multi_seed
-
-        diff = (compare_seeds if is_multi_seed(old) else compare_accuracy)(old, new, tolerance)
+        multi = is_multi_seed(old) or new_seeds is not None
+        if results:
+            new = read_results(results)
+        elif multi:
+            new = rerun_grid(old, new_seeds, device, data_root, out, executor, threads)
+        else:
+            new = rerun(old, device, data_root, out)
+        diff = (compare_seeds if multi else compare_accuracy)(old, new, tolerance)
         console.print(report.check_table(diff, tolerance))
+        check_valid(new, f"{results}" if results else "the re-run")
         fail_on_regression(diff, tolerance)
         console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
 
@@ -58,6 +77,26 @@ def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: 
     run_with_files([config], out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
     console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
     return read_results(out / "results.csv")
+
+
+def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str, data_root: Optional[str], out: Optional[Path],
+               executor: Optional[str], threads: Optional[int]) -> "pd.DataFrame":
+    """Re-run a multi-seed baseline's grid (its methods, domains, samples, protocol, channel
+    points and seeds, or ``seeds``) as a sweep with the current code; return the merged rows."""
+    from cema_cli.api import check_method_options
+    from cema_cli.cli import console, default_out_dir
+    from cema_cli.cli_sweep import fail_on_cells, run_configs
+    from cema_cli.run_folder import check_out_dir
+    from cema_cli.saved_results import configs_from_results
+
+    configs = configs_from_results(baseline, seeds, device, data_root)
+    check_method_options(configs[0])
+    out = out or default_out_dir(["check", *configs[0].methods])
+    check_out_dir(out, False)  # a fresh folder: a re-run never reuses cells of another code version
+    rows, failed = run_configs(configs, out, console, executor, threads,
+                               f"cema check (re-run of the baseline's grid, {len(baseline)} rows)")
+    fail_on_cells(failed)
+    return rows
 
 
 def report_command(

@@ -194,13 +194,29 @@ def execute_cells(methods: str, opts: dict[str, Any], console: Any) -> Any:
     if opts.get("dry_run"):
         console.print(dry_run_text(folder, cells, todo, plan), highlight=False)
         return None
+    return run_grid(folder, cells, todo, plan, console, " ".join(["cema", *sys.argv[1:]]))
+
+
+def run_grid(folder: Any, cells: list[Any], todo: list[Any], plan: Any, console: Any, command: str) -> tuple[Any, dict[str, str]]:
+    """Run the ``todo`` cells of the grid into the folder; return the merged rows and the failed cells."""
     folder.write_grid(cells)
-    driver = Driver(folder, cells, plan, console, " ".join(["cema", *sys.argv[1:]]))
+    driver = Driver(folder, cells, plan, console, command)
     driver.run(todo)
-    console.print(f"{len(cells) - len(todo)} cells already done, {len(todo)} run; results in [bold]{out}[/] "
+    console.print(f"{len(cells) - len(todo)} cells already done, {len(todo)} run; results in [bold]{folder.out}[/] "
                   "(results.csv, summary.csv, batches.csv, cells/, run.json)")
     rows = driver.folder.merge(driver.order)
     return rows, driver.failed
+
+
+def run_configs(configs: list[RunConfig], out: Path, console: Any, executor: str | None, threads: int | None,
+                command: str) -> tuple[Any, dict[str, str]]:
+    """Run every cell of the configurations into a new sweep folder (``cema check``'s re-run)."""
+    from cema_cli.executors import make_plan
+    from cema_cli.sweep import SweepFolder, cells_of
+
+    cells = cells_of(configs)
+    plan = make_plan(executor, len(cells), cells[0].config.device, threads)
+    return run_grid(SweepFolder(out), cells, cells, plan, console, command)
 
 
 def grid_flags_typed(opts: dict[str, Any]) -> bool:

@@ -71,13 +71,29 @@ def make_plan(executor: str | None, cells: int, device: str, threads: int | None
 
 
 def run_cells(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -> None:
-    {"serial": run_serial, "process": run_process, "ray": run_ray}[plan.executor](plan, cells, on_start, on_done)
+    """Run the cells, those that read the same domains one after another (so each shared input
+    is computed once and dropped early); the merged files keep the grid's order."""
+    {"serial": run_serial, "process": run_process, "ray": run_ray}[plan.executor](plan, by_domain(cells), on_start, on_done)
+
+
+def by_domain(cells: list[Cell]) -> list[Cell]:
+    """The cells grouped by their domains, groups in order of first appearance (stable)."""
+    first: dict[tuple, int] = {}
+    for cell in cells:
+        first.setdefault(tuple(cell.config.domains()), len(first))
+    return sorted(cells, key=lambda cell: first[tuple(cell.config.domains())])
 
 
 def run_serial(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -> None:
+    from cema_cli.shared_inputs import SharedInputs
+
+    inputs = SharedInputs([cell.config for cell in cells])
     for cell in cells:
         on_start(0, cell)
-        on_done(0, cell, run_cell(cell.config, plan.threads))
+        share = inputs.acquire(cell.config)
+        result = run_cell(cell.config, plan.threads, share.layout, *share.parts)
+        inputs.release(share)
+        on_done(0, cell, result)
 
 
 # --- process pool ----------------------------------------------------------------------------
@@ -92,6 +108,9 @@ def run_process(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDon
     """At most ``workers`` cells in flight, so each in-flight cell is on a worker slot."""
     import multiprocessing
 
+    from cema_cli.shared_inputs import SharedInputs
+
+    inputs = SharedInputs([cell.config for cell in cells])
     context = multiprocessing.get_context("spawn")
     gpu_ids = None
     if plan.gpus:
@@ -103,14 +122,15 @@ def run_process(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDon
     try:
         while True:
             while free and (cell := next(waiting, None)) is not None:
-                slot = free.pop(0)
-                running[pool.submit(run_cell, cell.config, plan.threads)] = (slot, cell)
+                slot, share = free.pop(0), inputs.acquire(cell.config)
+                running[pool.submit(run_cell, cell.config, plan.threads, share.layout, *share.parts)] = (slot, cell, share)
                 on_start(slot, cell)
             if not running:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                slot, cell = running.pop(future)
+                slot, cell, share = running.pop(future)
+                inputs.release(share)
                 on_done(slot, cell, future.result())
                 free.append(slot)
     finally:
@@ -154,14 +174,21 @@ def start_ray(address: str | None) -> Any:
 
 def run_ray(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -> None:
     """One Ray task per cell. A crashed worker's task is retried by Ray (max_retries); an error
-    of the run comes back as a failed CellResult, so it is recorded and never retried."""
+    of the run comes back as a failed CellResult, so it is recorded and never retried. The shared
+    inputs go into the object store once (``ray.put``); a task gets their references, which Ray
+    resolves, as top-level arguments."""
+    from cema_cli.shared_inputs import SharedInputs
+
     ray = start_ray(plan.ray_address)
+    inputs = SharedInputs([cell.config for cell in cells], put=ray.put)
     task = ray.remote(num_cpus=plan.cpus_per_cell, num_gpus=plan.gpus_per_cell, max_retries=3)(run_cell)
-    pending = {task.remote(cell.config, plan.threads): cell for cell in cells}
-    for slot, cell in enumerate(pending.values()):
+    pending = {}
+    for slot, cell in enumerate(cells):  # submitted as their inputs are ready: the first run while later ones are computed
+        share = inputs.acquire(cell.config)
+        pending[task.remote(cell.config, plan.threads, share.layout, *share.parts)] = (slot, cell, share)
         on_start(slot, cell)
-    slots = {cell.id: slot for slot, cell in enumerate(pending.values())}
     while pending:
         finished, _ = ray.wait(list(pending), num_returns=1)
-        cell = pending.pop(finished[0])
-        on_done(slots[cell.id], cell, ray.get(finished[0]))
+        slot, cell, share = pending.pop(finished[0])
+        inputs.release(share)
+        on_done(slot, cell, ray.get(finished[0]))

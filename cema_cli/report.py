@@ -74,7 +74,37 @@ def mean_notes(frame: pd.DataFrame) -> list[str]:
 
 
 def _caption(frame: pd.DataFrame, caption: str | None = CAPTION) -> str | None:
-    return "\n".join([*([caption] if caption else []), *mean_notes(frame)]) or None
+    return "\n".join([*([caption] if caption else []), *mean_notes(frame), *status_notes(frame)]) or None
+
+
+# --- a result's status (cema_cli/health.py): shown wherever it is not "ok" -----------------------
+
+def invalid_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose ``status`` is not 'ok' (diverged, collapsed); files without the column have none."""
+    if "status" not in frame.columns:
+        return frame.iloc[0:0]
+    return frame[frame["status"].fillna("ok") != "ok"]
+
+
+def status_text(group: pd.DataFrame) -> str:
+    """'ok', or the verdicts of a group's invalid rows by kind, e.g. 'collapsed 2, diverged 1'."""
+    kinds = invalid_rows(group)["status"].map(lambda status: str(status).split(":")[0]).value_counts()
+    return ", ".join(f"{kind} {count}" if count > 1 else kind for kind, count in kinds.items()) or "ok"
+
+
+def status_notes(frame: pd.DataFrame) -> list[str]:
+    """A note naming up to three invalid results (their accuracy is no measurement)."""
+    bad = invalid_rows(frame)
+    if bad.empty:
+        return []
+    seeds = "seed" in bad.columns and frame["seed"].nunique() > 1
+
+    def name(row: pd.Series) -> str:
+        return f"{row['method']} {domain_label(row)}" + (f" seed {row['seed']}" if seeds else "") + f": {row['status']}"
+
+    names = "; ".join(name(row) for _, row in bad.head(3).iterrows())
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return [f"not valid (status): {names}{more}"]
 
 
 def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame) -> Table:
@@ -96,27 +126,39 @@ def _totals(group: pd.DataFrame) -> list[str]:
 
 
 def bench_table(frame: pd.DataFrame) -> Table:
-    """One line per (method, domain), and a mean line per method when several domains ran."""
+    """One line per (method, domain), and a mean line per method when several domains ran; a
+    status column when some result is not valid."""
     table = _new_table("cema bench", ("method", "domain"), frame)
+    status = _status_column(table, frame)
     sweep = budget_points(frame) > 1
     for method, group in frame.groupby("method", sort=False):
-        for _, row in group.iterrows():
+        for index, row in group.iterrows():
             at = f" @{budget_label(row['uplink_budget_bytes'])}" if sweep else ""
             table.add_row(method, domain_label(row) + at, *_numbers(
                 row["accuracy"], row["uploads"], row["upload_ratio"], row["uplink_bytes"],
                 row["downlink_bytes"], row["seconds"], row["images_per_s"],
-            ))
+            ), *status(group.loc[[index]]))
         if len(group) > 1:
-            table.add_row(method, "mean", *_totals(group), style="bold")
+            table.add_row(method, "mean", *_totals(group), *status(group), style="bold")
     return table
 
 
 def compare_table(frame: pd.DataFrame) -> Table:
-    """One line per method: mean accuracy over domains, total uploads, bytes and time."""
+    """One line per method: mean accuracy over domains, total uploads, bytes and time (and the
+    invalid results, when some are)."""
     table = _new_table("cema compare", ("method",), frame)
+    status = _status_column(table, frame)
     for method, group in frame.groupby("method", sort=False):
-        table.add_row(method, *_totals(group))
+        table.add_row(method, *_totals(group), *status(group))
     return table
+
+
+def _status_column(table: Table, frame: pd.DataFrame):
+    """Adds a status column when some row is not valid; returns rows -> its cells ([] without)."""
+    if invalid_rows(frame).empty:
+        return lambda group: []
+    table.add_column("status", no_wrap=True)
+    return lambda group: [status_text(group)]
 
 
 def domain_table(frame: pd.DataFrame) -> Table:

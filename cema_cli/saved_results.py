@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,25 @@ def _costs(frame: pd.DataFrame) -> CostModel:
         raise CemaError(f"cannot reproduce the baseline: its cost_model does not fit this cema ({error}).") from None
 
 
+# One configuration each: a multi-seed baseline repeats its grid per seed, channel point and model pair.
+GRID_COLUMNS = ("seed", "channel", "edge_model", "cloud_model")
+
+
+def configs_from_results(frame: pd.DataFrame, seeds: list[int] | None = None, device: str = "auto",
+                         data_root: str | None = None) -> list[RunConfig]:
+    """The RunConfigs of a sweep's or multi-seed run's rows, validated: one per (seed, channel
+    point, model pair), each a full grid; with ``seeds``, the same grids on those seeds instead."""
+    from dataclasses import replace
+
+    columns = [c for c in GRID_COLUMNS if c in frame.columns]
+    configs = [config_from_results(group, device, data_root).validate()
+               for _, group in frame.groupby(columns, sort=False, dropna=False)]
+    if seeds is not None:
+        unique = {json.dumps(asdict(replace(c, seed=0)), sort_keys=True, default=str): c for c in configs}
+        configs = [replace(c, seed=seed) for c in unique.values() for seed in seeds]
+    return configs
+
+
 def _samples_cap(frame: pd.DataFrame, protocol: str) -> int:
     """--samples: per domain, except a mixed stream's rows (one per source domain) share one cap."""
     if protocol.startswith("mixed"):
@@ -192,6 +212,21 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
     # `not d >= ...`: a difference that is not a number is a regression, never "ok".
     status = ["REGRESSED" if not d >= -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
     return merged[key + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
+
+
+def check_valid(frame: pd.DataFrame, source: str) -> None:
+    """Raise Diverged (exit 3) when some new result's ``status`` is not 'ok': a diverged or
+    collapsed stream is no accuracy to compare (the verdicts: cema_cli/health.py)."""
+    from cema_cli.errors import Diverged
+
+    if "status" not in frame.columns:
+        return
+    bad = frame[frame["status"].fillna("ok") != "ok"]
+    if not bad.empty:
+        names = "; ".join(f"{row_label(r)} seed {r['seed']}: {r['status']}" for _, r in bad.head(5).iterrows())
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise Diverged(f"{len(bad)} result(s) of {source} are not valid, so their accuracy is no measurement: "
+                       f"{names}{more}; the code under test diverged or collapsed (rows kept with their status).")
 
 
 def fail_on_regression(diff: pd.DataFrame, tolerance: float) -> None:

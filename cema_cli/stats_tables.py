@@ -13,7 +13,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cema_cli.report import budget_label, domain_label
+from cema_cli.report import budget_label, domain_label, invalid_rows, status_notes, status_text
 from cema_cli.stats import paired_difference, t_interval, wilson_interval
 
 # A channel point and model pair: seeds of the same point are repetitions of one experiment.
@@ -70,14 +70,17 @@ def seed_table(frame: pd.DataFrame) -> Table:
     """Mean accuracy over domains per method (and point): mean +- 95% half-width over seeds."""
     summary = summary_frame(frame)
     means = summary[summary["corruption"] == MEAN_DOMAIN]
-    table = Table(title="accuracy over seeds (mean over domains)", box=box.SIMPLE_HEAD,
-                  caption="± = 95% interval: Student-t over seeds; Wilson from the sample count for one run")
+    caption = "\n".join(["± = 95% interval: Student-t over seeds; Wilson from the sample count for one run", *status_notes(frame)])
+    table = Table(title="accuracy over seeds (mean over domains)", box=box.SIMPLE_HEAD, caption=caption)
     points = several_points(frame)
-    for name in ("method", *(["point"] if points else []), "seeds", "acc % ± 95%", "std"):
-        table.add_column(name, justify="left" if name in ("method", "point") else "right")
-    for _, row in means.iterrows():
+    invalid = not invalid_rows(frame).empty
+    for name in ("method", *(["point"] if points else []), "seeds", "acc % ± 95%", "std", *(["status"] if invalid else [])):
+        table.add_column(name, justify="left" if name in ("method", "point", "status") else "right")
+    statuses = [status_text(g) for _, g in _groups(frame, ["method", *POINT])]  # summary_frame's order
+    for (_, row), status_cell in zip(means.iterrows(), statuses):
         std = "-" if math.isnan(row["std"]) else f"{100 * row['std']:.2f}"
-        table.add_row(row["method"], *([_point_label(row)] if points else []), str(row["n"]), _pm(row["mean"], row["half_width"]), std)
+        status = [status_cell] if invalid else []
+        table.add_row(row["method"], *([_point_label(row)] if points else []), str(row["n"]), _pm(row["mean"], row["half_width"]), std, *status)
     return table
 
 
@@ -89,7 +92,7 @@ def seed_domain_table(frame: pd.DataFrame) -> Table:
     keys = ["method", *(["point"] if several_points(frame) else [])]
     cells = cells.assign(point=cells.apply(_point_label, axis=1))
     domains = list(dict.fromkeys(cells["domain"]))
-    table = Table(title="accuracy % per domain over seeds (mean ± 95%)", box=box.SIMPLE_HEAD)
+    table = Table(title="accuracy % per domain over seeds (mean ± 95%)", box=box.SIMPLE_HEAD, caption="\n".join(status_notes(frame)) or None)
     for name in (*keys, *domains):
         table.add_column(name, justify="left" if name in keys else "right")
     for key, group in _groups(cells, keys):
@@ -160,7 +163,7 @@ def compare_seeds(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -
     floor = merged["ci_low_baseline"] - tolerance / 100
     status = ["REGRESSED" if n < f - EPSILON_POINTS / 100 else "better" if n > h else "ok"
               for n, f, h in zip(merged["mean_new"], floor, merged["ci_high_baseline"])]
-    return merged[CELL].assign(accuracy_baseline=merged["mean_baseline"], accuracy_new=merged["mean_new"],
+    return merged[CELL].assign(severity=merged["severity"].astype(int), accuracy_baseline=merged["mean_baseline"], accuracy_new=merged["mean_new"],
                                baseline_low=merged["ci_low_baseline"],
                                diff_points=100 * (merged["mean_new"] - merged["mean_baseline"]), status=status)
 

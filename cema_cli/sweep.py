@@ -100,18 +100,22 @@ class CellResult:
     batches: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_cell(config: RunConfig, threads: int) -> CellResult:
-    """Run one cell with ``threads`` torch threads. An error of the run is returned as a failed
-    result (recorded, not retried); a crash of the process is the executor's to handle."""
+def run_cell(config: RunConfig, threads: int, layout: Any = None, *parts: Any) -> CellResult:
+    """Run one cell with ``threads`` torch threads. ``layout`` and ``parts``: the shared read-only
+    inputs the driver computed once (shared_inputs.py; None: the cell computes its own). An error
+    of the run is returned as a failed result (recorded, not retried); a crash of the process is
+    the executor's to handle."""
     from cema_cli.threads import apply_threads
 
     apply_threads(threads)
     from cema_cli.api import Events, run_benchmark
+    from cema_cli.shared_inputs import assemble
 
     batches: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
-        rows = run_benchmark(config, Events(on_batch=lambda record: batches.append({**record, "seed": config.seed})))
+        inputs = assemble(config, layout, parts) if layout is not None else None
+        rows = run_benchmark(config, Events(on_batch=lambda record: batches.append({**record, "seed": config.seed})), inputs)
     except Exception as error:  # noqa: BLE001 - a failed cell must not stop the sweep
         return CellResult("failed", f"{type(error).__name__}: {error}", time.perf_counter() - start, threads)
     return CellResult("ok", "", time.perf_counter() - start, threads, rows, batches)

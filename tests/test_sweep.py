@@ -52,6 +52,31 @@ def test_a_cell_alone_gives_the_row_it_has_inside_a_compare():
     pd.testing.assert_frame_equal(together, alone)
 
 
+def test_shared_inputs_are_computed_once_and_change_no_row():
+    """The driver computes the dataset, each domain and each seed's clean set once; cells that get
+    them (and a worker's kept Fisher) give exactly the rows of cells that compute their own."""
+    from cema_cli.executors import by_domain
+    from cema_cli.shared_inputs import SharedInputs
+
+    options = {"eata": {"fisher_samples": 128}}
+    configs = [RunConfig(methods=("bn", "eata"), corruptions=("snow", "contrast"), samples=64, seed=s, method_options=options)
+               for s in (0, 1)]
+    cells = cells_of(configs)
+    made: list[str] = []
+    inputs = SharedInputs([c.config for c in cells], put=lambda value: made.append(type(value).__name__) or value)
+    shared = {}
+    for cell in by_domain(cells):
+        share = inputs.acquire(cell.config)
+        shared[cell.id] = run_cell(cell.config, 1, share.layout, *share.parts).rows
+        inputs.release(share)
+    assert sorted(made) == ["EmbeddedDigits", *["Tensor"] * 4]  # the dataset; snow, contrast; a clean set per seed
+    assert not inputs.store  # dropped once the last cell reading them finished
+    alone = [row for cell in cells for row in run_cell(cell.config, 1).rows]
+    timing = [*TIMING_COLUMNS]
+    pd.testing.assert_frame_equal(pd.DataFrame(alone).drop(columns=timing),
+                                  pd.DataFrame([row for cell in cells for row in shared[cell.id]]).drop(columns=timing))
+
+
 def test_cell_ids_come_from_the_configuration_only():
     config = RunConfig(methods=("bn",), samples=64)
     assert Cell(config).id == Cell(replace(config, device="cpu", workers=3)).id  # where it runs is not what it computes

@@ -88,10 +88,18 @@ class EmbeddedDigits:
         if key not in self._cache:
             if len(self._cache) >= CACHED_DOMAINS:
                 self._cache.pop(next(iter(self._cache)))  # the oldest domain goes first
-            self._cache[key] = self._corrupt(corruption, severity)
+            self._cache[key] = self.corrupt_domain(corruption, severity)
         return self._cache[key]
 
-    def _corrupt(self, corruption: str, severity: int) -> torch.Tensor:
+    def with_domains(self, domains: dict[tuple[str, int], torch.Tensor]) -> EmbeddedDigits:
+        """A copy sharing this one's images, with these corrupted domains already computed (a
+        sweep computes each domain once and hands every cell the ones it reads: cema_cli/shared_inputs.py)."""
+        copy = object.__new__(EmbeddedDigits)
+        copy.__dict__.update(self.__dict__, _cache=dict(domains))
+        return copy
+
+    def corrupt_domain(self, corruption: str, severity: int) -> torch.Tensor:
+        """The corrupted test split of one domain, computed (not cached)."""
         if corruption == "none":
             return self.images
         indices = torch.arange(len(self.images))
