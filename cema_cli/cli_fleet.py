@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cema_cli.errors import CemaError
-from cema_cli.fleet_config import FleetConfig, fleet_from_table, fleet_table, rotated_edges
+from cema_cli.fleet_config import FleetConfig, edge_configs, fleet_from_table, fleet_table, rotated_edges
 
 # Fleet flags and their defaults (None: the flag was not given).
 FLEET_FLAGS = {"cloud_batching": "per-edge", "student": None, "foundation": "shared", "cloud_capacity": None,
@@ -67,6 +67,7 @@ def execute_fleet(methods: list[str], opts: dict[str, Any], console: Console) ->
         raise CemaError("a fleet runs one uplink and one downlink budget; give one value each (or per edge in [[fleet.edges]]).")
     config = configs[0]
     check_method_options(config)
+    edge_configs(config, fleet)  # each edge's own settings, before the run folder exists
     out = opts["out"] or default_out_dir(methods)
     check_out_dir(out, opts["force"])
     result = run_fleet_with_files(config, fleet, out, console, " ".join(["cema", *sys.argv[1:]]), opts["force"], opts["threads"])
@@ -147,8 +148,9 @@ def fleet_summary_table(summary: list[dict[str, Any]]) -> list[Table]:
     accuracy = Table(title="fleet accuracy %", box=box.SIMPLE_HEAD, caption="gain: fleet mean minus the mean of the edges run alone (points)")
     for name in ("method", "edges", "batching", "student", "mean", "worst edge", "alone", "gain"):
         accuracy.add_column(name, justify="left" if name in ("method", "batching", "student") else "right", no_wrap=True)
-    cost = Table(title="fleet cost", box=box.SIMPLE_HEAD, caption="staleness: mean age of the edge's parameters in batches")
-    for name in ("method", "up MB", "down MB", "cloud steps/tick", "util", "max queue", "staleness"):
+    cost = Table(title="fleet cost", box=box.SIMPLE_HEAD,
+                 caption="wait: ticks an upload waits for the cloud; param age: batches since the edge's parameters were sent")
+    for name in ("method", "up MB", "down MB", "cloud steps/tick", "util", "max queue", "wait", "param age"):
         cost.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
     for s in summary:
         alone, gain, util = s["independent_mean_accuracy"], s["collaboration_gain"], s["cloud_utilisation"]
@@ -156,5 +158,6 @@ def fleet_summary_table(summary: list[dict[str, Any]]) -> list[Table]:
                          f"{100 * s['worst_edge_accuracy']:.2f}", "-" if alone is None else f"{100 * alone:.2f}",
                          "-" if gain is None else f"{100 * gain:+.2f}")
         cost.add_row(s["method"], f"{s['uplink_bytes'] / 1e6:.2f}", f"{s['downlink_bytes'] / 1e6:.3f}", f"{s['cloud_steps_per_tick']:.2f}",
-                     "-" if util is None else f"{100 * util:.0f}%", str(s["longest_queue"]), f"{s['mean_staleness_batches']:.2f}")
+                     "-" if util is None else f"{100 * util:.0f}%", str(s["longest_queue"]), f"{s['mean_queue_wait_ticks']:.2f}",
+                     f"{s['mean_staleness_batches']:.2f}")
     return [accuracy, cost]

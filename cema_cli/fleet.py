@@ -21,8 +21,9 @@ The cloud (cloud-placed methods: CEMA, Tent, ETA, EATA; others keep per-edge clo
 - capacity: at most ``cloud_capacity`` cloud steps per tick (a step = one job learnt, or one
   replay-only step of an edge without a job); jobs wait in a queue ordered by the scheduler
   (``round-robin`` over edges, ``fifo`` by arrival, ``lowest-entropy-first`` by the job's mean
-  upload entropy). An edge whose jobs wait receives its parameters later: its staleness
-  (param_delay_batches) follows from the cloud's load.
+  upload entropy). An edge whose jobs wait receives the parameters they produce later: the
+  summary's ``mean_queue_wait_ticks`` (ticks from arrival to learning) follows from the cloud's
+  load, on top of the link's parameter age (``mean_staleness_batches``, the rows' param_delay_batches).
 
 Edge-placed methods (bn, source, lame, t3a, tent/eata with placement edge, ...) run as
 independent edges on the same tick.
@@ -111,6 +112,7 @@ class CloudStats:
 
     steps_per_tick: list[int] = field(default_factory=list)
     queue_per_tick: list[int] = field(default_factory=list)
+    waits: list[int] = field(default_factory=list)  # per job served: ticks it waited in the queue
     uplink_bytes_received: int = 0
     downlink_bytes_sent: int = 0
 
@@ -269,6 +271,7 @@ class Fleet:
         served: set[int] = set()
         jobs = self.queue.pick()
         for job in jobs:
+            self.stats.waits.append(self.stats.ticks - job.tick)
             learner: Any = edges[0].strategy if pooled else by_index[job.edge].strategy
             if learner.learn(job.images):
                 changed.add(job.edge)
@@ -297,19 +300,22 @@ def edge_sessions(base: RunConfig, fleet: FleetConfig, events: Events) -> list[S
     for index, config in enumerate(configs):
         session = dataclasses.replace(first, config=config, events=edge_events(events, index))
         if (config.edge, config.edge_checkpoint) != (configs[0].edge, configs[0].edge_checkpoint):
-            session = with_edge_model(session)
+            session = with_edge_model(session, index)
         sessions.append(session)
     return sessions
 
 
-def with_edge_model(session: Session) -> Session:
+def with_edge_model(session: Session, index: int) -> Session:
     """The session with the edge model its config names, refused when its classes are not the dataset's."""
     from cema_cli.models import load_model
 
     config, dataset = session.config, session.dataset
     name = config.edge or dataset.default_edge
     torch.manual_seed(config.seed)
-    model = load_model(name, session.events.on_model_progress, model_options(config, dataset)[0])
+    try:
+        model = load_model(name, session.events.on_model_progress, model_options(config, dataset)[0])
+    except CemaError as error:
+        raise CemaError(f"edge {index}: {error}") from None
     return dataclasses.replace(session, edge_name=name, edge_source=model)
 
 
@@ -319,6 +325,8 @@ def check_classes(sessions: list[Session]) -> None:
         dataset = session.dataset
         wanted = getattr(dataset, "model_classes", dataset.num_classes)
         image = dataset.clean_samples(1, session.config.seed)[:1]
+        if len(image) == 0:  # no clean images to try: the loader's shape check stands alone
+            continue
         with torch.no_grad():
             got = session.edge_source(image).shape[1]
         if got != wanted:
@@ -407,8 +415,10 @@ def fleet_summary(method: str, fleet: FleetConfig, rows: list[dict[str, Any]], s
         **total,
         "cloud_uplink_bytes_received": stats.uplink_bytes_received, "cloud_downlink_bytes_sent": stats.downlink_bytes_sent,
         "ticks": ticks, "cloud_steps": steps, "cloud_steps_per_tick": steps / ticks if ticks else 0.0,
+        "peak_cloud_steps_per_tick": max(stats.steps_per_tick, default=0),
         "cloud_utilisation": steps / (fleet.cloud_capacity * ticks) if fleet.cloud_capacity and ticks else None,
         "longest_queue": max(stats.queue_per_tick, default=0), "final_queue": stats.queue_per_tick[-1] if stats.queue_per_tick else 0,
+        "mean_queue_wait_ticks": sum(stats.waits) / len(stats.waits) if stats.waits else 0.0,
         "mean_staleness_batches": sum(r["param_delay_batches"] * r["samples"] for r in rows) / samples if samples else 0.0,
         "edge_gflops_per_sample": rows[0].get("edge_gflops_per_sample") if rows else None,
         "cloud_gflops_per_sample": rows[0].get("cloud_gflops_per_sample") if rows else None,
