@@ -227,6 +227,7 @@ CASES = [
     ("edges-0", lambda t: ["bench", "--edges", "0", *FLEET], "--edges 0 must be 1 or more"),
     ("fleet-flag-without-fleet", lambda t: ["bench", "--scheduler", "fifo", *FLEET], "configure a fleet; add --edges N"),
     ("fleet-with-seeds", lambda t: ["bench", "--edges", "2", "--seeds", "2", *FLEET], "--seeds and --executor run single-edge cells"),
+    ("fleet-in-a-sweep", lambda t: ["sweep", "--methods", "bn", "--edges", "2", *FLEET], "cema sweep runs single-edge cells"),
     ("student-shared-for-cotta", lambda t: ["bench", "-m", "cotta", "--edges", "2", "--student", "shared", *FLEET],
      "apply to cema, tent, eta and eata"),
 ]
