@@ -25,8 +25,9 @@ The cloud (cloud-placed methods: CEMA, Tent, ETA, EATA; others keep per-edge clo
   summary's ``mean_queue_wait_ticks`` (ticks from arrival to learning) follows from the cloud's
   load, on top of the link's parameter age (``mean_staleness_batches``, the rows' param_delay_batches).
 
-Edge-placed methods (bn, source, lame, t3a, tent/eata with placement edge, ...) run as
-independent edges on the same tick.
+Edge-placed methods (bn, source, lame, t3a, tent/eata with placement edge, ...) and the cloud-placed
+methods with their own packet formats (CoTTA, RoTTA, SAR, DeYO: one cloud copy per edge, outside
+the capacity) run as independent edges on the same tick.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ from cema_cli.strategies.base import Strategy
 from cema_cli.strategies.cema import CEMA
 from cema_cli.strategies.common import CloudEdgeStrategy
 from cema_cli.strategies.tent import BatchStatsCloudEdge
+
+
+# Cloud halves the fleet's cloud runs: they keep CloudEdgeStrategy's packets and step. Other
+# cloud-placed methods (CoTTA, RoTTA, SAR, DeYO) carry their own packets: each edge keeps its own
+# cloud copy and steps alone, outside the capacity.
+FLEET_CLOUD = (CEMA, BatchStatsCloudEdge)
 
 
 @dataclass
@@ -139,7 +146,8 @@ class FleetEdge:
 
     @property
     def on_cloud(self) -> bool:
-        return isinstance(self.strategy, CloudEdgeStrategy)
+        """Whether the fleet's cloud runs this edge's cloud half (else the edge steps alone)."""
+        return isinstance(self.strategy, FLEET_CLOUD)
 
 
 def shared_parts(strategy: Strategy, fleet: FleetConfig, method: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ fleet. Then the CLI, the TOML [fleet] table and bad input. Embedded default, few
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -132,6 +133,14 @@ def test_a_fleet_is_deterministic_and_reports_the_collaboration_gain():
     assert bn["collaboration_gain"] == 0.0  # edge-placed: every edge runs alone anyway
     alone = [r for r in first.independent if r["method"] == "cema"]
     assert sorted({r["edge"] for r in alone}) == [0, 1] and len(alone) == 4
+
+
+def test_cloud_methods_with_their_own_packets_run_as_independent_edges():
+    run = config(("rotta",), samples=64)
+    fleet = run_fleet(run, FleetConfig(edges=rotated_edges(2)))
+    alone = by_key(run_benchmark(replace(run, corruptions=("contrast", "gaussian_noise"))))
+    assert [without_timing(r) for r in by_key(fleet.rows) if r["edge"] == 1] == [without_timing(r) for r in alone]
+    assert fleet.summary[0]["collaboration_gain"] == 0.0 and fleet.summary[0]["cloud_steps"] == 0
 
 
 def test_rotated_edges_start_at_successive_corruptions():
