@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cema_cli.api import run_benchmark
 from cema_cli.cli import app
-from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.config import RunConfig
 from cema_cli.fleet import CloudQueue, run_fleet
 from cema_cli.fleet_config import EdgeSpec, FleetConfig, rotated_edges
 from cema_cli.results import read_results
