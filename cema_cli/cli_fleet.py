@@ -71,7 +71,8 @@ def execute_fleet(methods: list[str], opts: dict[str, Any], console: Console) ->
     out = opts["out"] or default_out_dir(methods)
     check_out_dir(out, opts["force"])
     result = run_fleet_with_files(config, fleet, out, console, " ".join(["cema", *sys.argv[1:]]), opts["force"], opts["threads"])
-    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, fleet.csv, independent.csv, batches.csv, run.json)")
+    files = ["results.csv", "fleet.csv", *(["independent.csv"] if result.independent else []), "batches.csv", "run.json"]
+    console.print(f"results written to [bold]{escape(str(out))}[/] ({', '.join(files)})")
     console.print(edge_table(result.rows))
     for table in fleet_summary_table(result.summary):
         console.print(table)
