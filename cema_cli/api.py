@@ -9,7 +9,7 @@ import copy
 import functools
 import json
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -22,7 +22,7 @@ from cema_cli.config import RunConfig
 from cema_cli.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
-from cema_cli.engine import SlidingWindow, Tally, run_stream
+from cema_cli.engine import SlidingWindow, Tally, drain, stream_steps
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.results import SCHEMA_VERSION
@@ -267,6 +267,13 @@ def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: 
 def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: Leg) -> list[dict[str, Any]]:
     """Play one leg of the stream; one row per domain (a mixed leg: per source domain, as MD's
     ``eval_domain_dict``, its traffic shared out batch by batch in proportion to the samples)."""
+    return drain(play_leg(session, method, method_config, live, leg))
+
+
+def play_leg(session: Session, method: str, method_config: Any, live: Live, leg: Leg,
+             step: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Generator[None, None, list[dict[str, Any]]]:
+    """``run_leg`` one batch at a time (engine.stream_steps): a fleet passes the edge half as
+    ``step`` and runs the cloud at each yield."""
     config, channel = session.config, live.channel
     corruption, severity = ("mixed", leg.domains[0][1]) if leg.mixed else leg.domains[0]
     session.events.on_domain_start(method, corruption, severity, -(-len(leg.order) // config.batch_size))
@@ -285,7 +292,8 @@ def run_leg(session: Session, method: str, method_config: Any, live: Live, leg: 
         })
 
     stream = leg_stream(session, leg)
-    tally = run_stream(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window, config.collapse_share)
+    tally = yield from stream_steps(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window,
+                                    config.collapse_share, step)
     queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, uses_foundation(live.strategy))
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:

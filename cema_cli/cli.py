@@ -234,6 +234,13 @@ def _run_options(
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: idle cores / workers; see README).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Run as resumable cells: serial, process or ray (default with --seeds: process).")] = None,
     collapse_share: Annotated[float, typer.Option(help="Exit 3 when this share of a domain's predictions falls in 2 classes and the labels' does not (see README).")] = COLLAPSE_SHARE,
+    edges: Annotated[Optional[int], typer.Option(help="A fleet of N edges sharing one cloud, edge i's corruption order rotated by i (protocol continual by default; see README).")] = None,
+    cloud_batching: Annotated[str, typer.Option(help="Fleet cloud batches: per-edge (one edge's uploads) or pooled (their union).")] = "per-edge",
+    student: Annotated[Optional[str], typer.Option(help="Fleet students: per-edge (one cloud copy per edge) or shared (default with pooled).")] = None,
+    foundation: Annotated[str, typer.Option(help="Fleet foundation model (CEMA): shared or per-edge.")] = "shared",
+    cloud_capacity: Annotated[Optional[int], typer.Option(help="Fleet cloud steps per tick (default: unlimited).")] = None,
+    scheduler: Annotated[str, typer.Option(help="Fleet cloud queue order: round-robin, fifo or lowest-entropy-first.")] = "round-robin",
+    independent: Annotated[bool, typer.Option("--independent/--no-independent", help="Fleet: also run each edge alone, for the collaboration gain.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -363,6 +370,10 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
         from cema_cli.saved_results import check_min_accuracy, checked_min_accuracy
 
         checked_min_accuracy(opts["min_accuracy"])
+        from cema_cli.cli_fleet import fleet_requested
+
+        if fleet_requested({**opts, "ctx": ctx}):
+            return fleet_and_report(resolve_methods(methods), {**opts, "ctx": ctx})
         if opts["seeds"] is not None or opts["executor"] is not None:
             return run_cells_and_report(ctx, methods, opts)
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
@@ -375,6 +386,18 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
         print_sweep(frame)
         check_status(rows)
         check_min_accuracy(frame, opts["min_accuracy"])
+
+
+def fleet_and_report(methods: list[str], opts: dict[str, Any]) -> None:
+    """--edges N or a [fleet] table: the fleet's run, tables and checks (cli_fleet.py)."""
+    from cema_cli import report
+    from cema_cli.cli_fleet import execute_fleet
+    from cema_cli.health import check_status
+    from cema_cli.saved_results import check_min_accuracy
+
+    result = execute_fleet(methods, opts, console)
+    check_status(result.rows)
+    check_min_accuracy(report.results_frame(result.rows), opts["min_accuracy"])
 
 
 def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any]) -> None:

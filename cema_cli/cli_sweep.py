@@ -249,6 +249,10 @@ def sweep_command(ctx: typer.Context, methods: str, **opts: Any) -> None:
     from cema_cli.cli import console, user_errors
 
     with user_errors(opts["verbose"]):
+        from cema_cli.cli_fleet import fleet_requested
+
+        if fleet_requested({**opts, "ctx": ctx}):
+            raise CemaError("cema sweep runs single-edge cells; run a fleet with `cema bench` or `cema compare` --edges N.")
         outcome = execute_cells(methods, {**opts, "ctx": ctx}, console)
         if outcome is None:
             return

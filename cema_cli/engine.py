@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,12 +96,39 @@ def run_stream(
     a third tensor, each sample's source domain (mixed streams): the tally then splits by it.
     ``window`` (batch size 1): MD's sliding window decides what each step sees. The verdict
     reuses the scored logits (no extra forward pass) and checks parameters once, at the end."""
+    return drain(stream_steps(strategy, batches, channel, device, on_batch, autocast, window, collapse_share))
+
+
+def drain(steps: Generator[None, None, Any]) -> Any:
+    """Run a generator of steps to its end; return what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def stream_steps(
+    strategy: Strategy,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    channel: Channel,
+    device: torch.device,
+    on_batch: BatchHook | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    window: SlidingWindow | None = None,
+    collapse_share: float = COLLAPSE_SHARE,
+    step: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Generator[None, None, Tally]:
+    """``run_stream`` one batch at a time: it yields after each batch is scored and before the
+    channel ticks, and returns the tally. A fleet (cema_cli/fleet.py) passes the edge half as
+    ``step`` and runs the cloud at the yield; a lone edge's ``strategy.step`` does both."""
     tally = Tally()
+    step = step or strategy.step
     for images, labels, *tags in batches:
         start = time.perf_counter()
         with autocast() if autocast is not None else contextlib.nullcontext():
             images = images.to(device, non_blocking=True)
-            logits = window.score(strategy, images) if window is not None else strategy.step(images)
+            logits = window.score(strategy, images) if window is not None else step(images)
         predicted = logits.argmax(dim=1).cpu()
         hits = predicted == labels
         seconds = time.perf_counter() - start
@@ -109,6 +137,7 @@ def run_stream(
         if tags:
             tally.count_parts(hits, tags[0], seconds)
         tally.image_shape = tuple(images.shape[1:])
+        yield
         channel.tick()
         if on_batch is not None:
             on_batch(tally, strategy, channel)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cema_cli.errors import CemaError
 
-RUN_FILES = ("results.csv", "batches.csv", "run.json")
+RUN_FILES = ("results.csv", "batches.csv", "run.json", "fleet.csv", "independent.csv")
 LOCK_NAME = ".cema.lock"
 
 

@@ -159,18 +159,36 @@ class CloudEdgeStrategy(Strategy):
         return {"edge": self.edge, "cloud": self.cloud_edge_model()}
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
+        """One edge batch of a lone edge: the edge half, the cloud half, then the edge loads
+        whatever parameters arrived. A fleet (cema_cli/fleet.py) calls the three itself."""
+        logits = self.edge_phase(images)
+        self.cloud_phase(self.arrived_images())
+        self.apply_parameters()
+        return logits
+
+    def edge_phase(self, images: torch.Tensor) -> torch.Tensor:
+        """Edge: predict, send any uplink state, pick and upload samples; return the logits."""
         logits = self.predict(images)
         self.work.edge_forward += len(images)
         self.send_uplink_state()
         mask, priority = self.select(images, logits)
         self.upload(images[mask], priority[mask])
-        with self.context.cloud_meter:  # the cloud half: measured seconds, counted GFLOPs
-            self.unsent_update |= self.learn(self.arrived_images())
-            if self.unsent_update and self.channel.sync_due():
-                self.send_parameters()
-                self.unsent_update = False
-        self.apply_parameters()
         return logits
+
+    def cloud_phase(self, images: torch.Tensor | None) -> bool:
+        """Cloud: learn on ``images`` (arrived uploads, or None), then send parameters if a sync
+        is due and the cloud changed them since the last send. Returns whether learning changed them."""
+        with self.context.cloud_meter:  # the cloud half: measured seconds, counted GFLOPs
+            changed = self.learn(images)
+            self.unsent_update |= changed
+            self.sync_if_due()
+        return changed
+
+    def sync_if_due(self) -> None:
+        """Cloud: send the parameters at a sync tick when they changed since the last send."""
+        if self.unsent_update and self.channel.sync_due():
+            self.send_parameters()
+            self.unsent_update = False
 
     def upload(self, images: torch.Tensor, priority: torch.Tensor) -> None:
         config = self.channel.config
@@ -179,7 +197,10 @@ class CloudEdgeStrategy(Strategy):
 
     def arrived_images(self) -> torch.Tensor | None:
         """The uploads that arrived, in stream order; arrived edge state is loaded first."""
-        packets = self.channel.uplink.receive()
+        return self.images_of(self.channel.uplink.receive())
+
+    def images_of(self, packets: list) -> torch.Tensor | None:
+        """Cloud: load the control packets' edge state; stack the samples (None when there are none)."""
         for packet in packets:
             if packet.control:
                 self.load_uplink_state(packet.payload)

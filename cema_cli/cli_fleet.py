@@ -1,0 +1,164 @@
+"""``cema bench|compare --edges N`` (or a TOML ``[fleet]`` table): run a fleet (cema_cli/fleet.py),
+write its files and print its tables. Files under --out: results.csv (one row per edge and
+domain, with an ``edge`` column), batches.csv, independent.csv (each edge run alone), fleet.csv
+(one summary line per method) and run.json (with a ``fleet`` section), each written atomically."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cema_cli.errors import CemaError
+from cema_cli.fleet_config import FleetConfig, edge_configs, fleet_from_table, fleet_table, rotated_edges
+
+# Fleet flags and their defaults (None: the flag was not given).
+FLEET_FLAGS = {"cloud_batching": "per-edge", "student": None, "foundation": "shared", "cloud_capacity": None,
+               "scheduler": "round-robin", "independent": True}
+
+
+def fleet_requested(opts: dict[str, Any]) -> bool:
+    """``--edges`` given, or a --config file with a [fleet] table; fleet flags alone are refused."""
+    from cema_cli.cli import explicit_flags
+
+    wanted = opts.get("edges") is not None or bool(fleet_table(opts.get("config")))
+    stray = sorted(f for f in FLEET_FLAGS if f in explicit_flags(opts["ctx"]))
+    if stray and not wanted:
+        flags = ", ".join("--" + f.replace("_", "-") for f in stray)
+        raise CemaError(f"{flags} configure a fleet; add --edges N (or a [fleet] table in --config), or drop them.")
+    return wanted
+
+
+def build_fleet(opts: dict[str, Any]) -> FleetConfig:
+    """The fleet of the flags and the [fleet] table; flags typed on the command line win."""
+    from cema_cli.cli import explicit_flags
+
+    explicit = explicit_flags(opts["ctx"])
+    values: dict[str, Any] = fleet_from_table(opts["config"], fleet_table(opts["config"])) if opts.get("config") else {}
+    if opts.get("edges") is not None:
+        values["edges"] = rotated_edges(opts["edges"])
+    for flag, default in FLEET_FLAGS.items():
+        if flag in explicit or flag not in values:
+            values[flag] = opts.get(flag, default)
+    if values["student"] is None:  # pooled batching trains one cloud model: the shared student
+        values["student"] = "shared" if values["cloud_batching"] == "pooled" else "per-edge"
+    return FleetConfig(**values).validate()
+
+
+def execute_fleet(methods: list[str], opts: dict[str, Any], console: Console) -> Any:
+    """Validate, run the fleet with its files kept current, print the tables; return the result."""
+    from cema_cli.api import check_method_options
+    from cema_cli.cli import build_configs, default_out_dir, explicit_flags
+    from cema_cli.run_folder import check_out_dir
+
+    if opts.get("seeds") is not None or opts.get("executor") is not None:
+        raise CemaError("--seeds and --executor run single-edge cells; run a fleet without them (one seed per command).")
+    fleet = build_fleet(opts)
+    if "protocol" not in explicit_flags(opts["ctx"]):
+        opts = {**opts, "protocol": "continual"}  # fleets stream continually by default (a --config protocol still wins)
+    configs = build_configs(methods, opts)
+    if len(configs) > 1:
+        raise CemaError("a fleet runs one uplink and one downlink budget; give one value each (or per edge in [[fleet.edges]]).")
+    config = configs[0]
+    check_method_options(config)
+    edge_configs(config, fleet)  # each edge's own settings, before the run folder exists
+    out = opts["out"] or default_out_dir(methods)
+    check_out_dir(out, opts["force"])
+    result = run_fleet_with_files(config, fleet, out, console, " ".join(["cema", *sys.argv[1:]]), opts["force"], opts["threads"])
+    files = ["results.csv", "fleet.csv", *(["independent.csv"] if result.independent else []), "batches.csv", "run.json"]
+    console.print(f"results written to [bold]{escape(str(out))}[/] ({', '.join(files)})")
+    console.print(edge_table(result.rows))
+    for table in fleet_summary_table(result.summary):
+        console.print(table)
+    return result
+
+
+def run_fleet_with_files(config: Any, fleet: FleetConfig, out: Path, console: Console, command: str, force: bool,
+                         threads: int | None) -> Any:
+    """runner.run_with_files for a fleet: a locked folder, rows written as they finish, the
+    summary and run.json at the end; a bad input before the first row leaves no folder."""
+    from cema_cli import report
+    from cema_cli.api import Events, environment, resolve_device
+    from cema_cli.fleet import run_fleet
+    from cema_cli.run_folder import claim
+    from cema_cli.runner import FileSink, end_status, new_progress, now, sigterm_as_interrupt
+    from cema_cli.threads import apply_threads, threads_per_worker
+
+    env = environment(resolve_device(config.device))
+    threads = threads_per_worker(1, threads)
+    apply_threads(threads)
+    held = claim(out, force)
+    sink = FileSink(out, config, command)
+    sink.meta["fleet"] = fleet_meta(fleet)
+    try:
+        sink.write_meta(environment=env, threads=threads)
+        with sigterm_as_interrupt(), new_progress(console) as progress:
+            task = progress.add_task("fleet", total=None)
+            events = Events(on_row=sink.add_row, on_batch=lambda record: (sink.batches.append(record), progress.advance(task)),
+                            on_domain_start=lambda method, c, s, batches: progress.reset(task, total=batches, description=escape(f"{method} {c}-{s} (edge 0)")))
+            result = run_fleet(config, fleet, events)
+    except BaseException as error:
+        if isinstance(error, CemaError) and not sink.rows:
+            held.discard()
+        else:
+            sink.write_meta(**end_status(error), finished_rows=len(sink.rows), ended=now())
+            held.release()
+        raise
+    if result.independent:
+        report.write_csv(report.results_frame(result.independent), out / "independent.csv")
+    import pandas as pd
+
+    report.write_csv(pd.DataFrame(result.summary), out / "fleet.csv")
+    sink.meta["fleet"]["summary"] = result.summary
+    sink.write_meta(status="finished", finished_rows=len(result.rows), finished=now())
+    held.release()
+    return result
+
+
+def fleet_meta(fleet: FleetConfig) -> dict[str, Any]:
+    """run.json's record of the fleet: its options and each edge's own settings."""
+    data = asdict(replace(fleet, edges=()))
+    data["edges"] = [asdict(e) for e in fleet.edges]
+    return data
+
+
+def edge_table(rows: list[dict[str, Any]]) -> Table:
+    """Accuracy % per method and edge, over that edge's domains."""
+    from cema_cli.fleet import edge_accuracy
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    per = {m: edge_accuracy([r for r in rows if r["method"] == m]) for m in methods}
+    edges = sorted({e for acc in per.values() for e in acc})
+    table = Table(title="fleet: accuracy % per edge", box=box.SIMPLE_HEAD)
+    table.add_column("method", no_wrap=True)
+    for edge in edges:
+        table.add_column(f"edge {edge}", justify="right")
+    for method in methods:
+        table.add_row(method, *(f"{100 * per[method].get(e, 0.0):.2f}" for e in edges))
+    return table
+
+
+def fleet_summary_table(summary: list[dict[str, Any]]) -> list[Table]:
+    """fleet.csv as two tables: accuracy with the collaboration gain, and what it cost."""
+    accuracy = Table(title="fleet accuracy %", box=box.SIMPLE_HEAD, caption="gain: fleet mean minus the mean of the edges run alone (points)")
+    for name in ("method", "edges", "batching", "student", "mean", "worst edge", "alone", "gain"):
+        accuracy.add_column(name, justify="left" if name in ("method", "batching", "student") else "right", no_wrap=True)
+    cost = Table(title="fleet cost", box=box.SIMPLE_HEAD,
+                 caption="wait: ticks an upload waits for the cloud; param age: batches since the edge's parameters were sent")
+    for name in ("method", "up MB", "down MB", "cloud steps/tick", "util", "max queue", "wait", "param age"):
+        cost.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
+    for s in summary:
+        alone, gain, util = s["independent_mean_accuracy"], s["collaboration_gain"], s["cloud_utilisation"]
+        accuracy.add_row(s["method"], str(s["edges"]), s["cloud_batching"], s["student"], f"{100 * s['mean_accuracy']:.2f}",
+                         f"{100 * s['worst_edge_accuracy']:.2f}", "-" if alone is None else f"{100 * alone:.2f}",
+                         "-" if gain is None else f"{100 * gain:+.2f}")
+        cost.add_row(s["method"], f"{s['uplink_bytes'] / 1e6:.2f}", f"{s['downlink_bytes'] / 1e6:.3f}", f"{s['cloud_steps_per_tick']:.2f}",
+                     "-" if util is None else f"{100 * util:.0f}%", str(s["longest_queue"]), f"{s['mean_queue_wait_ticks']:.2f}",
+                     f"{s['mean_staleness_batches']:.2f}")
+    return [accuracy, cost]
