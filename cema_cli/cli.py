@@ -239,6 +239,7 @@ def _run_options(
     student: Annotated[Optional[str], typer.Option(help="Fleet students: per-edge (one cloud copy per edge) or shared (default with pooled).")] = None,
     foundation: Annotated[str, typer.Option(help="Fleet foundation model (CEMA): shared or per-edge.")] = "shared",
     cloud_capacity: Annotated[Optional[int], typer.Option(help="Fleet cloud steps per tick (default: unlimited).")] = None,
+    cloud_gflops_per_tick: Annotated[Optional[float], typer.Option(help="Fleet cloud compute budget, counted GFLOPs per tick (default: unlimited; --edges 1 for one edge).")] = None,
     scheduler: Annotated[str, typer.Option(help="Fleet cloud queue order: round-robin, fifo or lowest-entropy-first.")] = "round-robin",
     independent: Annotated[bool, typer.Option("--independent/--no-independent", help="Fleet: also run each edge alone, for the collaboration gain.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,

@@ -20,7 +20,7 @@ from cema_cli.fleet_config import FleetConfig, edge_configs, fleet_from_table, f
 
 # Fleet flags and their defaults (None: the flag was not given).
 FLEET_FLAGS = {"cloud_batching": "per-edge", "student": None, "foundation": "shared", "cloud_capacity": None,
-               "scheduler": "round-robin", "independent": True}
+               "cloud_gflops_per_tick": None, "scheduler": "round-robin", "independent": True}
 
 
 def fleet_requested(opts: dict[str, Any]) -> bool:

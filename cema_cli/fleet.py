@@ -87,9 +87,11 @@ class CloudQueue:
         """An edge's models were reset (a new leg of reset-each-shift): its waiting uploads go."""
         self.jobs = [j for j in self.jobs if j.edge != edge]
 
-    def pick(self) -> list[Job]:
-        """The jobs served this tick, in the order they are learnt; removed from the queue."""
+    def pick(self, limit: int | None = None) -> list[Job]:
+        """The jobs served this tick (at most ``limit`` more), in the order they are learnt;
+        removed from the queue."""
         count = len(self.jobs) if self.capacity is None else min(self.capacity, len(self.jobs))
+        count = count if limit is None else min(count, limit)
         if self.scheduler == "fifo":
             chosen = self.jobs[:count]
         elif self.scheduler == "lowest-entropy-first":
@@ -113,11 +115,36 @@ class CloudQueue:
         return chosen
 
 
+class ComputeCredit:
+    """A cloud compute budget in counted GFLOPs per tick (``--cloud-gflops-per-tick``): each tick
+    adds the budget to the credit, unused credit is not banked beyond one tick's budget, and a
+    step may start while the credit is positive. A step's GFLOPs are known only once it has run
+    (cloud_meter.py counts them), so the last step of a tick may overdraw the credit; the debt
+    delays the next ticks' steps, so over the run the cloud never spends more than the budget
+    allows by more than one step."""
+
+    def __init__(self, gflops_per_tick: float | None) -> None:
+        self.budget = gflops_per_tick
+        self.credit = 0.0
+
+    def new_tick(self) -> None:
+        if self.budget is not None:
+            self.credit = min(self.credit, 0.0) + self.budget
+
+    def allows_a_step(self) -> bool:
+        return self.budget is None or self.credit > 0
+
+    def spend(self, gflops: float) -> None:
+        self.credit -= gflops
+
+
 @dataclass
 class CloudStats:
     """What the cloud did over the run: steps per tick, queue lengths, bytes received and sent."""
 
     steps_per_tick: list[int] = field(default_factory=list)
+    gflops_per_tick: list[float] = field(default_factory=list)  # counted GFLOPs of the fleet cloud's steps
+    largest_step_gflops: float = 0.0
     queue_per_tick: list[int] = field(default_factory=list)
     waits: list[int] = field(default_factory=list)  # per job served: ticks it waited in the queue
     uplink_bytes_received: int = 0
@@ -189,6 +216,7 @@ class Fleet:
         self.edges, self.method, self.strategy_cls, self.method_config = edges, method, strategy_cls, method_config
         self.fleet, self.on_row = fleet, on_row
         self.queue = CloudQueue(fleet.cloud_capacity, fleet.scheduler)
+        self.credit = ComputeCredit(fleet.cloud_gflops_per_tick)
         self.stats = CloudStats()
         self.owners: dict[tuple[str, int], Strategy] = {}  # (shared part, generation) -> the strategy holding it
         self.rows: list[dict[str, Any]] = []
@@ -277,30 +305,46 @@ class Fleet:
         pooled = self.fleet.cloud_batching == "pooled"
         changed: set[int] = set()
         served: set[int] = set()
-        jobs = self.queue.pick()
-        for job in jobs:
+        self.credit.new_tick()
+        steps, gflops = 0, 0.0
+        while self.queue.jobs and self.credit.allows_a_step() and (self.queue.capacity is None or steps < self.queue.capacity):
+            job, = self.queue.pick(1)  # one at a time: the credit is known only after each step
             self.stats.waits.append(self.stats.ticks - job.tick)
             learner: Any = edges[0].strategy if pooled else by_index[job.edge].strategy
-            if metered_learn(learner, job.images):
-                changed.add(job.edge)
+            learnt, spent = metered_learn(learner, job.images)
+            changed |= {job.edge} if learnt else set()
             served.add(job.edge)
-        steps = len(jobs)
+            steps, gflops = steps + 1, gflops + spent
+            self.spend(spent)
         idle = [] if pooled and served else ([edges[0]] if pooled else [e for e in edges if e.index not in served])
         for edge in idle:
-            if self.queue.capacity is not None and steps >= self.queue.capacity:
+            if (self.queue.capacity is not None and steps >= self.queue.capacity) or not self.credit.allows_a_step():
                 break
-            if metered_learn(edge.strategy, None):  # e.g. CEMA's replay-only distillation
+            learnt, spent = metered_learn(edge.strategy, None)  # e.g. CEMA's replay-only distillation
+            self.spend(spent)
+            gflops += spent
+            if learnt:
                 changed.add(-1 if pooled else edge.index)
                 steps += 1
         self.stats.steps_per_tick.append(steps)
+        self.stats.gflops_per_tick.append(gflops)
         self.stats.queue_per_tick.append(len(self.queue.jobs))
         return changed
 
 
-def metered_learn(strategy: Any, images: torch.Tensor | None) -> bool:
-    """The cloud's learning on a job, timed and counted by the learner's meter (cloud_meter.py)."""
-    with strategy.context.cloud_meter:
-        return strategy.learn(images)
+    def spend(self, gflops: float) -> None:
+        self.credit.spend(gflops)
+        self.stats.largest_step_gflops = max(self.stats.largest_step_gflops, gflops)
+
+
+def metered_learn(strategy: Any, images: torch.Tensor | None) -> tuple[bool, float]:
+    """The cloud's learning on a job, timed and counted by the learner's meter (cloud_meter.py):
+    whether the cloud copy changed, and the counted GFLOPs it took."""
+    meter = strategy.context.cloud_meter
+    before = meter.gflops
+    with meter:
+        changed = strategy.learn(images)
+    return changed, meter.gflops - before
 
 
 # --- running fleets from a RunConfig -----------------------------------------------------------
@@ -430,6 +474,8 @@ def fleet_summary(method: str, fleet: FleetConfig, rows: list[dict[str, Any]], s
         "cloud_uplink_bytes_received": stats.uplink_bytes_received, "cloud_downlink_bytes_sent": stats.downlink_bytes_sent,
         "ticks": ticks, "cloud_steps": steps, "cloud_steps_per_tick": steps / ticks if ticks else 0.0,
         "peak_cloud_steps_per_tick": max(stats.steps_per_tick, default=0),
+        "cloud_gflops_per_tick_budget": fleet.cloud_gflops_per_tick if fleet.cloud_gflops_per_tick is not None else "unlimited",
+        "fleet_cloud_gflops": sum(stats.gflops_per_tick), "largest_cloud_step_gflops": stats.largest_step_gflops,
         "cloud_utilisation": steps / (fleet.cloud_capacity * ticks) if fleet.cloud_capacity and ticks else None,
         "longest_queue": max(stats.queue_per_tick, default=0), "final_queue": stats.queue_per_tick[-1] if stats.queue_per_tick else 0,
         "mean_queue_wait_ticks": sum(stats.waits) / len(stats.waits) if stats.waits else 0.0,

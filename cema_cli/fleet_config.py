@@ -24,7 +24,8 @@ SCHEDULERS = ("round-robin", "fifo", "lowest-entropy-first")
 EDGE_RUN_KEYS = ("corruptions", "severities", "samples", "protocol", "order", "dirichlet", "label_sampler", "gradual",
                  "edge", "edge_checkpoint")
 EDGE_KEYS = EDGE_RUN_KEYS + ("channel",)
-FLEET_KEYS = ("edges", "cloud_batching", "student", "foundation", "cloud_capacity", "scheduler", "independent")
+FLEET_KEYS = ("edges", "cloud_batching", "student", "foundation", "cloud_capacity", "cloud_gflops_per_tick", "scheduler",
+              "independent")
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,16 @@ class EdgeSpec:
 @dataclass(frozen=True)
 class FleetConfig:
     """The fleet and its cloud: batching, student and foundation policies, capacity, scheduler.
-    ``cloud_capacity``: cloud steps per tick (None = unlimited); ``independent``: also run each
-    edge alone for the collaboration gain."""
+    ``cloud_capacity``: cloud steps per tick (None = unlimited); ``cloud_gflops_per_tick``: a
+    compute budget in counted GFLOPs per tick (None = unlimited; see fleet.ComputeCredit);
+    ``independent``: also run each edge alone for the collaboration gain."""
 
     edges: tuple[EdgeSpec, ...] = (EdgeSpec(),)
     cloud_batching: str = "per-edge"
     student: str = "per-edge"
     foundation: str = "shared"
     cloud_capacity: int | None = None
+    cloud_gflops_per_tick: float | None = None
     scheduler: str = "round-robin"
     independent: bool = True
 
@@ -60,6 +63,10 @@ class FleetConfig:
         if self.cloud_capacity is not None and (isinstance(self.cloud_capacity, bool) or not isinstance(self.cloud_capacity, int)
                                                 or self.cloud_capacity < 1):
             raise CemaError(f"--cloud-capacity {self.cloud_capacity!r} must be a whole number of cloud steps per tick, 1 or more "
+                            "(omit it for an unlimited cloud).")
+        budget = self.cloud_gflops_per_tick
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < float("inf")):
+            raise CemaError(f"--cloud-gflops-per-tick {budget!r} must be a positive, finite number of GFLOPs "
                             "(omit it for an unlimited cloud).")
         if self.cloud_batching == "pooled" and self.student != "shared":
             raise CemaError("--cloud-batching pooled trains one cloud model on the union of the edges' uploads; "
@@ -111,7 +118,7 @@ def fleet_from_table(path: Path, table: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(table) - set(FLEET_KEYS))
     if unknown:
         raise CemaError(f"{path}: unknown [fleet] key(s) {', '.join(unknown)}; valid: {', '.join(FLEET_KEYS)}.")
-    annotations = {"cloud_batching": "str", "student": "str", "foundation": "str", "cloud_capacity": "int", "scheduler": "str",
+    annotations = {"cloud_batching": "str", "student": "str", "foundation": "str", "cloud_capacity": "int", "cloud_gflops_per_tick": "float", "scheduler": "str",
                    "independent": "bool"}
     check_types(path, "[fleet] ", {k: v for k, v in table.items() if k != "edges"}, annotations)
     values = {k: v for k, v in table.items() if k != "edges"}

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cema_cli.api import run_benchmark
 from cema_cli.cli import app
 from cema_cli.config import RunConfig
-from cema_cli.fleet import CloudQueue, run_fleet
+from cema_cli.fleet import CloudQueue, ComputeCredit, run_fleet
 from cema_cli.fleet_config import EdgeSpec, FleetConfig, rotated_edges
 from cema_cli.sweep import TIMING_COLUMNS
 from cema_cli.results import read_results
@@ -104,6 +104,32 @@ def test_the_cloud_never_runs_more_steps_per_tick_than_its_capacity(scheduler):
         assert slow["peak_cloud_steps_per_tick"] == 1 < fast["peak_cloud_steps_per_tick"]
         assert slow["cloud_utilisation"] <= 1 and slow["longest_queue"] > 0 == fast["longest_queue"]
         assert slow["mean_queue_wait_ticks"] > 0 == fast["mean_queue_wait_ticks"]  # staleness follows from the load
+
+
+def test_the_compute_credit_carries_debt_but_banks_no_savings():
+    credit, steps = ComputeCredit(10.0), []
+    for _ in range(3):  # every step costs 4 GFLOPs
+        credit.new_tick()
+        count = 0
+        while credit.allows_a_step():
+            credit.spend(4.0)
+            count += 1
+        steps.append(count)
+    assert steps == [3, 2, 3]  # 10 -> -2; -2 + 10 = 8 -> 0; 0 + 10 -> -2
+    idle = ComputeCredit(10.0)
+    idle.new_tick()
+    idle.new_tick()
+    assert idle.credit == 10.0  # an idle tick's credit is not banked
+
+
+def test_a_gflops_budget_bounds_the_cloud_compute():
+    run = config(("cema",), samples=128)
+    free = run_fleet(run, FleetConfig(edges=rotated_edges(2), independent=False)).summary[0]
+    budget = free["fleet_cloud_gflops"] / free["ticks"] / 4  # a quarter of what the cloud wants on average
+    slow = run_fleet(run, FleetConfig(edges=rotated_edges(2), cloud_gflops_per_tick=budget, independent=False)).summary[0]
+    assert slow["fleet_cloud_gflops"] <= budget * slow["ticks"] + slow["largest_cloud_step_gflops"]
+    assert slow["fleet_cloud_gflops"] < free["fleet_cloud_gflops"] and slow["longest_queue"] > 0 == free["longest_queue"]
+    assert slow["cloud_gflops_per_tick_budget"] == budget
 
 
 def test_the_schedulers_pick_jobs_in_their_order():
@@ -224,6 +250,8 @@ CASES = [
      "unknown [[fleet.edges]] #1 channel key(s) speed"),
     ("capacity-0", lambda t: ["bench", "--edges", "2", "--cloud-capacity", "0", *FLEET], "--cloud-capacity 0 must be a whole number"),
     ("capacity-negative", lambda t: ["bench", "--edges", "2", "--cloud-capacity", "-3", *FLEET], "--cloud-capacity -3 must be"),
+    ("gflops-budget-0", lambda t: ["bench", "--edges", "2", "--cloud-gflops-per-tick", "0", *FLEET],
+     "--cloud-gflops-per-tick 0.0 must be a positive, finite number"),
     ("capacity-0-in-toml", lambda t: ["bench", "--config", write_toml(t, "[fleet]\nedges = 2\ncloud_capacity = 0\n"), *FLEET],
      "--cloud-capacity 0 must be"),
     ("edge-model-classes", lambda t: ["bench", "--config", write_toml(
