@@ -2,6 +2,7 @@
 
     python benchmarks/bench_floor.py                                   # source,bn,tent,eata,cema; 3 rounds
     python benchmarks/bench_floor.py --methods all --samples 640 --rounds 2
+    python benchmarks/bench_floor.py --methods cema -o cema.tbr_moments=two-pass
 
 For each method it first runs the stream once with every model call recorded (untimed): which
 model, the batch's shape, the model's train/eval modes, whether gradients were on (or inference
@@ -26,6 +27,7 @@ value while the method ran (min-max over rounds): on a shared machine, read rati
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from cema_cli import api
 from cema_cli.config import RunConfig
 from cema_cli.models.nets import Classifier
 from cema_cli.strategies import STRATEGIES
+from cema_cli.strategies.tbr import TestTimeBatchRenorm
 
 DEFAULT_METHODS = "source,bn,tent,eata,cema"
 
@@ -110,6 +113,31 @@ def work_agrees(passes: list[Pass], row: dict) -> bool:
     return forward == f_edge + f_cloud and backward == b_edge + b_cloud
 
 
+def plain_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each TBR layer replaced by a BatchNorm2d sharing its affine
+    parameters (same modules() order, so the recorded modes still apply)."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, TestTimeBatchRenorm):
+                bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine)
+                if child.affine:
+                    bn.weight, bn.bias = child.weight, child.bias
+                setattr(parent, name, bn)
+    return model
+
+
+def with_plain_batchnorm(passes: list[Pass]) -> list[Pass] | None:
+    """The same passes on plain-BatchNorm copies of the TBR models; None when no model has TBR."""
+    if not any(isinstance(m, TestTimeBatchRenorm) for call in passes for m in call.model.modules()):
+        return None
+    copies: dict[int, nn.Module] = {}
+    for call in passes:
+        copies.setdefault(id(call.model), plain_batchnorm(call.model))
+    return [Pass(copies[id(call.model)], call.shape, call.dtype, call.modes, call.grad, call.inference, call.backward)
+            for call in passes]
+
+
 def replay(passes: list[Pass]) -> tuple[float, float]:
     """(wall, CPU) seconds of the recorded passes alone: each forward, and its backward where one was taken."""
     inputs: dict[tuple, torch.Tensor] = {}
@@ -160,38 +188,50 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="samples per stream (default: all 2,500)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("-o", "--option", action="append", default=[], help="method.key=value, as cema's --option")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     methods = STRATEGIES.names() if args.methods == "all" else args.methods.split(",")
     options = {"eata": {"fisher_samples": 500}, "cotta": {"augmentations": 8}} if args.methods == "all" else {}
+    for text in args.option:
+        key, _, value = text.partition("=")
+        method, _, name = key.partition(".")
+        options.setdefault(method, {})[name] = value
     configs = {m: config_for(m, args.samples, options) for m in methods}
     recorded = {m: record(configs[m]) for m in methods}
+    plain = {m: with_plain_batchnorm(recorded[m][0]) for m in methods}
     results: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
-    print(f"threads {torch.get_num_threads()}, samples {args.samples or 'all'}, torch {torch.__version__}; "
+    print(f"threads {torch.get_num_threads()}, samples {args.samples or 'all'}, options {options or 'none'}, torch {torch.__version__}; "
           f"load at start {Path('/proc/loadavg').read_text().strip()}")
     for round_index in range(args.rounds):
         for method in methods:
             before = load()
             seconds, wall, cpu = measure(configs[method])
             floor_wall, floor_cpu = replay(recorded[method][0])
+            bn_cpu = replay(plain[method])[1] if plain[method] else floor_cpu
             r = {"seconds": seconds, "wall": wall, "cpu": cpu, "floor_wall": floor_wall, "floor_cpu": floor_cpu,
-                 "load": max(before, load())}
+                 "bn_cpu": bn_cpu, "load": max(before, load())}
             results[method].append(r)
-            print(f"round {round_index + 1} {method:<14} seconds {seconds:6.2f}  loop {wall:6.2f} s wall {cpu:6.2f} s CPU  "
-                  f"floor {floor_wall:6.2f} s wall {floor_cpu:6.2f} s CPU  ratio {wall / floor_wall:5.2f} wall "
-                  f"{cpu / floor_cpu:5.2f} CPU  load {r['load']:.2f}", flush=True)
-    print("\nmedians over rounds; ratio = loop / floor (wall: run_stream's wall time; seconds: the row's column; CPU: process time)")
-    print(f"{'method':<14}{'passes':>7}{'work ok':>8}{'loop s':>8}{'floor s':>8}{'wall':>6}{'seconds':>8}{'CPU':>6}"
-          f"{'CPU overhead':>13}  load")
+            print(f"round {round_index + 1} {method:<14} loop {wall:6.2f} s wall {cpu:6.2f} s CPU  floor {floor_wall:6.2f} s wall "
+                  f"{floor_cpu:6.2f} s CPU (BN floor {bn_cpu:6.2f})  ratio {wall / floor_wall:5.2f} wall {cpu / floor_cpu:5.2f} CPU  "
+                  f"load {r['load']:.2f}", flush=True)
+    print("\nmedians over rounds. loop: run_stream's time; seconds: the row's column; ratio = loop / floor (wall, or CPU =\n"
+          "process time, which a busy machine disturbs far less); vs BN: CPU ratio against the floor with plain train-mode\n"
+          "BatchNorm in place of TBR (what TBR's exact batch moments cost; = CPU for methods without TBR)")
+    print(f"{'method':<14}{'passes':>7}{'work ok':>8}{'loop s':>8}{'CPU s':>7}{'floor CPU':>10}{'wall':>6}{'seconds':>8}"
+          f"{'CPU':>6}{'overhead':>9}{'vs BN':>7}  load")
     for method in methods:
         passes, row = recorded[method]
         rs = results[method]
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        ratio = {k: statistics.median(r[k] / r[f"floor_{f}"] for r in rs)
-                 for k, f in (("wall", "wall"), ("seconds", "wall"), ("cpu", "cpu"))}
-        print(f"{method:<14}{len(passes):>7}{'yes' if work_agrees(passes, row) else 'NO':>8}{med['wall']:>8.2f}"
-              f"{med['floor_wall']:>8.2f}{ratio['wall']:>6.2f}{ratio['seconds']:>8.2f}{ratio['cpu']:>6.2f}"
-              f"{ratio['cpu'] - 1:>13.0%}  {min(r['load'] for r in rs):.2f}-{max(r['load'] for r in rs):.2f}")
+        ratio = {
+            "wall": statistics.median(r["wall"] / r["floor_wall"] for r in rs),
+            "seconds": statistics.median(r["seconds"] / r["floor_wall"] for r in rs),
+            "cpu": statistics.median(r["cpu"] / r["floor_cpu"] for r in rs),
+            "bn": statistics.median(r["cpu"] / r["bn_cpu"] for r in rs)}
+        print(f"{method:<14}{len(passes):>7}{'yes' if work_agrees(passes, row) else 'NO':>8}{med['wall']:>8.2f}{med['cpu']:>7.2f}"
+              f"{med['floor_cpu']:>10.2f}{ratio['wall']:>6.2f}{ratio['seconds']:>8.2f}{ratio['cpu']:>6.2f}{ratio['cpu'] - 1:>9.0%}"
+              f"{ratio['bn']:>7.2f}  {min(r['load'] for r in rs):.2f}-{max(r['load'] for r in rs):.2f}")
     print(f"load at end {Path('/proc/loadavg').read_text().strip()}")
 
 
