@@ -48,6 +48,7 @@ def refused(cli, tmp_path, *args: str) -> str:
         ("cema", "replay_batch=300", "option cema.replay_batch=300 must not exceed replay_min (256)"),
         ("cema-official", "e_min_factor=0.5", "option cema-official.e_min_factor=0.5 must not exceed e_max_factor (0.4)"),
         ("cema", "cloud_batch=2.5", "option cema.cloud_batch='2.5' is not a whole number."),
+        ("cema", "tbr_moments=fast", "option cema.tbr_moments='fast' is not one of welford, two-pass; e.g. -o cema.tbr_moments=welford"),
     ],
 )
 def test_a_meaningless_option_is_one_line_and_exit_2(cli, tmp_path, one_line_errors, method, option, expected):

@@ -23,8 +23,8 @@ from cema_cli.strategies.common import (
     optimised_values, sample_weights, weighted_entropy_loss,
 )
 from cema_cli.strategies.eata import REDUNDANCY_MARGINS
-from cema_cli.strategies.options import at_most, non_negative, non_negative_int, positive, positive_int, unit_interval
-from cema_cli.strategies.tbr import running_moments, set_running_moments, use_batch_renorm
+from cema_cli.strategies.options import at_most, non_negative, non_negative_int, one_of, positive, positive_int, unit_interval
+from cema_cli.strategies.tbr import TBR_MOMENTS, running_moments, set_running_moments, use_batch_renorm
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class CEMAConfig:
     entropy_weight: float = 3.0
     kl_weight: float = 3.0
     ce_weight: float = 1.0
+    tbr_moments: str = "welford"  # TBR's batch variance: torch.var; "two-pass" is faster on CPU, differs in the last bits
 
     def validate(self) -> None:
         for name in ("e_max_factor", "e_max_lambda", "temperature"):
@@ -66,6 +67,7 @@ class CEMAConfig:
             positive_int(name, getattr(self, name))
         for name in ("warmup_samples", "replay_batch", "replay_min"):
             non_negative_int(name, getattr(self, name))
+        one_of("tbr_moments", self.tbr_moments, TBR_MOMENTS)
         self.validate_replay()
 
     def validate_replay(self) -> None:
@@ -114,7 +116,7 @@ class CEMAEdge:
     """The edge half: TBR in eval mode, forward only, and the entropy gate that picks uploads."""
 
     def __init__(self, model: nn.Module, config: CEMAConfig, num_classes: int) -> None:
-        self.model = use_batch_renorm(model).eval().requires_grad_(False)
+        self.model = use_batch_renorm(model, config.tbr_moments).eval().requires_grad_(False)
         e_max0 = entropy_threshold(config.e_max_factor, num_classes)
         self.e_max = DynamicEMax(e_max0, config.e_max_lambda, config.warmup_samples, config.dynamic_e_max)
         self.e_min = entropy_threshold(config.e_min_factor, num_classes)
@@ -155,8 +157,8 @@ class CEMACloud:
         self.config = config
         self.work = work if work is not None else WorkCounts()
         self.e_max0 = entropy_threshold(config.e_max_factor, num_classes)
-        self.foundation = use_batch_renorm(foundation).train()
-        self.student = use_batch_renorm(student).train()
+        self.foundation = use_batch_renorm(foundation, config.tbr_moments).train()
+        self.student = use_batch_renorm(student, config.tbr_moments).train()
         self.foundation_opt = make_optimizer(prepare_for_norm_adaptation(self.foundation), "sgd", config.foundation_lr, config.momentum)
         self.student_opt = make_optimizer(prepare_for_norm_adaptation(self.student), "sgd", config.distill_lr, config.momentum)
         self.queue: torch.Tensor | None = None

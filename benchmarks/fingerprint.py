@@ -1,0 +1,72 @@
+"""A digest of everything a run computes, to prove a speed change altered no number (not a test).
+
+    python benchmarks/fingerprint.py                  # every method, 2 domains, 512 samples
+    python benchmarks/fingerprint.py --methods cema --corruptions gaussian_noise --samples 2500
+
+For each (method, domain) it prints the sha256 of every scored logit (every batch, in order)
+followed by every parameter and buffer of the models the method adapts (``adapted_models``) at
+the end of the stream, plus the row's numeric columns that do not measure time. Run it before
+and after a change (``--threads 1``: the same kernels): identical digests mean bitwise identical
+results. One thread by default, so the float reductions run in one fixed order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+import torch
+
+from cema_cli import api, engine
+from cema_cli.config import RunConfig
+from cema_cli.strategies import STRATEGIES
+
+TIMING = {"seconds", "images_per_s"}
+DIGESTS: list[str] = []
+
+
+def traced_run_stream(strategy, batches, channel, device, *args, **kwargs):
+    """engine.run_stream, hashing the scored logits and the adapted models' final state."""
+    digest = hashlib.sha256()
+    original = strategy.step
+
+    def step(images: torch.Tensor) -> torch.Tensor:
+        logits = original(images)
+        digest.update(logits.detach().float().cpu().numpy().tobytes())
+        return logits
+
+    strategy.step = step
+    try:
+        tally = engine.run_stream(strategy, batches, channel, device, *args, **kwargs)
+    finally:
+        del strategy.step
+    models = strategy.adapted_models() if hasattr(strategy, "adapted_models") else {}
+    for role, model in sorted(models.items()):
+        for name, value in model.state_dict().items():
+            digest.update(f"{role}:{name}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    DIGESTS.append(digest.hexdigest()[:16])
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=",".join(STRATEGIES.names()))
+    parser.add_argument("--corruptions", default="gaussian_noise,contrast")
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    api.run_stream = traced_run_stream
+    config = RunConfig(methods=tuple(args.methods.split(",")), corruptions=tuple(args.corruptions.split(",")),
+                       severities=(5,), samples=args.samples, seed=0, device="cpu",
+                       method_options={"eata": {"fisher_samples": 500}, "cotta": {"augmentations": 8}})
+    rows = api.run_benchmark(config)
+    for row, digest in zip(rows, DIGESTS):
+        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in TIMING and v is not None}
+        numbers_digest = hashlib.sha256(repr(sorted(numbers.items())).encode()).hexdigest()[:12]
+        print(f"{row['method']:<14}{row['corruption']:<16}{row['accuracy']:.6f} {digest} {numbers_digest}")
+
+
+if __name__ == "__main__":
+    main()
