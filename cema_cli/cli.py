@@ -520,3 +520,7 @@ app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # python -m cema_cli.cli, as well as python -m cema_cli
+    main()
