@@ -100,7 +100,7 @@ def run_fleet_with_files(config: Any, fleet: FleetConfig, out: Path, console: Co
         sink.write_meta(environment=env, threads=threads)
         with sigterm_as_interrupt(), new_progress(console) as progress:
             task = progress.add_task("fleet", total=None)
-            events = Events(on_row=sink.add_row, on_batch=lambda record: (sink.batches.append(record), progress.advance(task)),
+            events = Events(on_row=sink.add_row, on_batch=lambda record: (sink.batches.append(record), record.get("edge", 0) == 0 and progress.advance(task)),  # the bar follows edge 0
                             on_domain_start=lambda method, c, s, batches: progress.reset(task, total=batches, description=escape(f"{method} {c}-{s} (edge 0)")))
             result = run_fleet(config, fleet, events)
     except BaseException as error:
