@@ -86,30 +86,25 @@ def run_fleet_with_files(config: Any, fleet: FleetConfig, out: Path, console: Co
     from cema_cli import report
     from cema_cli.api import Events, environment, resolve_device
     from cema_cli.fleet import run_fleet
-    from cema_cli.run_folder import claim
-    from cema_cli.runner import FileSink, end_status, new_progress, now, sigterm_as_interrupt
+    from cema_cli.runner import FileSink, held_folder, new_progress, now, sigterm_as_interrupt
     from cema_cli.threads import apply_threads, threads_per_worker
 
     env = environment(resolve_device(config.device))
     threads = threads_per_worker(1, threads)
     apply_threads(threads)
-    held = claim(out, force)
-    sink = FileSink(out, config, command)
-    sink.meta["fleet"] = fleet_meta(fleet)
-    try:
+    with held_folder(out, force, lambda: FileSink(out, config, command)) as (held, sink):
+        sink.meta["fleet"] = fleet_meta(fleet)
         sink.write_meta(environment=env, threads=threads)
         with sigterm_as_interrupt(), new_progress(console) as progress:
             task = progress.add_task("fleet", total=None)
-            events = Events(on_row=sink.add_row, on_batch=lambda record: (sink.batches.append(record), record.get("edge", 0) == 0 and progress.advance(task)),  # the bar follows edge 0
+            def on_batch(record: dict[str, Any]) -> None:
+                sink.batches.append(record)
+                if record.get("edge", 0) == 0:  # the bar follows edge 0, whose domain sizes it shows
+                    progress.advance(task)
+
+            events = Events(on_row=sink.add_row, on_batch=on_batch,
                             on_domain_start=lambda method, c, s, batches: progress.reset(task, total=batches, description=escape(f"{method} {c}-{s} (edge 0)")))
             result = run_fleet(config, fleet, events)
-    except BaseException as error:
-        if isinstance(error, CemaError) and not sink.rows:
-            held.discard()
-        else:
-            sink.write_meta(**end_status(error), finished_rows=len(sink.rows), ended=now())
-            held.release()
-        raise
     if result.independent:
         report.write_csv(report.results_frame(result.independent), out / "independent.csv")
     import pandas as pd

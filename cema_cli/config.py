@@ -242,15 +242,20 @@ def parse_bytes(text: str) -> int | None:
     cleaned = text.strip().lower()
     if cleaned in ("unlimited", "inf", "none"):
         return None
+    value, unit = number_and_unit(cleaned, "b")
+    if unit not in units or not math.isfinite(value) or value < 0:
+        raise CemaError(f"cannot read {text!r} as a byte count; use e.g. 512, 16kB, 1.5MB or unlimited.")
+    return int(value * units[unit])
+
+
+def number_and_unit(cleaned: str, default_unit: str) -> tuple[float, str]:
+    """'16kb' -> (16.0, 'kb'); '512' -> (512.0, default_unit); an unreadable number is nan."""
     number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = cleaned[len(number):] or "b"
     try:
         value = float(number)
     except ValueError:
         value = math.nan
-    if unit not in units or not math.isfinite(value) or value < 0:
-        raise CemaError(f"cannot read {text!r} as a byte count; use e.g. 512, 16kB, 1.5MB or unlimited.")
-    return int(value * units[unit])
+    return value, cleaned[len(number):] or default_unit
 
 
 BIT_RATES = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
@@ -262,12 +267,7 @@ def parse_bit_rate(text: str, flag: str) -> float:
     here ('10MB' would read as megabits in some tools and megabytes in others)."""
     cleaned = text.strip().lower().removesuffix("/s")
     cleaned = cleaned[:-3] + "bit" if cleaned.endswith("bps") else cleaned
-    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = cleaned[len(number):] or "bit"
-    try:
-        value = float(number)
-    except ValueError:
-        value = math.nan
+    value, unit = number_and_unit(cleaned, "bit")
     if unit not in BIT_RATES or not math.isfinite(value) or value <= 0:
         raise CemaError(f"{flag} {text!r} is not a link rate above 0 in bits per second; use e.g. 10Mbit, 500kbit/s or 1e7.")
     return value * BIT_RATES[unit]

@@ -88,6 +88,24 @@ def end_status(error: BaseException) -> dict[str, Any]:
     return {"status": kind, "error": " ".join(f"{type(error).__name__}: {error}".split())}
 
 
+@contextlib.contextmanager
+def held_folder(out: Path, force: bool, sink_for: Any) -> Iterator[tuple[Any, "FileSink"]]:
+    """Lock ``out`` (run_folder.py) and make its sink with ``sink_for()``; on a stop, a bad input
+    found before the first row leaves no folder, any other keeps the rows and says why in
+    run.json. The caller writes the finished status and releases the lock."""
+    held = claim(out, force)
+    sink = sink_for()
+    try:
+        yield held, sink
+    except BaseException as error:
+        if isinstance(error, CemaError) and not sink.rows:
+            held.discard()
+        else:
+            sink.write_meta(**end_status(error), finished_rows=len(sink.rows), ended=now())
+            held.release()
+        raise
+
+
 def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, force: bool = False,
                    threads: int | None = None) -> list[dict[str, Any]]:
     """Run each configuration (one per budget point of a sweep) into one set of files under
@@ -100,20 +118,11 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
     env = environment(resolve_device(configs[0].device))
     threads = threads_per_worker(1, threads)
     apply_threads(threads)
-    held = claim(out, force)
-    sink = FileSink(out, configs[0], command)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
-    try:
+    with held_folder(out, force, lambda: FileSink(out, configs[0], command)) as (held, sink):
         sink.write_meta(environment=env, budget_points=budgets, threads=threads)
         with sigterm_as_interrupt():
             rows = run_with_progress(configs, sink, console)
-    except BaseException as error:
-        if isinstance(error, CemaError) and not sink.rows:
-            held.discard()
-        else:
-            sink.write_meta(**end_status(error), finished_rows=len(sink.rows), ended=now())
-            held.release()
-        raise
     sink.write_meta(status="finished", finished_rows=len(rows), finished=now())
     held.release()
     return rows
