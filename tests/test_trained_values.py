@@ -8,7 +8,7 @@ from torch import nn
 
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import backward_free_of, placements_of
-from tests.strategy_helpers import source_model, strategy
+from strategy_helpers import source_model, strategy
 
 
 def norm_affine_values() -> int:
