@@ -101,10 +101,7 @@ def run_benchmark(config: RunConfig, events: Events | None = None, inputs: Any =
     check_method_options(config)
     events = events or Events()
     session = open_session(config, events, inputs)
-    methods = sized_for_run(method_configs(config, session.preset), session)
-    check_single_samples(session, methods)
-    require_cloud(session, methods)
-    require_clean(session, methods)
+    methods = methods_for(session)
     live: dict[str, Live] = {}
     rows = []
     for leg in plan_stream(config, session.dataset):
@@ -115,6 +112,16 @@ def run_benchmark(config: RunConfig, events: Events | None = None, inputs: Any =
                 events.on_row(row)
                 rows.append(row)
     return rows
+
+
+def methods_for(session: Session) -> dict[str, tuple[type[Strategy], Any]]:
+    """Each method's strategy and final config for this session (the dataset's preset, the
+    run's batch size and edge model), refused before anything runs if the session cannot run it."""
+    methods = sized_for_run(method_configs(session.config, session.preset), session)
+    check_single_samples(session, methods)
+    require_cloud(session, methods)
+    require_clean(session, methods)
+    return methods
 
 
 def check_method_options(config: RunConfig) -> None:

@@ -40,8 +40,7 @@ from typing import Any
 import torch
 
 from cema_cli.api import (
-    Events, Live, Session, check_method_options, check_single_samples, method_configs, model_options, new_strategy,
-    open_session, play_leg, require_cloud,
+    Events, Live, Session, check_method_options, methods_for, model_options, new_strategy, open_session, play_leg,
 )
 from cema_cli.config import RunConfig
 from cema_cli.data.streams import Leg, plan_stream
@@ -418,14 +417,12 @@ def run_fleet(base: RunConfig, fleet: FleetConfig, events: Events | None = None)
         raise CemaError("--window (MD's single-sample window) is not supported in a fleet; drop --window or --edges.")
     sessions = edge_sessions(base, fleet, events)
     check_classes(sessions)
-    methods = method_configs(base, sessions[0].preset)
-    check_single_samples(sessions[0], methods)
-    require_cloud(sessions[0], methods)
+    methods = methods_for(sessions[0])
     legs = [plan_stream(s.config, s.dataset) for s in sessions]
     rows, alone, summary = [], [], []
     for method, (strategy_cls, method_config) in methods.items():
         played = Fleet([FleetEdge(i, s, legs[i]) for i, s in enumerate(sessions)], method, strategy_cls, method_config, fleet,
-                       lambda row: (events.on_row(row)))
+                       events.on_row)
         mine = played.run()
         rows.extend(mine)
         on_cloud = any(e.on_cloud for e in played.edges)

@@ -56,6 +56,15 @@ def test_a_fleet_of_one_reproduces_the_single_edge_rows(protocol):
     assert [without_timing(r) for r in by_key(fleet.rows)] == [without_timing(r) for r in single]
 
 
+def test_a_fleet_prepares_its_methods_as_a_single_run_does():
+    """SAR's official lr follows the batch size (methods-more.md 7.3) in a fleet too."""
+    run = RunConfig(methods=("sar",), corruptions=("gaussian_noise",), samples=64, batch_size=16, device="cpu", preset="imagenet")
+    single = run_benchmark(run)
+    fleet = run_fleet(run, FleetConfig(independent=False))
+    assert json.loads(fleet.rows[0]["method_config"])["lr"] == json.loads(single[0]["method_config"])["lr"] == pytest.approx(1.25e-4)
+    assert without_timing(fleet.rows[0]) == without_timing(single[0])
+
+
 @pytest.mark.parametrize(("method", "foundation"), [("tent", "shared"), ("eta", "shared"), ("cema", "per-edge")])
 def test_identical_edges_with_their_own_cloud_copies_predict_identically(method, foundation):
     run = config((method,))
