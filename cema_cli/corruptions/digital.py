@@ -160,9 +160,10 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
     for g, jitter, field in zip(gens, jitters, fields):
         jitter.copy_(uniform(g, (3, 2), -a, a))
         torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
-    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform()
     if not images.is_cuda and min(h, w) >= OPENCV_FILTER_MIN_SIDE and _opencv_samples_exactly():
-        return _elastic_opencv(images, alpha, sigma, _affine_inverse(jitters, h, w), fields)
+        fields32 = fields.to(torch.float32).mul_(2.0).sub_(1.0)  # U(-1, 1) as -1 + 2 U[0, 1), in float32
+        return _elastic_opencv(images, alpha, sigma, _affine_inverse(jitters, h, w), fields32)
+    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform()
     x = _unit(images)
     # Step 3: x1(p) = x(A^-1 p), sampled on pixel centres with the reflect-101 border.
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
@@ -194,7 +195,7 @@ def _elastic_opencv(images: torch.Tensor, alpha: float, sigma: float, inverse: t
     """
     cv2 = opencv()
     n, c, h, w = images.shape
-    disp = _displacement_float32(fields.to(torch.float32), sigma, alpha)
+    disp = _displacement_float32(fields, sigma, alpha)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     planar = images.contiguous().numpy()
     out = np.empty_like(planar)
@@ -206,8 +207,7 @@ def _elastic_opencv(images: torch.Tensor, alpha: float, sigma: float, inverse: t
         np.add(dy, ys, out=dy)
         y = cv2.remap(x1, dx, dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         np.multiply(np.clip(y, 0.0, 1.0, out=y), np.float32(255.0), out=y)
-        for plane, channel in zip(cv2.split(y), target):
-            channel[...] = plane  # float -> uint8 assignment truncates
+        cv2.split(y.astype(np.uint8), list(target))  # astype truncates; split writes the planes
     return torch.from_numpy(out)
 
 
