@@ -113,15 +113,6 @@ def _correlate_opencv(images: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 # -------------------------------------------------------------------------------- glass
 
 
-@lru_cache(maxsize=16)
-def _glass_targets(h: int, w: int, d: int) -> torch.Tensor:
-    """Flat indices (int32, CPU) of the target pixels in visiting order: rows from h-d down to
-    d+1, in each row columns from w-d down to d+1."""
-    nh, nw = h - 2 * d, w - 2 * d
-    k = torch.arange(nh * nw, dtype=torch.int32)
-    return ((h - d) - k // nw) * w + ((w - d) - k % nw)
-
-
 def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
     """Section 4.5's exact parallel form of one pass of the sequential pixel-copy loop.
 
@@ -132,18 +123,18 @@ def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tenso
     a target it was visited earlier and holds its final value; if s is never a target, linking
     changes nothing (s keeps its original value and links nowhere). Links are followed to the
     end r of each chain by pointer jumping; t then holds the original value of r's source.
+    The targets are the window of rows and columns d+1..side-d, visited in reversed raster
+    order, so the offsets (flipped) are added to the identity map on that window.
     """
     n, device = offsets.shape[0], offsets.device
-    size = h * w
-    flat = _glass_targets(h, w, d).to(device)
-    targets = (flat + size * torch.arange(n, dtype=torch.int32, device=device)[:, None]).view(-1)
-    delta = offsets[..., 1].to(torch.int32).mul_(w).add_(offsets[..., 0]).view(-1)
-    source = torch.arange(n * size, dtype=torch.int32, device=device)  # non-targets keep their pixel
-    source[targets] = targets + delta
+    nh, nw = h - 2 * d, w - 2 * d
+    delta = offsets[..., 1].to(torch.int32).mul_(w).add_(offsets[..., 0]).view(n, nh, nw).flip(1, 2)  # raster order
+    source = torch.arange(n * h * w, dtype=torch.int32, device=device)  # non-targets keep their pixel
+    source.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1] += delta
     if d == 1:  # every source lies up or left (delta <= 0): no links
         return source
-    nxt = torch.arange(n * size, dtype=torch.int32, device=device)
-    nxt[targets] = torch.where(delta > 0, targets + delta, targets)
+    nxt = torch.arange(n * h * w, dtype=torch.int32, device=device)
+    nxt.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1] += delta.clamp_(min=0)  # links where delta > 0
     while True:  # pointer jumping to the end of each chain (chains are short)
         jumped = nxt.index_select(0, nxt)
         if torch.equal(jumped, nxt):
