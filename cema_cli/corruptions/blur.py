@@ -14,10 +14,12 @@ import torch.nn.functional as F
 
 from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
+    OPENCV_FILTER_MIN_SIDE,
     WORK_DTYPE,
     border_index,
     clipped_zoom,
     gaussian_filter,
+    gaussian_weights,
     lookup,
     motion_blur_u8,
     opencv,
@@ -156,7 +158,6 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     """
     sigma, d, passes = K.GLASS_BLUR[constants][severity - 1]
     n, c, h, w = images.shape
-    u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
     count = (h - 2 * d) * (w - 2 * d)
     # int8 draws: the same values as int64 ones from the same generator, drawn faster
     offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g, dtype=torch.int8))
@@ -164,12 +165,43 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     index = _glass_sources(offsets[:, 0], h, w, d)
     for p in range(1, passes):  # compose the passes' index maps: u_p = u_(p-1)[index_p]
         index = index.index_select(0, _glass_sources(offsets[:, p], h, w, d))
+    weights = gaussian_weights(sigma)
+    if not images.is_cuda and c == 3 and min(h, w) >= OPENCV_FILTER_MIN_SIDE and 1 < len(weights) <= min(h, w) // 4:
+        return _glass_opencv(images, weights, index)
+    u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
     # one gather of every channel: pixel i of sample b reads plane (b, ch) at index[i] - b*h*w
     size = h * w
     shift = (size * (c - 1) * torch.arange(n, dtype=torch.int32, device=u.device)).view(n, 1, 1)
     planes = size * torch.arange(c, dtype=torch.int32, device=u.device).view(1, c, 1)
     u = lookup(u, index.view(n, 1, size) + shift + planes).view(n, c, h, w)
     return gaussian_filter(u / 255.0, sigma).clamp_(0, 1) * 255.0
+
+
+def _glass_opencv(images: torch.Tensor, weights: tuple[float, ...], index: torch.Tensor) -> torch.Tensor:
+    """glass_blur's image work on CPU RGB images, with :func:`gaussian_filter`'s float32
+    sepFilter2D (replicate border) on each interleaved image: u = floor(255 G(x / 255)) as
+    uint8, one gather of whole pixels (packed as 32-bit RGBA words) by ``index``, then
+    G(u / 255), clip01, scaled and truncated to uint8 (N, 3, H, W).
+    """
+    cv2 = opencv()
+    n, c, h, w = images.shape
+    kernel = np.asarray(weights, dtype=np.float32)
+    planar = images.contiguous().numpy()
+    packed = np.empty((n, h, w, 4), dtype=np.uint8)
+    for image, target in zip(planar, packed):
+        x = np.divide(cv2.merge(list(image)), np.float32(255.0), dtype=np.float32)
+        cv2.sepFilter2D(x, -1, kernel, kernel, dst=x, borderType=cv2.BORDER_REPLICATE)
+        u = np.multiply(x, np.float32(255.0), out=x).astype(np.uint8)  # >= 0: truncation is floor
+        cv2.cvtColor(u, cv2.COLOR_RGB2RGBA, dst=target)
+    words = torch.from_numpy(packed).view(torch.int32).view(-1)
+    moved = words.index_select(0, index).view(torch.uint8).view(n, h, w, 4).numpy()
+    out = np.empty_like(planar)
+    for pixels, target in zip(moved, out):
+        y = np.divide(cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB), np.float32(255.0), dtype=np.float32)
+        cv2.sepFilter2D(y, -1, kernel, kernel, dst=y, borderType=cv2.BORDER_REPLICATE)
+        np.multiply(np.clip(y, 0.0, 1.0, out=y), np.float32(255.0), out=y)
+        cv2.split(y.astype(np.uint8), list(target))  # astype truncates; split writes the planes
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------------------- motion
