@@ -137,12 +137,21 @@ def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tenso
         return source
     nxt = torch.arange(n * h * w, dtype=torch.int32, device=device)
     nxt.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1] += delta.clamp_(min=0)  # links where delta > 0
-    while True:  # pointer jumping to the end of each chain (chains are short)
-        jumped = nxt.index_select(0, nxt)
-        if torch.equal(jumped, nxt):
-            break
-        nxt = jumped
+    for _ in range(_GLASS_FULL_JUMPS):  # pointer jumping: each jump doubles the steps followed
+        nxt = nxt.index_select(0, nxt)
+    # the few pointers not yet at a chain end (chains longer than 2^jumps) jump on their own
+    active = torch.nonzero(nxt.index_select(0, nxt) != nxt).view(-1)
+    while active.numel():
+        now = nxt[active]
+        jumped = nxt[now]
+        nxt[active] = jumped
+        active = active[jumped != now]
     return source.index_select(0, nxt)
+
+
+# Pointer jumps over the whole batch before the unfinished chains continue alone: 2 jumps follow
+# 4 links, after which 0.3% (d = 2) to 1.2% (d = 4) of the pointers still move.
+_GLASS_FULL_JUMPS = 2
 
 
 def glass_min_side(severity: int, constants: str) -> int:
