@@ -155,15 +155,19 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
     alpha, sigma, a = K.ELASTIC[constants][severity - 1]
     n, _, h, w = images.shape
     device = images.device
+    use_opencv = not images.is_cuda and min(h, w) >= OPENCV_FILTER_MIN_SIDE and _opencv_samples_exactly()
     jitters = torch.empty((n, 3, 2), dtype=torch.float32)
-    fields = torch.empty((n, 2, h, w), dtype=torch.float64)
+    fields = torch.empty((n, 2, h, w), dtype=torch.float32 if use_opencv else torch.float64)
+    draws = torch.empty((2, h, w), dtype=torch.float64) if use_opencv else None  # one sample's, then float32
     for g, jitter, field in zip(gens, jitters, fields):
         jitter.copy_(uniform(g, (3, 2), -a, a))
-        torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
-    if not images.is_cuda and min(h, w) >= OPENCV_FILTER_MIN_SIDE and _opencv_samples_exactly():
-        fields32 = fields.to(torch.float32).mul_(2.0).sub_(1.0)  # U(-1, 1) as -1 + 2 U[0, 1), in float32
-        return _elastic_opencv(images, alpha, sigma, _affine_inverse(jitters, h, w), fields32)
-    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform()
+        if draws is None:
+            torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
+        else:
+            field.copy_(torch.rand(draws.shape, generator=g, dtype=torch.float64, out=draws))
+    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform() (float32: rounded)
+    if use_opencv:
+        return _elastic_opencv(images, alpha, sigma, _affine_inverse(jitters, h, w), fields)
     x = _unit(images)
     # Step 3: x1(p) = x(A^-1 p), sampled on pixel centres with the reflect-101 border.
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
@@ -224,14 +228,14 @@ def _displacement_float32(fields: torch.Tensor, sigma: float, alpha: float) -> t
         cv2 = opencv()
         rows = np.asarray(weights, dtype=np.float32)
         cols = (np.asarray(weights) * alpha).astype(np.float32)
-        planes = fields.reshape(-1, h, w).numpy()
-        out = np.empty_like(planes)
-        for plane, target in zip(planes, out):
-            cv2.sepFilter2D(plane, -1, cols, rows, dst=target, borderType=cv2.BORDER_REFLECT)
-        return torch.from_numpy(out).reshape(fields.shape)
+        for plane in fields.view(-1, h, w).numpy():
+            cv2.sepFilter2D(plane, -1, cols, rows, dst=plane, borderType=cv2.BORDER_REFLECT)  # in place
+        return fields
     mh = filter_matrix(h, weights, "reflect", fields)
-    mw = _scaled_filter_matrix(w, weights, alpha)
-    return mh @ fields @ mw
+    cols = fields.view(-1, w) @ _scaled_filter_matrix(w, weights, alpha)
+    for plane, col in zip(fields.view(-1, h, w), cols.view(-1, h, w)):
+        torch.mm(mh, col, out=plane)  # back into the fields' buffer: fewer fresh pages to fault in
+    return fields
 
 
 @lru_cache(maxsize=16)
