@@ -115,38 +115,56 @@ def _correlate_opencv(images: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 # -------------------------------------------------------------------------------- glass
 
 
-def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
-    """Section 4.5's exact parallel form of one pass of the sequential pixel-copy loop.
+def _glass_index(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
+    """Section 4.5's exact parallel form of the sequential pixel-copy loop, all passes composed.
 
-    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order. Returns (N * h*w,)
-    int32 indices into the flattened batch: for every pixel, the ORIGINAL pixel whose value it
-    holds after the pass. Visiting order is descending raster order, so a target t whose source
+    offsets: (N, passes, targets, 2) integer (dx, dy) per target in visiting order. Returns
+    (N * h*w,) int32 indices into the flattened batch: for every pixel, the ORIGINAL pixel whose
+    value it holds after the last pass (pass p reads pass p-1's result: index = index[source_p]).
+    Within a pass, visiting order is descending raster order, so a target t whose source
     s = t + dy*w + dx has a larger flat index (dy > 0, or dy = 0 and dx > 0) links to s: if s is
     a target it was visited earlier and holds its final value; if s is never a target, linking
     changes nothing (s keeps its original value and links nowhere). Links are followed to the
     end r of each chain by pointer jumping; t then holds the original value of r's source.
     The targets are the window of rows and columns d+1..side-d, visited in reversed raster
-    order, so the offsets (flipped) are added to the identity map on that window.
+    order, so the offsets (reversed) are added to the identity map on that window. A few
+    buffers serve every pass (fresh memory costs page faults).
     """
-    n, device = offsets.shape[0], offsets.device
-    nh, nw = h - 2 * d, w - 2 * d
-    delta = offsets[..., 1].to(torch.int32).mul_(w).add_(offsets[..., 0]).view(n, nh, nw).flip(1, 2)  # raster order
-    source = torch.arange(n * h * w, dtype=torch.int32, device=device)  # non-targets keep their pixel
-    source.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1] += delta
-    if d == 1:  # every source lies up or left (delta <= 0): no links
-        return source
-    nxt = torch.arange(n * h * w, dtype=torch.int32, device=device)
-    nxt.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1] += delta.clamp_(min=0)  # links where delta > 0
-    for _ in range(_GLASS_FULL_JUMPS):  # pointer jumping: each jump doubles the steps followed
-        nxt = nxt.index_select(0, nxt)
-    # the few pointers not yet at a chain end (chains longer than 2^jumps) jump on their own
-    active = torch.nonzero(nxt.index_select(0, nxt) != nxt).view(-1)
-    while active.numel():
-        now = nxt[active]
-        jumped = nxt[now]
-        nxt[active] = jumped
-        active = active[jumped != now]
-    return source.index_select(0, nxt)
+    n, passes, count = offsets.shape[:3]
+    device, size = offsets.device, n * h * w
+    raster = offsets.flip(2)  # raster order of the target window
+    delta = torch.empty((n, count), dtype=torch.int32, device=device)
+    source, index, spare, nxt, jumped = (torch.empty(size, dtype=torch.int32, device=device) for _ in range(5))
+    moved = torch.empty(size, dtype=torch.bool, device=device)
+
+    def window(flat: torch.Tensor) -> torch.Tensor:
+        return flat.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1]
+
+    for p in range(passes):
+        delta.copy_(raster[:, p, :, 1]).mul_(w).add_(raster[:, p, :, 0])
+        torch.arange(size, dtype=torch.int32, device=device, out=source)  # non-targets keep their pixel
+        window(source).add_(delta.view(n, h - 2 * d, w - 2 * d))
+        result = source
+        if d > 1:  # d = 1: every source lies up or left (delta <= 0): no links
+            torch.arange(size, dtype=torch.int32, device=device, out=nxt)
+            window(nxt).add_(delta.clamp_(min=0).view(n, h - 2 * d, w - 2 * d))  # links where delta > 0
+            for _ in range(_GLASS_FULL_JUMPS):  # pointer jumping: each jump doubles the steps followed
+                torch.index_select(nxt, 0, nxt, out=jumped)
+                nxt, jumped = jumped, nxt
+            # the few pointers not yet at a chain end (chains longer than 2^jumps) jump on their own
+            active = torch.ne(torch.index_select(nxt, 0, nxt, out=jumped), nxt, out=moved).nonzero().view(-1)
+            while active.numel():
+                now = nxt[active]
+                ahead = nxt[now]
+                nxt[active] = ahead
+                active = active[ahead != now]
+            result = torch.index_select(source, 0, nxt, out=jumped)
+        if p == 0:
+            index.copy_(result)
+        else:
+            torch.index_select(index, 0, result, out=spare)
+            index, spare = spare, index
+    return index
 
 
 # Pointer jumps over the whole batch before the unfinished chains continue alone: 2 jumps follow
@@ -171,12 +189,10 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     # int8 draws: the same values as int64 ones from the same generator, drawn faster
     offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g, dtype=torch.int8))
     offsets = offsets.to(images.device)
-    index = _glass_sources(offsets[:, 0], h, w, d)
-    for p in range(1, passes):  # compose the passes' index maps: u_p = u_(p-1)[index_p]
-        index = index.index_select(0, _glass_sources(offsets[:, p], h, w, d))
     weights = gaussian_weights(sigma)
     if not images.is_cuda and c == 3 and min(h, w) >= OPENCV_FILTER_MIN_SIDE and 1 < len(weights) <= min(h, w) // 4:
-        return _glass_opencv(images, weights, index)
+        return _glass_opencv(images, weights, offsets, d)
+    index = _glass_index(offsets, h, w, d)
     u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
     # one gather of every channel: pixel i of sample b reads plane (b, ch) at index[i] - b*h*w
     size = h * w
@@ -186,27 +202,24 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     return gaussian_filter(u / 255.0, sigma).clamp_(0, 1) * 255.0
 
 
-def _glass_opencv(images: torch.Tensor, weights: tuple[float, ...], index: torch.Tensor) -> torch.Tensor:
-    """glass_blur's image work on CPU RGB images, with :func:`gaussian_filter`'s float32
-    sepFilter2D (replicate border) on each interleaved image: u = floor(255 G(x / 255)) as
-    uint8, one gather of whole pixels (packed as 32-bit RGBA words) by ``index``, then
-    G(u / 255), clip01, scaled and truncated to uint8 (N, 3, H, W).
+def _glass_opencv(images: torch.Tensor, weights: tuple[float, ...], offsets: torch.Tensor, d: int) -> torch.Tensor:
+    """glass_blur on CPU RGB images, one image at a time (its index maps fit in the cache), with
+    :func:`gaussian_filter`'s float32 sepFilter2D (replicate border) on the interleaved image:
+    u = floor(255 G(x / 255)) as uint8, one gather of whole pixels (packed as 32-bit RGBA words)
+    by :func:`_glass_index`, then G(u / 255), clip01, scaled and truncated to uint8 (N, 3, H, W).
     """
     cv2 = opencv()
     n, c, h, w = images.shape
     kernel = np.asarray(weights, dtype=np.float32)
     planar = images.contiguous().numpy()
-    packed = np.empty((n, h, w, 4), dtype=np.uint8)
-    for image, target in zip(planar, packed):
+    out = np.empty_like(planar)
+    for image, sample_offsets, target in zip(planar, offsets, out):
         x = np.divide(cv2.merge(list(image)), np.float32(255.0), dtype=np.float32)
         cv2.sepFilter2D(x, -1, kernel, kernel, dst=x, borderType=cv2.BORDER_REPLICATE)
         u = np.multiply(x, np.float32(255.0), out=x).astype(np.uint8)  # >= 0: truncation is floor
-        cv2.cvtColor(u, cv2.COLOR_RGB2RGBA, dst=target)
-    words = torch.from_numpy(packed).view(torch.int32).view(-1)
-    moved = words.index_select(0, index).view(torch.uint8).view(n, h, w, 4).numpy()
-    out = np.empty_like(planar)
-    for pixels, target in zip(moved, out):
-        y = np.divide(cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB), np.float32(255.0), dtype=np.float32)
+        words = torch.from_numpy(cv2.cvtColor(u, cv2.COLOR_RGB2RGBA)).view(torch.int32).view(-1)
+        moved = words.index_select(0, _glass_index(sample_offsets[None], h, w, d)).view(torch.uint8).view(h, w, 4)
+        y = np.divide(cv2.cvtColor(moved.numpy(), cv2.COLOR_RGBA2RGB), np.float32(255.0), dtype=np.float32)
         cv2.sepFilter2D(y, -1, kernel, kernel, dst=y, borderType=cv2.BORDER_REPLICATE)
         np.multiply(np.clip(y, 0.0, 1.0, out=y), np.float32(255.0), out=y)
         cv2.split(y.astype(np.uint8), list(target))  # astype truncates; split writes the planes
