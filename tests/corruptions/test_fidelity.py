@@ -186,6 +186,23 @@ def test_glass_blur_matches_sequential_loop(constants, side, severity):
         assert_close_u8(hwc(out[i]), expected)
 
 
+@pytest.mark.parametrize("side", [48, 64])
+def test_glass_blur_unfinished_chains_match_sequential_loop(side, monkeypatch):
+    """With no full pointer jumps every chain goes through the per-pointer loop that normally
+    only finishes the rare long chains; the result still equals the sequential loop (64 px takes
+    the per-image OpenCV path)."""
+    from cema_cli.corruptions import blur
+
+    monkeypatch.setattr(blur, "_GLASS_FULL_JUMPS", 0)
+    images = batch(side, 2)
+    sigma, d, passes = K.GLASS_BLUR["imagenet"][4]
+    out = run(images, "glass_blur", 5, "imagenet")
+    for i, g in enumerate(gens_for("glass_blur", 5, 2)):
+        offsets = torch.randint(-d, d, (passes, (side - 2 * d) ** 2, 2), generator=g).numpy()
+        expected = ref.to_uint8(ref.glass_blur(hwc(images[i]), sigma, d, passes, offsets))
+        assert_close_u8(hwc(out[i]), expected)
+
+
 def test_glass_blur_copies_existing_values():
     """CIFAR severity 1 has no blur (radius 0): every output value already existed in the input,
     and copying (not swapping) loses some of them."""
