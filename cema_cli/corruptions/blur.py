@@ -14,10 +14,12 @@ import torch.nn.functional as F
 
 from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
+    OPENCV_FILTER_MIN_SIDE,
     WORK_DTYPE,
     border_index,
     clipped_zoom,
     gaussian_filter,
+    gaussian_weights,
     lookup,
     motion_blur_u8,
     opencv,
@@ -113,43 +115,61 @@ def _correlate_opencv(images: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 # -------------------------------------------------------------------------------- glass
 
 
-@lru_cache(maxsize=16)
-def _glass_targets(h: int, w: int, d: int) -> torch.Tensor:
-    """Flat indices (int32, CPU) of the target pixels in visiting order: rows from h-d down to
-    d+1, in each row columns from w-d down to d+1."""
-    nh, nw = h - 2 * d, w - 2 * d
-    k = torch.arange(nh * nw, dtype=torch.int32)
-    return ((h - d) - k // nw) * w + ((w - d) - k % nw)
+def _glass_index(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
+    """Section 4.5's exact parallel form of the sequential pixel-copy loop, all passes composed.
 
-
-def _glass_sources(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
-    """Section 4.5's exact parallel form of one pass of the sequential pixel-copy loop.
-
-    offsets: (N, targets, 2) integer (dx, dy) per target in visiting order. Returns (N * h*w,)
-    int32 indices into the flattened batch: for every pixel, the ORIGINAL pixel whose value it
-    holds after the pass. Visiting order is descending raster order, so a target t whose source
+    offsets: (N, passes, targets, 2) integer (dx, dy) per target in visiting order. Returns
+    (N * h*w,) int32 indices into the flattened batch: for every pixel, the ORIGINAL pixel whose
+    value it holds after the last pass (pass p reads pass p-1's result: index = index[source_p]).
+    Within a pass, visiting order is descending raster order, so a target t whose source
     s = t + dy*w + dx has a larger flat index (dy > 0, or dy = 0 and dx > 0) links to s: if s is
     a target it was visited earlier and holds its final value; if s is never a target, linking
     changes nothing (s keeps its original value and links nowhere). Links are followed to the
     end r of each chain by pointer jumping; t then holds the original value of r's source.
+    The targets are the window of rows and columns d+1..side-d, visited in reversed raster
+    order, so the offsets (reversed) are added to the identity map on that window. A few
+    buffers serve every pass (fresh memory costs page faults).
     """
-    n, device = offsets.shape[0], offsets.device
-    size = h * w
-    flat = _glass_targets(h, w, d).to(device)
-    targets = (flat + size * torch.arange(n, dtype=torch.int32, device=device)[:, None]).view(-1)
-    delta = offsets[..., 1].to(torch.int32).mul_(w).add_(offsets[..., 0]).view(-1)
-    source = torch.arange(n * size, dtype=torch.int32, device=device)  # non-targets keep their pixel
-    source[targets] = targets + delta
-    if d == 1:  # every source lies up or left (delta <= 0): no links
-        return source
-    nxt = torch.arange(n * size, dtype=torch.int32, device=device)
-    nxt[targets] = torch.where(delta > 0, targets + delta, targets)
-    while True:  # pointer jumping to the end of each chain (chains are short)
-        jumped = nxt.index_select(0, nxt)
-        if torch.equal(jumped, nxt):
-            break
-        nxt = jumped
-    return source.index_select(0, nxt)
+    n, passes, count = offsets.shape[:3]
+    device, size = offsets.device, n * h * w
+    raster = offsets.flip(2)  # raster order of the target window
+    deltas = raster[..., 1].to(torch.int32).mul_(w).add_(raster[..., 0])  # (N, passes, targets)
+    source, index, spare, nxt, jumped = (torch.empty(size, dtype=torch.int32, device=device) for _ in range(5))
+
+    def window(flat: torch.Tensor) -> torch.Tensor:
+        return flat.view(n, h, w)[:, d + 1:h - d + 1, d + 1:w - d + 1]
+
+    for p in range(passes):
+        delta = deltas[:, p]
+        torch.arange(size, dtype=torch.int32, device=device, out=source)  # non-targets keep their pixel
+        window(source).add_(delta.view(n, h - 2 * d, w - 2 * d))
+        result = source
+        if d > 1:  # d = 1: every source lies up or left (delta <= 0): no links
+            torch.arange(size, dtype=torch.int32, device=device, out=nxt)
+            window(nxt).add_(delta.clamp_(min=0).view(n, h - 2 * d, w - 2 * d))  # links where delta > 0
+            for _ in range(_GLASS_FULL_JUMPS):  # pointer jumping: each jump doubles the steps followed
+                torch.index_select(nxt, 0, nxt, out=jumped)
+                nxt, jumped = jumped, nxt
+            # the rare pointers not yet at a chain end (chains longer than 2^jumps) jump on their own
+            if not torch.equal(torch.index_select(nxt, 0, nxt, out=jumped), nxt):
+                active = torch.nonzero(jumped != nxt).view(-1)
+                while active.numel():
+                    now = nxt[active]
+                    ahead = nxt[now]
+                    nxt[active] = ahead
+                    active = active[ahead != now]
+            result = torch.index_select(source, 0, nxt, out=jumped)
+        if p == 0:
+            index.copy_(result)
+        else:
+            torch.index_select(index, 0, result, out=spare)
+            index, spare = spare, index
+    return index
+
+
+# Pointer jumps over all pointers before unfinished chains continue alone: 4 jumps follow 16
+# links; then about one 224-px image in 100 (d = 4; fewer for smaller d) has a pointer left to move.
+_GLASS_FULL_JUMPS = 4
 
 
 def glass_min_side(severity: int, constants: str) -> int:
@@ -165,20 +185,45 @@ def glass_blur(images: torch.Tensor, severity: int, constants: str, gens: list[t
     """
     sigma, d, passes = K.GLASS_BLUR[constants][severity - 1]
     n, c, h, w = images.shape
-    u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
     count = (h - 2 * d) * (w - 2 * d)
     # int8 draws: the same values as int64 ones from the same generator, drawn faster
     offsets = per_sample(gens, lambda g: torch.randint(-d, d, (passes, count, 2), generator=g, dtype=torch.int8))
     offsets = offsets.to(images.device)
-    index = _glass_sources(offsets[:, 0], h, w, d)
-    for p in range(1, passes):  # compose the passes' index maps: u_p = u_(p-1)[index_p]
-        index = index.index_select(0, _glass_sources(offsets[:, p], h, w, d))
+    weights = gaussian_weights(sigma)
+    if not images.is_cuda and c == 3 and min(h, w) >= OPENCV_FILTER_MIN_SIDE and 1 < len(weights) <= min(h, w) // 4:
+        return _glass_opencv(images, weights, offsets, d)
+    index = _glass_index(offsets, h, w, d)
+    u = torch.floor(255.0 * gaussian_filter(_unit(images), sigma))
     # one gather of every channel: pixel i of sample b reads plane (b, ch) at index[i] - b*h*w
     size = h * w
     shift = (size * (c - 1) * torch.arange(n, dtype=torch.int32, device=u.device)).view(n, 1, 1)
     planes = size * torch.arange(c, dtype=torch.int32, device=u.device).view(1, c, 1)
     u = lookup(u, index.view(n, 1, size) + shift + planes).view(n, c, h, w)
     return gaussian_filter(u / 255.0, sigma).clamp_(0, 1) * 255.0
+
+
+def _glass_opencv(images: torch.Tensor, weights: tuple[float, ...], offsets: torch.Tensor, d: int) -> torch.Tensor:
+    """glass_blur on CPU RGB images, one image at a time (its index maps fit in the cache), with
+    :func:`gaussian_filter`'s float32 sepFilter2D (replicate border) on the interleaved image:
+    u = floor(255 G(x / 255)) as uint8, one gather of whole pixels (packed as 32-bit RGBA words)
+    by :func:`_glass_index`, then G(u / 255), clip01, scaled and truncated to uint8 (N, 3, H, W).
+    """
+    cv2 = opencv()
+    n, c, h, w = images.shape
+    kernel = np.asarray(weights, dtype=np.float32)
+    planar = images.contiguous().numpy()
+    out = np.empty_like(planar)
+    for image, sample_offsets, target in zip(planar, offsets, out):
+        x = np.divide(cv2.merge(list(image)), np.float32(255.0), dtype=np.float32)
+        cv2.sepFilter2D(x, -1, kernel, kernel, dst=x, borderType=cv2.BORDER_REPLICATE)
+        u = np.multiply(x, np.float32(255.0), out=x).astype(np.uint8)  # >= 0: truncation is floor
+        words = torch.from_numpy(cv2.cvtColor(u, cv2.COLOR_RGB2RGBA)).view(torch.int32).view(-1)
+        moved = words.index_select(0, _glass_index(sample_offsets[None], h, w, d)).view(torch.uint8).view(h, w, 4)
+        y = np.divide(cv2.cvtColor(moved.numpy(), cv2.COLOR_RGBA2RGB), np.float32(255.0), dtype=np.float32)
+        cv2.sepFilter2D(y, -1, kernel, kernel, dst=y, borderType=cv2.BORDER_REPLICATE)
+        np.multiply(np.clip(y, 0.0, 1.0, out=y), np.float32(255.0), out=y)
+        cv2.split(y.astype(np.uint8), list(target))  # astype truncates; split writes the planes
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------------------- motion

@@ -16,10 +16,13 @@ from PIL import Image
 
 from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
+    OPENCV_FILTER_MIN_SIDE,
     WORK_DTYPE,
     add_value,
-    lookup,
+    filter_matrix,
     gaussian_filter,
+    gaussian_weights,
+    lookup,
     opencv,
     set_saturation,
 )
@@ -146,17 +149,25 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
     (Gaussian truncate 3, half-sample symmetric border extended periodically), bilinear both.
 
     Draws per sample: 6 jitters U(-a, a) (float32, order P1.x, P1.y, P2.x, ...), the Ux field
-    U(-1, 1), the Uy field U(-1, 1).
+    U(-1, 1), the Uy field U(-1, 1). CPU images of at least ``OPENCV_FILTER_MIN_SIDE`` px go
+    through :func:`_elastic_opencv` (float32, the same formulas) when OpenCV samples exactly.
     """
     alpha, sigma, a = K.ELASTIC[constants][severity - 1]
     n, _, h, w = images.shape
     device = images.device
+    use_opencv = not images.is_cuda and min(h, w) >= OPENCV_FILTER_MIN_SIDE and _opencv_samples_exactly()
     jitters = torch.empty((n, 3, 2), dtype=torch.float32)
-    fields = torch.empty((n, 2, h, w), dtype=torch.float64)
+    fields = torch.empty((n, 2, h, w), dtype=torch.float32 if use_opencv else torch.float64)
+    draws = torch.empty((2, h, w), dtype=torch.float64) if use_opencv else None  # one sample's, then float32
     for g, jitter, field in zip(gens, jitters, fields):
         jitter.copy_(uniform(g, (3, 2), -a, a))
-        torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
-    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform()
+        if draws is None:
+            torch.rand(field.shape, generator=g, dtype=torch.float64, out=field)
+        else:
+            field.copy_(torch.rand(draws.shape, generator=g, dtype=torch.float64, out=draws))
+    fields.mul_(2.0).add_(-1.0)  # U(-1, 1) as -1 + 2 U[0, 1), the same values as uniform() (float32: rounded)
+    if use_opencv:
+        return _elastic_opencv(images, alpha, sigma, _affine_inverse(jitters, h, w), fields)
     x = _unit(images)
     # Step 3: x1(p) = x(A^-1 p), sampled on pixel centres with the reflect-101 border.
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
@@ -171,6 +182,66 @@ def elastic_transform(images: torch.Tensor, severity: int, constants: str, gens:
     grid = coords.mul_(2.0).add_(1.0).div_(sides.to(device)).sub_(1.0).to(x.dtype)
     out = F.grid_sample(x1, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.clamp_(0, 1) * 255.0
+
+
+@lru_cache(maxsize=1)
+def _opencv_samples_exactly() -> bool:
+    """OpenCV 5 interpolates at the exact float position; 4.x rounds it to 1/32 px (spec 4.13)."""
+    return int(opencv().__version__.split(".")[0]) >= 5
+
+
+def _elastic_opencv(images: torch.Tensor, alpha: float, sigma: float, inverse: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
+    """Section 4.13 steps 3-5 in float32 with OpenCV, per image: warpAffine (bilinear at the
+    inverse-mapped position, reflect-101) and remap (bilinear at (col + dx, row + dy),
+    BORDER_REFLECT = half-sample symmetric) compute grid_sample's formulas. The fields are
+    smoothed in float32 (:func:`gaussian_filter`'s kernels) with alpha folded into the column
+    pass. Returns uint8 (N, 3, H, W), truncated like the caller would.
+    """
+    cv2 = opencv()
+    n, c, h, w = images.shape
+    disp = _displacement_float32(fields, sigma, alpha)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    planar = images.contiguous().numpy()
+    out = np.empty_like(planar)
+    warp = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for image, b, (dx, dy), target in zip(planar, inverse.numpy(), disp.numpy(), out):
+        x = np.divide(cv2.merge(list(image)), np.float32(255.0), dtype=np.float32)
+        x1 = cv2.warpAffine(x, b, (w, h), flags=warp, borderMode=cv2.BORDER_REFLECT_101)
+        np.add(dx, xs, out=dx)
+        np.add(dy, ys, out=dy)
+        y = cv2.remap(x1, dx, dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        np.multiply(np.clip(y, 0.0, 1.0, out=y), np.float32(255.0), out=y)
+        cv2.split(y.astype(np.uint8), list(target))  # astype truncates; split writes the planes
+    return torch.from_numpy(out)
+
+
+def _displacement_float32(fields: torch.Tensor, sigma: float, alpha: float) -> torch.Tensor:
+    """alpha * G(field) for float32 CPU fields (N, 2, H, W), section 4.13 step 4 (truncate 3,
+    half-sample symmetric border): sepFilter2D for kernels of at most side / 4 taps, else the
+    dense border-folded matrices (which cover radii wider than the image), alpha folded into
+    the column weights."""
+    weights = gaussian_weights(sigma, truncate=3.0)
+    h, w = fields.shape[-2:]
+    if len(weights) == 1:
+        return fields.mul_(alpha)
+    if len(weights) <= min(h, w) // 4:
+        cv2 = opencv()
+        rows = np.asarray(weights, dtype=np.float32)
+        cols = (np.asarray(weights) * alpha).astype(np.float32)
+        for plane in fields.view(-1, h, w).numpy():
+            cv2.sepFilter2D(plane, -1, cols, rows, dst=plane, borderType=cv2.BORDER_REFLECT)  # in place
+        return fields
+    mh = filter_matrix(h, weights, "reflect", fields)
+    cols = fields.view(-1, w) @ _scaled_filter_matrix(w, weights, alpha)
+    for plane, col in zip(fields.view(-1, h, w), cols.view(-1, h, w)):
+        torch.mm(mh, col, out=plane)  # back into the fields' buffer: fewer fresh pages to fault in
+    return fields
+
+
+@lru_cache(maxsize=16)
+def _scaled_filter_matrix(n: int, weights: tuple[float, ...], alpha: float) -> torch.Tensor:
+    """float32 (alpha * M).T for the half-sample symmetric border (right factor of the column pass)."""
+    return (filter_matrix(n, weights, "reflect", torch.empty(0, dtype=torch.float64)) * alpha).T.to(torch.float32).contiguous()
 
 
 # ----------------------------------------------------------------------------- pixelate

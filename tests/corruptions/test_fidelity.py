@@ -17,6 +17,7 @@ from cema_cli.corruptions import constants as K
 from cema_cli.corruptions import corrupt, jpeg_roundtrip, sample_generators
 from cema_cli.corruptions._ops import clipped_zoom, motion_blur_u8, plasma_fractal, set_saturation
 from cema_cli.corruptions.blur import disk_kernel
+from cema_cli.corruptions.digital import _opencv_samples_exactly
 from cema_cli.corruptions.frost import TEXTURES, _texture_bank, frost_textures
 from corruption_helpers import assert_close_u8, batch, hwc
 
@@ -181,6 +182,23 @@ def test_glass_blur_matches_sequential_loop(constants, side, severity):
     count = (side - 2 * d) ** 2
     for i, g in enumerate(gens_for("glass_blur", severity, 2)):
         offsets = torch.randint(-d, d, (passes, count, 2), generator=g).numpy()
+        expected = ref.to_uint8(ref.glass_blur(hwc(images[i]), sigma, d, passes, offsets))
+        assert_close_u8(hwc(out[i]), expected)
+
+
+@pytest.mark.parametrize("side", [48, 64])
+def test_glass_blur_unfinished_chains_match_sequential_loop(side, monkeypatch):
+    """With no full pointer jumps every chain goes through the per-pointer loop that normally
+    only finishes the rare long chains; the result still equals the sequential loop (64 px takes
+    the per-image OpenCV path)."""
+    from cema_cli.corruptions import blur
+
+    monkeypatch.setattr(blur, "_GLASS_FULL_JUMPS", 0)
+    images = batch(side, 2)
+    sigma, d, passes = K.GLASS_BLUR["imagenet"][4]
+    out = run(images, "glass_blur", 5, "imagenet")
+    for i, g in enumerate(gens_for("glass_blur", 5, 2)):
+        offsets = torch.randint(-d, d, (passes, (side - 2 * d) ** 2, 2), generator=g).numpy()
         expected = ref.to_uint8(ref.glass_blur(hwc(images[i]), sigma, d, passes, offsets))
         assert_close_u8(hwc(out[i]), expected)
 
@@ -401,6 +419,20 @@ def test_elastic_matches_opencv_scipy_reference(constants, side, severity):
     # OpenCV rounds warp positions to 1/32 px in some builds: allow a few levels at sharp edges.
     assert_close_u8(hwc(out[0]), expected, max_diff=6, max_fraction=0.05)
     assert np.abs(hwc(out[0]).astype(int) - expected.astype(int)).mean() < 0.2
+
+
+def test_opencv_elastic_path_samples_at_exact_positions():
+    """elastic_transform's OpenCV path is taken only where warpAffine and remap interpolate at
+    the exact position (OpenCV 5), not at 1/32 px as 4.x does (spec 4.13)."""
+    import cv2
+
+    ramp = np.tile(np.arange(16, dtype=np.float32), (16, 1))
+    shift = np.array([[1.0, 0.0, 0.3], [0.0, 1.0, 0.0]])
+    warped = cv2.warpAffine(ramp, shift, (16, 16), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    rows = np.tile(np.arange(16, dtype=np.float32)[:, None], (1, 16))
+    remapped = cv2.remap(ramp, ramp + np.float32(0.3), rows, cv2.INTER_LINEAR)
+    exact = abs(warped[8, 8] - 8.3) < 1e-5 and abs(remapped[8, 8] - 8.3) < 1e-5
+    assert _opencv_samples_exactly() == exact
 
 
 @pytest.mark.parametrize("constants,side", [("cifar", 32), ("imagenet", 224)])

@@ -112,6 +112,19 @@ def test_batch_equals_single_samples(name, constants, side):
     assert torch.equal(flipped, whole.flip(0))
 
 
+@pytest.mark.parametrize("severity", [1, 2, 3, 5])
+@pytest.mark.parametrize("name", ["elastic_transform", "glass_blur"])
+def test_opencv_paths_batch_equals_single_samples(name, severity):
+    """64 px with the ImageNet constants takes the per-image OpenCV paths (elastic: dense
+    float32 matrices at severities 1-2, sepFilter2D at 3-5) that 48 px does not reach."""
+    images = batch(64, 3)
+    indices = [4, 0, 7]
+    whole = corrupt(images, name, severity, seed=5, indices=indices, constants="imagenet")
+    for i, index in enumerate(indices):
+        alone = corrupt(images[i:i + 1], name, severity, seed=5, indices=[index], constants="imagenet")
+        assert torch.equal(whole[i:i + 1], alone)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_seed_determinism(name):
     images = batch(32, 2)
