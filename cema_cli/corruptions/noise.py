@@ -97,7 +97,8 @@ def shot_noise(images: torch.Tensor, severity: int, constants: str, gens: list[t
     count = images[0].numel()
     levels = images.cpu().numpy().reshape(len(gens), count)
     out = np.empty((len(gens), count), dtype=np.int32)
-    for g, level, row in zip(gens, levels, out):
+    walkers, walker_u = [], []
+    for i, (g, level, row) in enumerate(zip(gens, levels, out)):
         raw = _twin_raw(g, 2 * count)
         if raw is None:
             return _shot_noise_torch(images, cdf, guide, to_level, gens)
@@ -107,8 +108,12 @@ def shot_noise(images: torch.Tensor, severity: int, constants: str, gens: list[t
         index += level.astype(np.int32) * _GUIDE_BINS
         torch.index_select(guide, 0, torch.from_numpy(index), out=torch.from_numpy(row))  # faster than np.take here
         steps = np.flatnonzero(row < 0)
-        if steps.size:
-            row[steps] = _walk_steps(uniform64_from_raw(high[steps], low[steps]), -1 - row[steps], cdf.numpy(), to_level.numpy())
+        walkers.append(steps + i * count)
+        walker_u.append(uniform64_from_raw(high[steps], low[steps]))
+    flat_out = out.reshape(-1)
+    steps = np.concatenate(walkers)
+    if steps.size:
+        flat_out[steps] = _walk_steps(np.concatenate(walker_u), -1 - flat_out[steps], cdf.numpy(), to_level.numpy())
     return torch.from_numpy(out.astype(np.uint8)).view(images.shape).to(images.device)
 
 
