@@ -211,10 +211,10 @@ def zoom_blur(images: torch.Tensor, severity: int, constants: str, gens: list[to
     buffer = torch.zeros((1, h, w, -(-planes // _ZOOM_LANES) * _ZOOM_LANES), dtype=WORK_DTYPE, device=images.device)
     buffer[0, :, :, :planes] = images.reshape(planes, h, w).permute(1, 2, 0)
     x = buffer.div_(255.0).permute(0, 3, 1, 2)  # (1, planes, H, W) in channels-last memory
-    out = torch.zeros_like(x)
-    for factor in factors:
+    out = x.clone()  # 0 + x: the first factor is 1.0 (the identity)
+    for factor in factors[1:] if factors[0] == 1.0 else factors:
         out += clipped_zoom(x, factor)
-    out = ((x + out) / (len(factors) + 1)).clamp_(0, 1) * 255.0
+    out.add_(x).div_(len(factors) + 1).clamp_(0, 1).mul_(255.0)  # x + out: the same sum
     return out[0, :planes].reshape(n, c, h, w)
 
 
