@@ -79,10 +79,16 @@ def chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     exact; the test suite compares with a shortest-path relaxation). Values never exceed the
     cap, as in OpenCV after truncation (pixels with no edge within reach get the cap).
     """
+    dist = _chamfer_numpy(edges[:, 0].cpu().numpy(), cap)
+    return torch.from_numpy(dist)[:, None].to(edges.device)
+
+
+def _chamfer_numpy(edges: np.ndarray, cap: float) -> np.ndarray:
+    """chamfer_distance on a bool (N, H, W) array -> float32 (N, H, W)."""
     capped = int(cap * (1 << _DIST_SHIFT))
-    n, _, h, w = edges.shape
-    initial = np.where(edges[:, 0].cpu().numpy(), 0, capped).astype(np.int32)
-    along = np.ascontiguousarray(initial.transpose(2, 1, 0))  # (W, H, N): one column per step
+    n, h, w = edges.shape
+    along = np.empty((w, h, n), dtype=np.int32)  # one column per step
+    np.copyto(along, np.where(edges, 0, capped).astype(np.int32).transpose(2, 1, 0))
     _row_pass(along)
     _row_pass(along[::-1])
     d = np.full((h + 4, w + 4, n), capped, dtype=np.int32)
@@ -91,8 +97,9 @@ def chamfer_distance(edges: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     _down_pass(down)
     _down_pass(d[::-1])
     np.minimum(d, down, out=d)
-    dist = torch.from_numpy(np.ascontiguousarray(d[2:2 + h, 2:2 + w].transpose(2, 0, 1)))[:, None].to(edges.device)
-    return (dist.to(torch.float32) * (1.0 / (1 << _DIST_SHIFT))).clamp_max_(cap)
+    dist = d[2:2 + h, 2:2 + w].transpose(2, 0, 1).astype(np.float32, order="C")
+    dist *= np.float32(1.0 / (1 << _DIST_SHIFT))
+    return np.minimum(dist, np.float32(cap), out=dist)
 
 
 _EMBOSS = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float32)
@@ -104,14 +111,15 @@ def water_mask(liquid: torch.Tensor) -> torch.Tensor:
     The steps after the distance transform are the reference's own OpenCV calls (box blur,
     histogram equalisation, emboss filter, box blur), one image at a time.
     """
-    lq = torch.floor(255.0 * liquid.to(torch.float64)).to(torch.int32).bitwise_and_(255)  # liquid >= 0; uint8 cast wraps
-    dist = chamfer_distance(canny(lq)).cpu().numpy()
     cv2 = opencv()
-    e7 = np.empty(dist.shape, dtype=np.float32)
-    for d, out in zip(dist, e7):
-        e4 = cv2.blur(d[0], (3, 3)).astype(np.uint8)
-        out[0] = cv2.blur(cv2.filter2D(cv2.equalizeHist(e4), cv2.CV_8U, _EMBOSS), (3, 3))
-    return lq.to(torch.float32) * torch.from_numpy(e7).to(liquid.device)
+    lq = (liquid[:, 0].cpu().numpy().astype(np.float64) * 255.0).astype(np.int32).astype(np.uint8)  # liquid >= 0: floor; the uint8 cast wraps
+    dist = _chamfer_numpy(canny(torch.from_numpy(lq)[:, None])[:, 0].numpy(), 20.0)
+    m = np.empty(dist.shape, dtype=np.float32)
+    for d, level, out in zip(dist, lq, m):
+        e4 = cv2.blur(d, (3, 3)).astype(np.uint8)
+        e7 = cv2.blur(cv2.filter2D(cv2.equalizeHist(e4), cv2.CV_8U, _EMBOSS), (3, 3))
+        np.multiply(level, e7, out=out, dtype=np.float32)  # both integer-valued, product < 2^16: exact
+    return torch.from_numpy(m)[:, None].to(liquid.device)
 
 
 # ------------------------------------------------------------------------------ spatter
