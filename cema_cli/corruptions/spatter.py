@@ -87,8 +87,7 @@ def _chamfer_numpy(edges: np.ndarray, cap: float) -> np.ndarray:
     """chamfer_distance on a bool (N, H, W) array -> float32 (N, H, W)."""
     capped = int(cap * (1 << _DIST_SHIFT))
     n, h, w = edges.shape
-    along = np.empty((w, h, n), dtype=np.int32)  # one column per step
-    np.copyto(along, np.where(edges, 0, capped).astype(np.int32).transpose(2, 1, 0))
+    along = np.where(np.ascontiguousarray(edges.transpose(2, 1, 0)), np.int32(0), np.int32(capped))  # (W, H, N): one column per step
     _row_pass(along)
     _row_pass(along[::-1])
     d = np.full((h + 4, w + 4, n), capped, dtype=np.int32)
@@ -132,18 +131,20 @@ def spatter(images: torch.Tensor, severity: int, constants: str, gens: list[torc
     zero and returns black; here that image is returned unchanged.
     """
     mean, std, sigma, threshold, strength, mud = K.SPATTER[constants][severity - 1]
-    h, w = images.shape[-2:]
-    field = torch.stack([torch.randn((1, h, w), generator=g, dtype=torch.float64) for g in gens])
-    liquid = gaussian_filter((mean + std * field).to(device=images.device, dtype=WORK_DTYPE), sigma)
+    n, _, h, w = images.shape
+    field = torch.empty((n, 1, h, w), dtype=torch.float64)
+    for g, row in zip(gens, field):
+        torch.randn(row.shape, generator=g, dtype=torch.float64, out=row)
+    liquid = gaussian_filter(field.mul_(std).add_(mean).to(device=images.device, dtype=WORK_DTYPE), sigma)
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     x = images.to(WORK_DTYPE).div_(255.0)  # blended in place below, in the same order
     if mud:
         blobs = gaussian_filter((liquid > threshold).to(WORK_DTYPE), strength)
         blobs = torch.where(blobs < 0.8, torch.zeros_like(blobs), blobs)
         colour = torch.tensor(MUD_RGB, dtype=WORK_DTYPE, device=x.device).view(1, 3, 1, 1) / 255.0
-        return x.mul_(1 - blobs).add_(blobs * colour).clamp_(0, 1).mul_(255.0)
+        return x.mul_(1 - blobs).add_(blobs * colour).clamp_(0, 1).mul_(255.0).to(torch.uint8)  # truncates, as corrupt() would
     m = water_mask(liquid)
     peak = m.amax(dim=(1, 2, 3), keepdim=True)
-    mn = torch.where(peak > 0, strength * m / peak.clamp_min(1e-30), torch.zeros_like(m))
+    mn = m.mul_(strength).div_(peak.clamp_min(1e-30))  # m >= 0, so an empty mask (peak 0) stays 0: the guard
     colour = torch.tensor(WATER_RGB, dtype=WORK_DTYPE, device=x.device).view(1, 3, 1, 1) / 255.0
-    return x.add_(mn * colour).clamp_(0, 1).mul_(255.0)
+    return x.add_(mn * colour).clamp_(0, 1).mul_(255.0).to(torch.uint8)  # truncates, as corrupt() would
