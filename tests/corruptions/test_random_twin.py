@@ -31,7 +31,7 @@ def test_twin_continues_a_used_generator_exactly(used):
 
 
 @pytest.mark.parametrize("name", ["shot_noise", "impulse_noise"])
-@pytest.mark.parametrize("side,constants", [(32, "cifar"), (64, "imagenet")])
+@pytest.mark.parametrize("side,constants", [(64, "cifar"), (80, "imagenet")])
 def test_twin_path_equals_torch_sampling(monkeypatch, name, side, constants):
     images = batch(side, 3)
     for severity in (1, 3, 5):
