@@ -15,6 +15,9 @@ import torch
 from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import WORK_DTYPE, gaussian_filter, opencv
 
+# Images per call at most this many pixels in all (16 at 224 px): a 64-image 224-px batch in one
+# piece works on 38 MB tensors, beyond a server CPU's L3 cache, and runs ~30% slower per image.
+_CHUNK_PIXELS = 16 * 224 * 224
 WATER_RGB = (175.0, 238.0, 238.0)  # pale turquoise
 MUD_RGB = (63.0, 42.0, 20.0)  # dark brown
 
@@ -130,8 +133,11 @@ def spatter(images: torch.Tensor, severity: int, constants: str, gens: list[torc
     Guard (documented deviation): if a water mask is empty (max M = 0) the reference divides by
     zero and returns black; here that image is returned unchanged.
     """
-    mean, std, sigma, threshold, strength, mud = K.SPATTER[constants][severity - 1]
     n, _, h, w = images.shape
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
+    if n > chunk:  # samples are independent: the same bytes, a working set that stays in cache
+        return torch.cat([spatter(images[i:i + chunk], severity, constants, gens[i:i + chunk]) for i in range(0, n, chunk)])
+    mean, std, sigma, threshold, strength, mud = K.SPATTER[constants][severity - 1]
     field = torch.empty((n, 1, h, w), dtype=torch.float64)
     for g, row in zip(gens, field):
         torch.randn(row.shape, generator=g, dtype=torch.float64, out=row)
