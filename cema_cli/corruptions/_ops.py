@@ -207,41 +207,82 @@ def plasma_draw_count(mapsize: int) -> int:
     return mapsize * mapsize - 1
 
 
-def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.Tensor:
-    """Section 3.3: batched diamond-square map on a torus, normalised to [0, 1].
-
-    uniforms: (N, M^2 - 1) values in [0, 1) consumed in the reference order (per level:
-    squares, first diamond set, second diamond set, each n x n row-major).
-    """
-    n_maps = uniforms.shape[0]
-    p = torch.zeros(n_maps, mapsize, mapsize, dtype=torch.float64, device=uniforms.device)
-    u = uniforms.to(torch.float64)
-    step, wibble, used = mapsize, 100.0, 0
-
-    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
-        nonlocal used
-        count = total.shape[-1] * total.shape[-2]
-        draw = u[:, used:used + count].reshape(total.shape)
-        used += count
-        return total.div_(4).add_(draw.mul(2 * wibble).add_(-wibble).mul_(wibble))  # total / 4 + w (-w + 2 w u)
-
+@lru_cache(maxsize=16)
+def _plasma_wibbles(mapsize: int, decay: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per draw, in consumption order: (2 w, -w, w) of the level that consumes it (w = 100 / decay^level)."""
+    scale, shift, mult = [], [], []
+    step, wibble = mapsize, 100.0
     while step >= 2:
-        half = step // 2
-        corners = p[:, 0::step, 0::step]
-        squares = corners + torch.roll(corners, -1, dims=1)
-        squares = squares + torch.roll(squares, -1, dims=2)
-        p[:, half::step, half::step] = wibbled_mean(squares)
-        centres = p[:, half::step, half::step]
-        corners = p[:, 0::step, 0::step]
-        row_set = centres + torch.roll(centres, 1, dims=1) + corners + torch.roll(corners, -1, dims=2)
-        p[:, 0::step, half::step] = wibbled_mean(row_set)
-        col_set = centres + torch.roll(centres, 1, dims=2) + corners + torch.roll(corners, -1, dims=1)
-        p[:, half::step, 0::step] = wibbled_mean(col_set)
-        step = half
+        count = 3 * (mapsize // step) ** 2
+        scale.append(np.full(count, 2 * wibble))
+        shift.append(np.full(count, -wibble))
+        mult.append(np.full(count, wibble))
+        step //= 2
         wibble /= decay
-    flat = p.reshape(n_maps, -1)
-    p.sub_(flat.min(dim=1).values[:, None, None])
-    return p.div_(flat.max(dim=1).values[:, None, None])
+    return np.concatenate(scale), np.concatenate(shift), np.concatenate(mult)
+
+
+def _plasma_map(wibbles: np.ndarray, mapsize: int) -> np.ndarray:
+    """One diamond-square map (float64) with a wrapped extra row and column (p[m] = p[0]).
+
+    wibbles: the map's draws already turned into (-w + 2 w u) w. Each level's three point sets
+    are the reference's sums in the reference's grouping: squares (c[i,j] + c[i+1,j]) +
+    (c[i,j+1] + c[i+1,j+1]), diamonds ((centre + previous centre) + corner) + next corner.
+    """
+    m = mapsize
+    p = np.zeros((m + 1, m + 1))
+    step, used = m, 0
+    while step >= 2:
+        half, k = step // 2, m // step
+        count = k * k
+        c = p[0::step, 0::step]  # (k + 1) x (k + 1) corners, wrapped
+        corners, right, below = c[:-1, :-1], c[:-1, 1:], c[1:, :-1]
+        centres = corners + below
+        centres += c[1:, 1:] + right
+        centres /= 4
+        centres += wibbles[used:used + count].reshape(k, k)
+        used += count
+        p[half::step, half::step] = centres
+        for target, axis, third in ((p[0:m:step, half::step], 0, right), (p[half::step, 0:m:step], 1, below)):
+            total = np.empty_like(centres)  # centre + the previous centre along the axis (torus)
+            if axis == 0:
+                np.add(centres[1:], centres[:-1], out=total[1:])
+                np.add(centres[0], centres[-1], out=total[0])
+            else:
+                np.add(centres[:, 1:], centres[:, :-1], out=total[:, 1:])
+                np.add(centres[:, 0], centres[:, -1], out=total[:, 0])
+            total += corners
+            total += third
+            total /= 4
+            total += wibbles[used:used + count].reshape(k, k)
+            used += count
+            target[...] = total
+        p[m, :m] = p[0, :m]
+        p[:, m] = p[:, 0]
+        step = half
+    return p
+
+
+def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float, crop: tuple[int, int] | None = None) -> torch.Tensor:
+    """Section 3.3: diamond-square map on a torus, normalised to [0, 1], float64 on the CPU.
+
+    uniforms: (N, M^2 - 1) CPU values in [0, 1) consumed in the reference order (per level:
+    squares, first diamond set, second diamond set, each n x n row-major). crop (H, W): return
+    only the top-left H x W of each normalised map (the full map sets the minimum and maximum).
+    One map at a time in NumPy, with the reference's float64 operations in its order.
+    """
+    a, b, c = _plasma_wibbles(mapsize, float(decay))
+    wibbles = uniforms.to(torch.float64).numpy() * a  # (u * 2 w - w) * w, as the reference
+    wibbles += b
+    wibbles *= c
+    h, w = crop or (mapsize, mapsize)
+    out = np.empty((uniforms.shape[0], h, w))
+    for row, target in zip(wibbles, out):
+        p = _plasma_map(row, mapsize)
+        low = p.min()
+        np.subtract(p[:h, :w], low, out=target)
+        target /= p.max() - low  # = max(p - low): rounding is monotonic
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------------- HSV (3.5)

@@ -50,8 +50,11 @@ def fog(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Ge
     h, w = images.shape[-2:]
     mapsize = fog_mapsize(h, w)
     draws = plasma_draw_count(mapsize)
-    uniforms = per_sample(gens, lambda g: torch.rand(draws, generator=g, dtype=torch.float64))
-    plasma = plasma_fractal(uniforms.to(images.device), mapsize, decay)[:, None, :h, :w].to(WORK_DTYPE)
+    uniforms = torch.empty((len(gens), draws), dtype=torch.float64)
+    for g, row in zip(gens, uniforms):
+        torch.rand(draws, generator=g, dtype=torch.float64, out=row)
+    plasma = plasma_fractal(uniforms, mapsize, decay, crop=(h, w)).to(WORK_DTYPE)[:, None].to(images.device)
     x = images.to(WORK_DTYPE).div_(255.0)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return x.add_(c * plasma).mul_(peak).div_(peak + c).clamp_(0, 1).mul_(255.0)  # in place, same order
+    out = x.add_(plasma.mul_(c)).mul_(peak).div_(peak + c).clamp_(0, 1).mul_(255.0)  # in place, same order
+    return out.to(torch.uint8)  # values in [0, 255]: truncation, as the caller's conversion
