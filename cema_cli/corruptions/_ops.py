@@ -180,23 +180,40 @@ def motion_offsets(taps: int, theta_deg: torch.Tensor) -> tuple[torch.Tensor, to
     return rows, cols
 
 
-def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torch.Tensor) -> torch.Tensor:
-    """Section 3.4 on 8-bit values held in a float tensor (N, C, H, W); returns 8-bit values.
+def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """Section 3.4 on 8-bit values (N, C, H, W), uint8 or held in a float tensor; returns 8-bit values.
 
-    Each tap adds the edge-clamped image shifted by that sample's offset: a window of the
+    Sample by sample (:func:`motion_blur_sample`): one image's planes stay in the cache across
+    the taps. out: an optional uint8 (N, C, H, W) tensor that receives the values (and is
+    returned); otherwise a float tensor.
+    """
+    weights = motion_weights(radius, sigma).tolist()
+    rows, cols = motion_offsets(len(weights), theta_deg.to(u.device))
+    results = (motion_blur_sample(x, weights, dys, dxs) for x, dys, dxs in zip(u, rows.tolist(), cols.tolist()))
+    if out is None:
+        return torch.stack(list(results))
+    for target, result in zip(out, results):
+        target.copy_(result)  # integer values in [0, 255]: exact
+    return out
+
+
+def motion_blur_sample(x: torch.Tensor, weights: list[float], dys: list[int], dxs: list[int]) -> torch.Tensor:
+    """Section 3.4 for one image (C, H, W) of 8-bit values (uint8 or float) with its tap offsets
+    (motion_offsets); returns float 8-bit values.
+
+    Each tap adds the edge-clamped image shifted by its offset: a window of the
     replicate-padded image, so no index tensors are built. The result is quantised like the
     reference's ImageMagick Q16 + 8-bit PNG round trip: floor(round(257 * v) / 257).
     """
-    n, c, h, w = u.shape
-    weights = motion_weights(radius, sigma).tolist()
-    rows, cols = motion_offsets(len(weights), theta_deg.to(u.device))
-    pad = int(max(rows.abs().max(), cols.abs().max()))
-    padded = F.pad(u, (pad, pad, pad, pad), mode="replicate")
-    acc = torch.zeros_like(u)
-    for sample, dys, dxs in zip(range(n), rows.tolist(), cols.tolist()):
-        for weight, dy, dx in zip(weights, dys, dxs):
-            window = padded[sample, :, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
-            acc[sample].add_(window, alpha=weight)
+    h, w = x.shape[-2:]
+    if not x.is_floating_point():
+        x = x.to(WORK_DTYPE)
+    pad = max(max(map(abs, dys)), max(map(abs, dxs)))
+    padded = F.pad(x[None], (pad, pad, pad, pad), mode="replicate")[0]
+    acc = torch.zeros_like(x)
+    for weight, dy, dx in zip(weights, dys, dxs):
+        acc.add_(padded[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w], alpha=weight)
     return acc.mul_(257.0).round_().div_(257.0).floor_()
 
 

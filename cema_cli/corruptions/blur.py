@@ -188,7 +188,8 @@ def motion_blur(images: torch.Tensor, severity: int, constants: str, gens: list[
     """Section 4.6: ImageMagick motion blur (3.4) at angle ~ U(-45, 45) degrees, 8-bit output."""
     radius, sigma = K.MOTION_BLUR[constants][severity - 1]
     theta = per_sample(gens, lambda g: uniform(g, (), -45.0, 45.0))
-    return motion_blur_u8(images.to(WORK_DTYPE), radius, sigma, theta.to(images.device))
+    out = torch.empty_like(images)
+    return motion_blur_u8(images, radius, sigma, theta.to(images.device), out=out)
 
 
 # --------------------------------------------------------------------------------- zoom

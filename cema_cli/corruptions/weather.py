@@ -9,8 +9,16 @@ from __future__ import annotations
 import torch
 
 from cema_cli.corruptions import constants as K
-from cema_cli.corruptions._ops import WORK_DTYPE, clipped_zoom, motion_blur_u8, plasma_draw_count, plasma_fractal
-from cema_cli.corruptions._random import per_sample, uniform
+from cema_cli.corruptions._ops import (
+    WORK_DTYPE,
+    clipped_zoom,
+    motion_blur_sample,
+    motion_offsets,
+    motion_weights,
+    plasma_draw_count,
+    plasma_fractal,
+)
+from cema_cli.corruptions._random import uniform
 
 
 def snow(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
@@ -20,20 +28,20 @@ def snow(images: torch.Tensor, severity: int, constants: str, gens: list[torch.G
     """
     mean, std, zoom, threshold, radius, sigma, blend = K.SNOW[constants][severity - 1]
     h, w = images.shape[-2:]
-    fields, angles = [], []
-    for g in gens:
-        fields.append(torch.randn((1, h, w), generator=g, dtype=WORK_DTYPE))
-        angles.append(uniform(g, (), -135.0, -45.0))
-    layer = mean + std * torch.stack(fields).to(images.device)
-    layer = clipped_zoom(layer, zoom)
-    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
-    layer = torch.floor(255.0 * layer.clamp(0, 1))
-    flakes = motion_blur_u8(layer, radius, sigma, torch.stack(angles).to(images.device)) / 255.0
-    x = images.to(WORK_DTYPE).div_(255.0)
-    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    whitened = torch.maximum(x, grey * 1.5 + 0.5).mul_(1 - blend)
-    x.mul_(blend).add_(whitened)  # blend x + (1 - blend) max(x, 1.5 grey + 0.5), in place
-    return x.add_(flakes).add_(torch.rot90(flakes, 2, dims=(-2, -1))).clamp_(0, 1).mul_(255.0)
+    weights = motion_weights(radius, sigma).tolist()
+    out = torch.empty_like(images)
+    for g, image, target in zip(gens, images, out):  # one image at a time: its tensors stay in the cache
+        field = torch.randn((1, 1, h, w), generator=g, dtype=WORK_DTYPE)
+        rows, cols = motion_offsets(len(weights), uniform(g, (1,), -135.0, -45.0))
+        layer = clipped_zoom(field.mul_(std).add_(mean).to(images.device), zoom)[0]
+        layer = layer.masked_fill(layer < threshold, 0.0).clamp_(0, 1).mul_(255.0).floor_()
+        flakes = motion_blur_sample(layer, weights, rows[0].tolist(), cols[0].tolist()).div_(255.0)
+        x = image.to(WORK_DTYPE).div_(255.0)
+        grey = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3]).mul_(1.5).add_(0.5)
+        whitened = torch.maximum(x, grey).mul_(1 - blend)
+        x.mul_(blend).add_(whitened)  # blend x + (1 - blend) max(x, 1.5 grey + 0.5), in place
+        target.copy_(x.add_(flakes).add_(torch.rot90(flakes, 2, dims=(-2, -1))).clamp_(0, 1).mul_(255.0))
+    return out  # uint8: truncated, as the caller's conversion
 
 
 def fog_mapsize(h: int, w: int) -> int:
