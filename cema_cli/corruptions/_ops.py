@@ -112,6 +112,33 @@ def _separable_filter_opencv(x: torch.Tensor, weights: tuple[float, ...], border
     return torch.from_numpy(out).reshape(x.shape)
 
 
+def opencv_filter_applies(images: torch.Tensor, taps: int, dtype: torch.dtype = WORK_DTYPE) -> bool:
+    """Whether :func:`separable_filter` sends a dtype copy of images through OpenCV's sepFilter2D
+    (its condition)."""
+    side = min(images.shape[-2:])
+    return not images.is_cuda and side >= OPENCV_FILTER_MIN_SIDE and taps <= side // _OPENCV_MAX_TAPS.get(dtype, side + 1)
+
+
+def opencv_filter_levels(images: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
+    """uint8 clip01(filter(images / 255)) * 255 (truncated) for uint8 CPU images: the float32
+    sepFilter2D of :func:`separable_filter` on each plane, one image at a time in one reused
+    buffer (the same float32 operations, so the same bytes as filtering the float batch)."""
+    cv2 = opencv()
+    kernel = np.asarray(weights, dtype=np.float32)
+    flag = getattr(cv2, _OPENCV_BORDERS[border])
+    planar = images.contiguous().numpy()
+    out = np.empty_like(planar)
+    unit = np.empty(planar.shape[1:], dtype=np.float32)
+    for image, target in zip(planar, out):
+        np.divide(image, np.float32(255.0), out=unit, dtype=np.float32)
+        for plane in unit:
+            cv2.sepFilter2D(plane, -1, kernel, kernel, dst=plane, borderType=flag)
+        np.clip(unit, 0, 1, out=unit)
+        np.multiply(unit, np.float32(255.0), out=unit)
+        target[...] = unit
+    return torch.from_numpy(out)
+
+
 # ------------------------------------------------------------------- Gaussian filter (1.3)
 
 

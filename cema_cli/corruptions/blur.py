@@ -18,9 +18,12 @@ from cema_cli.corruptions._ops import (
     border_index,
     clipped_zoom,
     gaussian_filter,
+    gaussian_weights,
     lookup,
     motion_blur_u8,
     opencv,
+    opencv_filter_applies,
+    opencv_filter_levels,
 )
 from cema_cli.corruptions._random import per_sample, uniform
 
@@ -229,4 +232,7 @@ def zoom_blur(images: torch.Tensor, severity: int, constants: str, gens: list[to
 def gaussian_blur(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.17: G_sigma (1.3: replicate border, truncate 4) per channel, clip01."""
     sigma = K.GAUSSIAN_BLUR[constants][severity - 1]
+    weights = gaussian_weights(sigma)
+    if len(weights) > 1 and opencv_filter_applies(images, len(weights)):
+        return opencv_filter_levels(images, weights, "nearest")  # uint8, the same bytes, faster
     return gaussian_filter(_unit(images), sigma).clamp_(0, 1) * 255.0
