@@ -115,12 +115,27 @@ def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     float64 operations on the same values, so the same bytes as evaluating every pixel.
     """
     c = K.CONTRAST[constants][severity - 1]
-    mu = images.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
-    levels = _unit64(torch.arange(256, dtype=torch.uint8, device=images.device))
-    table = ((levels - mu) * c + mu).clamp_(0, 1).mul_(255.0).to(torch.uint8)  # (N, 3, 256)
-    n = images.shape[0]
-    rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=images.device).view(n, 3, 1, 1)
-    return lookup(table, images.to(torch.int32).add_(rows))
+    if images.is_cuda:
+        mu = images.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
+        table = _contrast_table(mu, c, images.device)  # (N, 3, 256)
+        n = images.shape[0]
+        rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=images.device).view(n, 3, 1, 1)
+        return lookup(table, images.to(torch.int32).add_(rows))
+    cv2 = opencv()
+    planar = images.contiguous().numpy()
+    out = np.empty_like(planar)
+    unit = torch.empty(images.shape[1:], dtype=torch.float64)  # one image at a time, reused
+    for image, target in zip(images, out):
+        mu = unit.copy_(image).div_(255.0).mean(dim=(1, 2))[:, None]  # (3, 1)
+        for plane, table, channel in zip(image.numpy(), _contrast_table(mu, c, image.device).numpy(), target):
+            cv2.LUT(plane, table, dst=channel)
+    return torch.from_numpy(out)
+
+
+def _contrast_table(mu: torch.Tensor, c: float, device: torch.device) -> torch.Tensor:
+    """uint8 clip01((L / 255 - mu) * c + mu) * 255 for every level L (float64), per mean in mu (..., 1)."""
+    levels = _unit64(torch.arange(256, dtype=torch.uint8, device=device))
+    return ((levels - mu) * c + mu).clamp_(0, 1).mul_(255.0).to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------ elastic
