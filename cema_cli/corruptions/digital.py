@@ -75,6 +75,15 @@ SATURATE_TABLE_MIN_VALUES = 2_000_000
 def saturate_by_table(images: torch.Tensor, a: float, b: float) -> torch.Tensor:
     """Section 4.19 through :func:`_saturate_tables`: uint8 results, the bytes of the formula."""
     table, start = (t.to(images.device) for t in _saturate_tables(float(a), float(b)))
+    if images.is_cuda:
+        return _saturate_lookup(images, table, start)
+    out = torch.empty_like(images)
+    for i, target in enumerate(out):  # one image at a time: its index tensors stay in the cache
+        target.copy_(_saturate_lookup(images[i:i + 1], table, start)[0])
+    return out
+
+
+def _saturate_lookup(images: torch.Tensor, table: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     high = images.amax(dim=1, keepdim=True).to(torch.int32)
     low = images.amin(dim=1, keepdim=True).to(torch.int32)
     channel = torch.arange(3, dtype=torch.int32, device=images.device).view(1, 3, 1, 1)
