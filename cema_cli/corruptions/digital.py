@@ -45,8 +45,17 @@ def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[t
     """
     c = K.BRIGHTNESS[constants][severity - 1]
     table = _brightness_table(float(c)).to(images.device)
-    value = images.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
-    return lookup(table, images.to(torch.int32).add_(value))
+    if images.is_cuda:
+        value = images.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
+        return lookup(table, images.to(torch.int32).add_(value))
+    out = torch.empty_like(images)
+    index = torch.empty(images.shape[1:], dtype=torch.int32)  # one image at a time, reused
+    value = torch.empty(images.shape[2:], dtype=torch.int32)
+    for image, target in zip(images, out):
+        value.copy_(torch.maximum(torch.maximum(image[0], image[1]), image[2])).mul_(256)
+        index.copy_(image).add_(value)
+        torch.index_select(table, 0, index.view(-1), out=target.view(-1))
+    return out
 
 
 @lru_cache(maxsize=16)

@@ -187,5 +187,13 @@ def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.
         top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
         left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
         crop[...] = tex[:, top:top + h, left:left + w]
-    pair = images.to(torch.int32).mul_(256).add_(torch.from_numpy(crops).to(images.device))
-    return lookup(_blend_table(ai, af).to(images.device), pair)
+    table = _blend_table(ai, af).to(images.device)
+    if images.is_cuda:
+        pair = images.to(torch.int32).mul_(256).add_(torch.from_numpy(crops).to(images.device))
+        return lookup(table, pair)
+    out = torch.empty_like(images)
+    pair = torch.empty(images.shape[1:], dtype=torch.int32)  # one image at a time, reused
+    for image, crop, target in zip(images, torch.from_numpy(crops), out):
+        pair.copy_(image).mul_(256).add_(crop)
+        torch.index_select(table, 0, pair.view(-1), out=target.view(-1))
+    return out
