@@ -58,11 +58,15 @@ def fog(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Ge
     h, w = images.shape[-2:]
     mapsize = fog_mapsize(h, w)
     draws = plasma_draw_count(mapsize)
-    uniforms = torch.empty((len(gens), draws), dtype=torch.float64)
-    for g, row in zip(gens, uniforms):
-        torch.rand(draws, generator=g, dtype=torch.float64, out=row)
-    plasma = plasma_fractal(uniforms, mapsize, decay, crop=(h, w)).to(WORK_DTYPE)[:, None].to(images.device)
-    x = images.to(WORK_DTYPE).div_(255.0)
-    peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    out = x.add_(plasma.mul_(c)).mul_(peak).div_(peak + c).clamp_(0, 1).mul_(255.0)  # in place, same order
-    return out.to(torch.uint8)  # values in [0, 255]: truncation, as the caller's conversion
+    uniforms = torch.empty((1, draws), dtype=torch.float64)
+    plasma = torch.empty((1, h, w), dtype=WORK_DTYPE, device=images.device)
+    x = torch.empty(images.shape[1:], dtype=WORK_DTYPE, device=images.device)
+    out = torch.empty_like(images)
+    for g, image, target in zip(gens, images, out):  # one image at a time in reused buffers
+        torch.rand(draws, generator=g, dtype=torch.float64, out=uniforms[0])
+        plasma.copy_(plasma_fractal(uniforms, mapsize, decay, crop=(h, w)))
+        x.copy_(image).div_(255.0)
+        peak = x.max()
+        x.add_(plasma.mul_(c)).mul_(peak).div_(peak + c).clamp_(0, 1).mul_(255.0)  # in place, same order
+        target.copy_(x)  # values in [0, 255]: truncation, as the caller's conversion
+    return out
