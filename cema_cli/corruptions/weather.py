@@ -34,7 +34,7 @@ def snow(images: torch.Tensor, severity: int, constants: str, gens: list[torch.G
         field = torch.randn((1, 1, h, w), generator=g, dtype=WORK_DTYPE)
         rows, cols = motion_offsets(len(weights), uniform(g, (1,), -135.0, -45.0))
         layer = clipped_zoom(field.mul_(std).add_(mean).to(images.device), zoom)[0]
-        layer = layer.masked_fill(layer < threshold, 0.0).clamp_(0, 1).mul_(255.0).floor_()
+        layer = layer.masked_fill_(layer < threshold, 0.0).clamp_(0, 1).mul_(255.0).floor_()  # a view of a fresh tensor
         flakes = motion_blur_sample(layer, weights, rows[0].tolist(), cols[0].tolist()).div_(255.0)
         x = image.to(WORK_DTYPE).div_(255.0)
         grey = (0.299 * x[0:1] + 0.587 * x[1:2] + 0.114 * x[2:3]).mul_(1.5).add_(0.5)
