@@ -33,6 +33,28 @@ def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.reshape(-1).index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
+# Batches are corrupted in chunks of about this many values (one 224-px image, dozens of 32-px
+# ones) on the CPU: a chunk's work tensors stay in the cache and are not fresh pages for every
+# operation, while small images keep the per-operation overhead of whole batches.
+CHUNK_VALUES = 3 * 224 * 224
+
+
+def in_chunks(images: torch.Tensor, gens: list[torch.Generator], corrupt_chunk) -> torch.Tensor:
+    """corrupt_chunk(chunk, chunk_gens) over consecutive chunks of a CPU batch, as uint8.
+
+    corrupt_chunk returns uint8 or floats in [0, 255] (truncated here, as the caller's
+    conversion). Samples are independent, so the bytes do not depend on the chunking.
+    """
+    n = images.shape[0]
+    step = max(1, CHUNK_VALUES // max(1, images[0].numel()))
+    if images.is_cuda or step >= n:
+        return corrupt_chunk(images, gens)
+    out = torch.empty_like(images)
+    for start in range(0, n, step):
+        out[start:start + step] = corrupt_chunk(images[start:start + step], gens[start:start + step])
+    return out
+
+
 # ----------------------------------------------------------------------------- borders (1.2)
 
 
@@ -266,66 +288,66 @@ def _plasma_wibbles(mapsize: int, decay: float) -> tuple[np.ndarray, np.ndarray,
     return np.concatenate(scale), np.concatenate(shift), np.concatenate(mult)
 
 
-def _plasma_map(wibbles: np.ndarray, mapsize: int) -> np.ndarray:
-    """One diamond-square map (float64) with a wrapped extra row and column (p[m] = p[0]).
+def _plasma_maps(wibbles: np.ndarray, mapsize: int) -> np.ndarray:
+    """Diamond-square maps (n, M + 1, M + 1) in float64 with a wrapped extra row and column
+    (p[:, M] = p[:, 0]); wibbles: (n, M^2 - 1) draws already turned into (-w + 2 w u) w.
 
-    wibbles: the map's draws already turned into (-w + 2 w u) w. Each level's three point sets
-    are the reference's sums in the reference's grouping: squares (c[i,j] + c[i+1,j]) +
-    (c[i,j+1] + c[i+1,j+1]), diamonds ((centre + previous centre) + corner) + next corner.
+    Each level's three point sets are the reference's sums in the reference's grouping: squares
+    (c[i,j] + c[i+1,j]) + (c[i,j+1] + c[i+1,j+1]), diamonds ((centre + previous centre) +
+    corner) + next corner.
     """
-    m = mapsize
-    p = np.zeros((m + 1, m + 1))
+    m, n = mapsize, wibbles.shape[0]
+    p = np.zeros((n, m + 1, m + 1))
     step, used = m, 0
     while step >= 2:
         half, k = step // 2, m // step
         count = k * k
-        c = p[0::step, 0::step]  # (k + 1) x (k + 1) corners, wrapped
-        corners, right, below = c[:-1, :-1], c[:-1, 1:], c[1:, :-1]
+        c = p[:, 0::step, 0::step]  # (k + 1) x (k + 1) corners, wrapped
+        corners, right, below = c[:, :-1, :-1], c[:, :-1, 1:], c[:, 1:, :-1]
         centres = corners + below
-        centres += c[1:, 1:] + right
+        centres += c[:, 1:, 1:] + right
         centres /= 4
-        centres += wibbles[used:used + count].reshape(k, k)
+        centres += wibbles[:, used:used + count].reshape(n, k, k)
         used += count
-        p[half::step, half::step] = centres
-        for target, axis, third in ((p[0:m:step, half::step], 0, right), (p[half::step, 0:m:step], 1, below)):
+        p[:, half::step, half::step] = centres
+        for target, axis, third in ((p[:, 0:m:step, half::step], 1, right), (p[:, half::step, 0:m:step], 2, below)):
             total = np.empty_like(centres)  # centre + the previous centre along the axis (torus)
-            if axis == 0:
-                np.add(centres[1:], centres[:-1], out=total[1:])
-                np.add(centres[0], centres[-1], out=total[0])
-            else:
-                np.add(centres[:, 1:], centres[:, :-1], out=total[:, 1:])
-                np.add(centres[:, 0], centres[:, -1], out=total[:, 0])
+            rest, first = [slice(None)] * 3, [slice(None)] * 3
+            rest[axis], first[axis] = slice(1, None), 0
+            previous, last = [slice(None)] * 3, [slice(None)] * 3
+            previous[axis], last[axis] = slice(None, -1), -1
+            np.add(centres[tuple(rest)], centres[tuple(previous)], out=total[tuple(rest)])
+            np.add(centres[tuple(first)], centres[tuple(last)], out=total[tuple(first)])
             total += corners
             total += third
             total /= 4
-            total += wibbles[used:used + count].reshape(k, k)
+            total += wibbles[:, used:used + count].reshape(n, k, k)
             used += count
             target[...] = total
-        p[m, :m] = p[0, :m]
-        p[:, m] = p[:, 0]
+        p[:, m, :m] = p[:, 0, :m]
+        p[:, :, m] = p[:, :, 0]
         step = half
     return p
 
 
 def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float, crop: tuple[int, int] | None = None) -> torch.Tensor:
-    """Section 3.3: diamond-square map on a torus, normalised to [0, 1], float64 on the CPU.
+    """Section 3.3: diamond-square maps on a torus, normalised to [0, 1], float64 on the CPU.
 
     uniforms: (N, M^2 - 1) CPU values in [0, 1) consumed in the reference order (per level:
     squares, first diamond set, second diamond set, each n x n row-major). crop (H, W): return
     only the top-left H x W of each normalised map (the full map sets the minimum and maximum).
-    One map at a time in NumPy, with the reference's float64 operations in its order.
+    The whole batch at once in NumPy (callers pass small batches of large maps), with the
+    reference's float64 operations in its order.
     """
     a, b, c = _plasma_wibbles(mapsize, float(decay))
     wibbles = uniforms.to(torch.float64).numpy() * a  # (u * 2 w - w) * w, as the reference
     wibbles += b
     wibbles *= c
     h, w = crop or (mapsize, mapsize)
-    out = np.empty((uniforms.shape[0], h, w))
-    for row, target in zip(wibbles, out):
-        p = _plasma_map(row, mapsize)
-        low = p.min()
-        np.subtract(p[:h, :w], low, out=target)
-        target /= p.max() - low  # = max(p - low): rounding is monotonic
+    p = _plasma_maps(wibbles, mapsize)
+    low = p.min(axis=(1, 2), keepdims=True)
+    out = p[:, :h, :w] - low
+    out /= p.max(axis=(1, 2), keepdims=True) - low  # = max(p - low): rounding is monotonic
     return torch.from_numpy(out)
 
 

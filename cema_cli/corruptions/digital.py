@@ -18,6 +18,7 @@ from cema_cli.corruptions import constants as K
 from cema_cli.corruptions._ops import (
     WORK_DTYPE,
     add_value,
+    in_chunks,
     lookup,
     gaussian_filter,
     opencv,
@@ -45,17 +46,12 @@ def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[t
     """
     c = K.BRIGHTNESS[constants][severity - 1]
     table = _brightness_table(float(c)).to(images.device)
-    if images.is_cuda:
-        value = images.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
-        return lookup(table, images.to(torch.int32).add_(value))
-    out = torch.empty_like(images)
-    index = torch.empty(images.shape[1:], dtype=torch.int32)  # one image at a time, reused
-    value = torch.empty(images.shape[2:], dtype=torch.int32)
-    for image, target in zip(images, out):
-        value.copy_(torch.maximum(torch.maximum(image[0], image[1]), image[2])).mul_(256)
-        index.copy_(image).add_(value)
-        torch.index_select(table, 0, index.view(-1), out=target.view(-1))
-    return out
+
+    def brightness_chunk(chunk: torch.Tensor, _: list[torch.Generator]) -> torch.Tensor:
+        value = chunk.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
+        return lookup(table, chunk.to(torch.int32).add_(value))
+
+    return in_chunks(images, gens, brightness_chunk)
 
 
 @lru_cache(maxsize=16)
@@ -84,12 +80,7 @@ SATURATE_TABLE_MIN_VALUES = 2_000_000
 def saturate_by_table(images: torch.Tensor, a: float, b: float) -> torch.Tensor:
     """Section 4.19 through :func:`_saturate_tables`: uint8 results, the bytes of the formula."""
     table, start = (t.to(images.device) for t in _saturate_tables(float(a), float(b)))
-    if images.is_cuda:
-        return _saturate_lookup(images, table, start)
-    out = torch.empty_like(images)
-    for i, target in enumerate(out):  # one image at a time: its index tensors stay in the cache
-        target.copy_(_saturate_lookup(images[i:i + 1], table, start)[0])
-    return out
+    return in_chunks(images, [], lambda chunk, _: _saturate_lookup(chunk, table, start))
 
 
 def _saturate_lookup(images: torch.Tensor, table: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -130,24 +121,18 @@ def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     """Section 4.12: clip01((x - mu) * c + mu) with one mean per image and channel.
 
     The formula is evaluated once per level for each (image, channel) and looked up: the same
-    float64 operations on the same values, so the same bytes as evaluating every pixel.
+    float64 operations on the same values, so the same bytes as evaluating every pixel. In
+    chunks (in_chunks).
     """
     c = K.CONTRAST[constants][severity - 1]
-    if images.is_cuda:
-        mu = images.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
-        table = _contrast_table(mu, c, images.device)  # (N, 3, 256)
-        n = images.shape[0]
-        rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=images.device).view(n, 3, 1, 1)
-        return lookup(table, images.to(torch.int32).add_(rows))
-    cv2 = opencv()
-    planar = images.contiguous().numpy()
-    out = np.empty_like(planar)
-    unit = torch.empty(images.shape[1:], dtype=torch.float64)  # one image at a time, reused
-    for image, target in zip(images, out):
-        mu = unit.copy_(image).div_(255.0).mean(dim=(1, 2))[:, None]  # (3, 1)
-        for plane, table, channel in zip(image.numpy(), _contrast_table(mu, c, image.device).numpy(), target):
-            cv2.LUT(plane, table, dst=channel)
-    return torch.from_numpy(out)
+
+    def contrast_chunk(chunk: torch.Tensor, _: list[torch.Generator]) -> torch.Tensor:
+        mu = chunk.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
+        n = chunk.shape[0]
+        rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=chunk.device).view(n, 3, 1, 1)
+        return lookup(_contrast_table(mu, c, chunk.device), chunk.to(torch.int32).add_(rows))
+
+    return in_chunks(images, gens, contrast_chunk)
 
 
 def _contrast_table(mu: torch.Tensor, c: float, device: torch.device) -> torch.Tensor:

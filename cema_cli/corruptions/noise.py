@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 
 from cema_cli.corruptions import constants as K
-from cema_cli.corruptions._ops import WORK_DTYPE
+from cema_cli.corruptions._ops import WORK_DTYPE, in_chunks
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:
@@ -33,25 +33,9 @@ def _to_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_noise(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.1: clip01(x + sigma * n), n ~ N(0, 1) per pixel and channel."""
+    """Section 4.1: clip01(x + sigma * n), n ~ N(0, 1) per pixel and channel (in chunks, in_chunks)."""
     sigma = K.GAUSSIAN_NOISE[constants][severity - 1]
-    if images.is_cuda:
-        return _to_levels(_normal_field(images, gens).mul_(sigma).add_(_unit(images)))
-    return _noisy_levels(images, gens, lambda field, x: field.mul_(sigma).add_(x))
-
-
-def _noisy_levels(images: torch.Tensor, gens: list[torch.Generator], combine) -> torch.Tensor:
-    """uint8 clip01(combine(n, x)) * 255 (truncated) for CPU images, one image at a time in two
-    reused float buffers: n ~ N(0, 1) drawn from the image's generator, x = image / 255.
-    combine(field, x) works in place on field and returns it."""
-    out = torch.empty_like(images)
-    field = torch.empty(images.shape[1:], dtype=WORK_DTYPE)
-    unit = torch.empty(images.shape[1:], dtype=WORK_DTYPE)
-    for g, image, target in zip(gens, images, out):
-        torch.randn(field.shape, generator=g, dtype=WORK_DTYPE, out=field)
-        unit.copy_(image).div_(255.0)
-        target.copy_(_to_levels(combine(field, unit)))  # in [0, 255]: truncation, as the caller's
-    return out
+    return in_chunks(images, gens, lambda x, g: _to_levels(_normal_field(x, g).mul_(sigma).add_(_unit(x))))
 
 
 _GUIDE_BINS = 2048  # guide-table bins per level (a power of two, so u * bins is exact)
@@ -132,9 +116,11 @@ def impulse_noise(images: torch.Tensor, severity: int, constants: str, gens: lis
 
 
 def speckle_noise(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.16: clip01(x + x * c * n), n ~ N(0, 1) per pixel and channel."""
+    """Section 4.16: clip01(x + x * c * n), n ~ N(0, 1) per pixel and channel (in chunks, in_chunks)."""
     c = K.SPECKLE_NOISE[constants][severity - 1]
-    if images.is_cuda:
-        x = _unit(images)
-        return _to_levels((x * c).mul_(_normal_field(images, gens)).add_(x))
-    return _noisy_levels(images, gens, lambda field, x: field.mul_(x * c).add_(x))  # (x c) n + x
+
+    def speckle_chunk(chunk: torch.Tensor, chunk_gens: list[torch.Generator]) -> torch.Tensor:
+        x = _unit(chunk)
+        return _to_levels((x * c).mul_(_normal_field(chunk, chunk_gens)).add_(x))
+
+    return in_chunks(images, gens, speckle_chunk)
