@@ -45,14 +45,24 @@ def in_chunks(images: torch.Tensor, gens: list[torch.Generator], corrupt_chunk) 
     corrupt_chunk returns uint8 or floats in [0, 255] (truncated here, as the caller's
     conversion). Samples are independent, so the bytes do not depend on the chunking.
     """
+    if images.is_cuda:
+        return corrupt_chunk(images, gens)
     n = images.shape[0]
     step = max(1, CHUNK_VALUES // max(1, images[0].numel()))
-    if images.is_cuda or step >= n:
-        return corrupt_chunk(images, gens)
     out = torch.empty_like(images)
     for start in range(0, n, step):
-        out[start:start + step] = corrupt_chunk(images[start:start + step], gens[start:start + step])
+        store_levels(out[start:start + step], corrupt_chunk(images[start:start + step], gens[start:start + step]))
     return out
+
+
+def store_levels(target: torch.Tensor, levels: torch.Tensor) -> None:
+    """target (uint8) = levels, uint8 or floats in [0, 255] truncated toward zero (the caller's
+    conversion). CPU floats go through NumPy's cast: the same values, several times faster than
+    torch's float -> uint8 copy."""
+    if levels.dtype == torch.uint8 or levels.is_cuda or target.is_cuda:
+        target.copy_(levels)
+    else:
+        np.copyto(target.numpy(), levels.numpy(), casting="unsafe")
 
 
 # ----------------------------------------------------------------------------- borders (1.2)
@@ -243,7 +253,7 @@ def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torc
     if out is None:
         return torch.stack(list(results))
     for target, result in zip(out, results):
-        target.copy_(result)  # integer values in [0, 255]: exact
+        store_levels(target, result)  # integer values in [0, 255]: exact
     return out
 
 
