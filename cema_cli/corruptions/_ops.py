@@ -33,10 +33,11 @@ def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.reshape(-1).index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
-# Batches are corrupted in chunks of about this many values (one 224-px image, dozens of 32-px
-# ones) on the CPU: a chunk's work tensors stay in the cache and are not fresh pages for every
-# operation, while small images keep the per-operation overhead of whole batches.
+# CPU batches of images of 64 px and more are corrupted in chunks of about this many values (one
+# 224-px image): a chunk's work tensors stay in the cache and are not fresh pages for every
+# operation. Smaller images go as one batch, which keeps the per-operation overhead low.
 CHUNK_VALUES = 3 * 224 * 224
+CHUNK_MIN_SIDE = 64
 
 
 def in_chunks(images: torch.Tensor, gens: list[torch.Generator], corrupt_chunk) -> torch.Tensor:
@@ -48,7 +49,7 @@ def in_chunks(images: torch.Tensor, gens: list[torch.Generator], corrupt_chunk) 
     if images.is_cuda:
         return corrupt_chunk(images, gens)
     n = images.shape[0]
-    step = max(1, CHUNK_VALUES // max(1, images[0].numel()))
+    step = max(1, CHUNK_VALUES // images[0].numel()) if min(images.shape[-2:]) >= CHUNK_MIN_SIDE else n
     out = torch.empty_like(images)
     for start in range(0, n, step):
         store_levels(out[start:start + step], corrupt_chunk(images[start:start + step], gens[start:start + step]))
