@@ -33,6 +33,39 @@ def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.reshape(-1).index_select(0, index.reshape(-1)).reshape(index.shape)
 
 
+# CPU batches of images of 64 px and more are corrupted in chunks of about this many values (one
+# 224-px image): a chunk's work tensors stay in the cache and are not fresh pages for every
+# operation. Smaller images go as one batch, which keeps the per-operation overhead low.
+CHUNK_VALUES = 3 * 224 * 224
+CHUNK_MIN_SIDE = 64
+
+
+def in_chunks(images: torch.Tensor, gens: list[torch.Generator], corrupt_chunk) -> torch.Tensor:
+    """corrupt_chunk(chunk, chunk_gens) over consecutive chunks of a CPU batch, as uint8.
+
+    corrupt_chunk returns uint8 or floats in [0, 255] (truncated here, as the caller's
+    conversion). Samples are independent, so the bytes do not depend on the chunking.
+    """
+    if images.is_cuda:
+        return corrupt_chunk(images, gens)
+    n = images.shape[0]
+    step = max(1, CHUNK_VALUES // images[0].numel()) if min(images.shape[-2:]) >= CHUNK_MIN_SIDE else n
+    out = torch.empty_like(images)
+    for start in range(0, n, step):
+        store_levels(out[start:start + step], corrupt_chunk(images[start:start + step], gens[start:start + step]))
+    return out
+
+
+def store_levels(target: torch.Tensor, levels: torch.Tensor) -> None:
+    """target (uint8) = levels, uint8 or floats in [0, 255] truncated toward zero (the caller's
+    conversion). CPU floats go through NumPy's cast: the same values, several times faster than
+    torch's float -> uint8 copy."""
+    if levels.dtype == torch.uint8 or levels.is_cuda or target.is_cuda:
+        target.copy_(levels)
+    else:
+        np.copyto(target.numpy(), levels.numpy(), casting="unsafe")
+
+
 # ----------------------------------------------------------------------------- borders (1.2)
 
 
@@ -112,6 +145,33 @@ def _separable_filter_opencv(x: torch.Tensor, weights: tuple[float, ...], border
     return torch.from_numpy(out).reshape(x.shape)
 
 
+def opencv_filter_applies(images: torch.Tensor, taps: int, dtype: torch.dtype = WORK_DTYPE) -> bool:
+    """Whether :func:`separable_filter` sends a dtype copy of images through OpenCV's sepFilter2D
+    (its condition)."""
+    side = min(images.shape[-2:])
+    return not images.is_cuda and side >= OPENCV_FILTER_MIN_SIDE and taps <= side // _OPENCV_MAX_TAPS.get(dtype, side + 1)
+
+
+def opencv_filter_levels(images: torch.Tensor, weights: tuple[float, ...], border: str) -> torch.Tensor:
+    """uint8 clip01(filter(images / 255)) * 255 (truncated) for uint8 CPU images: the float32
+    sepFilter2D of :func:`separable_filter` on each plane, one image at a time in one reused
+    buffer (the same float32 operations, so the same bytes as filtering the float batch)."""
+    cv2 = opencv()
+    kernel = np.asarray(weights, dtype=np.float32)
+    flag = getattr(cv2, _OPENCV_BORDERS[border])
+    planar = images.contiguous().numpy()
+    out = np.empty_like(planar)
+    unit = np.empty(planar.shape[1:], dtype=np.float32)
+    for image, target in zip(planar, out):
+        np.divide(image, np.float32(255.0), out=unit, dtype=np.float32)
+        for plane in unit:
+            cv2.sepFilter2D(plane, -1, kernel, kernel, dst=plane, borderType=flag)
+        np.clip(unit, 0, 1, out=unit)
+        np.multiply(unit, np.float32(255.0), out=unit)
+        target[...] = unit
+    return torch.from_numpy(out)
+
+
 # ------------------------------------------------------------------- Gaussian filter (1.3)
 
 
@@ -180,23 +240,40 @@ def motion_offsets(taps: int, theta_deg: torch.Tensor) -> tuple[torch.Tensor, to
     return rows, cols
 
 
-def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torch.Tensor) -> torch.Tensor:
-    """Section 3.4 on 8-bit values held in a float tensor (N, C, H, W); returns 8-bit values.
+def motion_blur_u8(u: torch.Tensor, radius: float, sigma: float, theta_deg: torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """Section 3.4 on 8-bit values (N, C, H, W), uint8 or held in a float tensor; returns 8-bit values.
 
-    Each tap adds the edge-clamped image shifted by that sample's offset: a window of the
+    Sample by sample (:func:`motion_blur_sample`): one image's planes stay in the cache across
+    the taps. out: an optional uint8 (N, C, H, W) tensor that receives the values (and is
+    returned); otherwise a float tensor.
+    """
+    weights = motion_weights(radius, sigma).tolist()
+    rows, cols = motion_offsets(len(weights), theta_deg.to(u.device))
+    results = (motion_blur_sample(x, weights, dys, dxs) for x, dys, dxs in zip(u, rows.tolist(), cols.tolist()))
+    if out is None:
+        return torch.stack(list(results))
+    for target, result in zip(out, results):
+        store_levels(target, result)  # integer values in [0, 255]: exact
+    return out
+
+
+def motion_blur_sample(x: torch.Tensor, weights: list[float], dys: list[int], dxs: list[int]) -> torch.Tensor:
+    """Section 3.4 for one image (C, H, W) of 8-bit values (uint8 or float) with its tap offsets
+    (motion_offsets); returns float 8-bit values.
+
+    Each tap adds the edge-clamped image shifted by its offset: a window of the
     replicate-padded image, so no index tensors are built. The result is quantised like the
     reference's ImageMagick Q16 + 8-bit PNG round trip: floor(round(257 * v) / 257).
     """
-    n, c, h, w = u.shape
-    weights = motion_weights(radius, sigma).tolist()
-    rows, cols = motion_offsets(len(weights), theta_deg.to(u.device))
-    pad = int(max(rows.abs().max(), cols.abs().max()))
-    padded = F.pad(u, (pad, pad, pad, pad), mode="replicate")
-    acc = torch.zeros_like(u)
-    for sample, dys, dxs in zip(range(n), rows.tolist(), cols.tolist()):
-        for weight, dy, dx in zip(weights, dys, dxs):
-            window = padded[sample, :, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
-            acc[sample].add_(window, alpha=weight)
+    h, w = x.shape[-2:]
+    if not x.is_floating_point():
+        x = x.to(WORK_DTYPE)
+    pad = max(max(map(abs, dys)), max(map(abs, dxs)))
+    padded = F.pad(x[None], (pad, pad, pad, pad), mode="replicate")[0]
+    acc = torch.zeros_like(x)
+    for weight, dy, dx in zip(weights, dys, dxs):
+        acc.add_(padded[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w], alpha=weight)
     return acc.mul_(257.0).round_().div_(257.0).floor_()
 
 
@@ -207,41 +284,82 @@ def plasma_draw_count(mapsize: int) -> int:
     return mapsize * mapsize - 1
 
 
-def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float) -> torch.Tensor:
-    """Section 3.3: batched diamond-square map on a torus, normalised to [0, 1].
-
-    uniforms: (N, M^2 - 1) values in [0, 1) consumed in the reference order (per level:
-    squares, first diamond set, second diamond set, each n x n row-major).
-    """
-    n_maps = uniforms.shape[0]
-    p = torch.zeros(n_maps, mapsize, mapsize, dtype=torch.float64, device=uniforms.device)
-    u = uniforms.to(torch.float64)
-    step, wibble, used = mapsize, 100.0, 0
-
-    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
-        nonlocal used
-        count = total.shape[-1] * total.shape[-2]
-        draw = u[:, used:used + count].reshape(total.shape)
-        used += count
-        return total.div_(4).add_(draw.mul(2 * wibble).add_(-wibble).mul_(wibble))  # total / 4 + w (-w + 2 w u)
-
+@lru_cache(maxsize=16)
+def _plasma_wibbles(mapsize: int, decay: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per draw, in consumption order: (2 w, -w, w) of the level that consumes it (w = 100 / decay^level)."""
+    scale, shift, mult = [], [], []
+    step, wibble = mapsize, 100.0
     while step >= 2:
-        half = step // 2
-        corners = p[:, 0::step, 0::step]
-        squares = corners + torch.roll(corners, -1, dims=1)
-        squares = squares + torch.roll(squares, -1, dims=2)
-        p[:, half::step, half::step] = wibbled_mean(squares)
-        centres = p[:, half::step, half::step]
-        corners = p[:, 0::step, 0::step]
-        row_set = centres + torch.roll(centres, 1, dims=1) + corners + torch.roll(corners, -1, dims=2)
-        p[:, 0::step, half::step] = wibbled_mean(row_set)
-        col_set = centres + torch.roll(centres, 1, dims=2) + corners + torch.roll(corners, -1, dims=1)
-        p[:, half::step, 0::step] = wibbled_mean(col_set)
-        step = half
+        count = 3 * (mapsize // step) ** 2
+        scale.append(np.full(count, 2 * wibble))
+        shift.append(np.full(count, -wibble))
+        mult.append(np.full(count, wibble))
+        step //= 2
         wibble /= decay
-    flat = p.reshape(n_maps, -1)
-    p.sub_(flat.min(dim=1).values[:, None, None])
-    return p.div_(flat.max(dim=1).values[:, None, None])
+    return np.concatenate(scale), np.concatenate(shift), np.concatenate(mult)
+
+
+def _plasma_maps(wibbles: np.ndarray, mapsize: int) -> np.ndarray:
+    """Diamond-square maps (n, M + 1, M + 1) in float64 with a wrapped extra row and column
+    (p[:, M] = p[:, 0]); wibbles: (n, M^2 - 1) draws already turned into (-w + 2 w u) w.
+
+    Each level's three point sets are the reference's sums in the reference's grouping: squares
+    (c[i,j] + c[i+1,j]) + (c[i,j+1] + c[i+1,j+1]), diamonds ((centre + previous centre) +
+    corner) + next corner.
+    """
+    m, n = mapsize, wibbles.shape[0]
+    p = np.zeros((n, m + 1, m + 1))
+    step, used = m, 0
+    while step >= 2:
+        half, k = step // 2, m // step
+        count = k * k
+        c = p[:, 0::step, 0::step]  # (k + 1) x (k + 1) corners, wrapped
+        corners, right, below = c[:, :-1, :-1], c[:, :-1, 1:], c[:, 1:, :-1]
+        centres = corners + below
+        centres += c[:, 1:, 1:] + right
+        centres /= 4
+        centres += wibbles[:, used:used + count].reshape(n, k, k)
+        used += count
+        p[:, half::step, half::step] = centres
+        for target, axis, third in ((p[:, 0:m:step, half::step], 1, right), (p[:, half::step, 0:m:step], 2, below)):
+            total = np.empty_like(centres)  # centre + the previous centre along the axis (torus)
+            rest, first = [slice(None)] * 3, [slice(None)] * 3
+            rest[axis], first[axis] = slice(1, None), 0
+            previous, last = [slice(None)] * 3, [slice(None)] * 3
+            previous[axis], last[axis] = slice(None, -1), -1
+            np.add(centres[tuple(rest)], centres[tuple(previous)], out=total[tuple(rest)])
+            np.add(centres[tuple(first)], centres[tuple(last)], out=total[tuple(first)])
+            total += corners
+            total += third
+            total /= 4
+            total += wibbles[:, used:used + count].reshape(n, k, k)
+            used += count
+            target[...] = total
+        p[:, m, :m] = p[:, 0, :m]
+        p[:, :, m] = p[:, :, 0]
+        step = half
+    return p
+
+
+def plasma_fractal(uniforms: torch.Tensor, mapsize: int, decay: float, crop: tuple[int, int] | None = None) -> torch.Tensor:
+    """Section 3.3: diamond-square maps on a torus, normalised to [0, 1], float64 on the CPU.
+
+    uniforms: (N, M^2 - 1) CPU values in [0, 1) consumed in the reference order (per level:
+    squares, first diamond set, second diamond set, each n x n row-major). crop (H, W): return
+    only the top-left H x W of each normalised map (the full map sets the minimum and maximum).
+    The whole batch at once in NumPy (callers pass small batches of large maps), with the
+    reference's float64 operations in its order.
+    """
+    a, b, c = _plasma_wibbles(mapsize, float(decay))
+    wibbles = uniforms.to(torch.float64).numpy() * a  # (u * 2 w - w) * w, as the reference
+    wibbles += b
+    wibbles *= c
+    h, w = crop or (mapsize, mapsize)
+    p = _plasma_maps(wibbles, mapsize)
+    low = p.min(axis=(1, 2), keepdims=True)
+    out = p[:, :h, :w] - low
+    out /= p.max(axis=(1, 2), keepdims=True) - low  # = max(p - low): rounding is monotonic
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------------- HSV (3.5)

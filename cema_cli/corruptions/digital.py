@@ -20,6 +20,7 @@ from cema_cli.corruptions._ops import (
     WORK_DTYPE,
     add_value,
     filter_matrix,
+    in_chunks,
     gaussian_filter,
     gaussian_weights,
     lookup,
@@ -48,8 +49,12 @@ def brightness(images: torch.Tensor, severity: int, constants: str, gens: list[t
     """
     c = K.BRIGHTNESS[constants][severity - 1]
     table = _brightness_table(float(c)).to(images.device)
-    value = images.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
-    return lookup(table, images.to(torch.int32).add_(value))
+
+    def brightness_chunk(chunk: torch.Tensor, _: list[torch.Generator]) -> torch.Tensor:
+        value = chunk.amax(dim=1, keepdim=True).to(torch.int32).mul_(256)
+        return lookup(table, chunk.to(torch.int32).add_(value))
+
+    return in_chunks(images, gens, brightness_chunk)
 
 
 @lru_cache(maxsize=16)
@@ -78,6 +83,10 @@ SATURATE_TABLE_MIN_VALUES = 2_000_000
 def saturate_by_table(images: torch.Tensor, a: float, b: float) -> torch.Tensor:
     """Section 4.19 through :func:`_saturate_tables`: uint8 results, the bytes of the formula."""
     table, start = (t.to(images.device) for t in _saturate_tables(float(a), float(b)))
+    return in_chunks(images, [], lambda chunk, _: _saturate_lookup(chunk, table, start))
+
+
+def _saturate_lookup(images: torch.Tensor, table: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     high = images.amax(dim=1, keepdim=True).to(torch.int32)
     low = images.amin(dim=1, keepdim=True).to(torch.int32)
     channel = torch.arange(3, dtype=torch.int32, device=images.device).view(1, 3, 1, 1)
@@ -115,15 +124,24 @@ def contrast(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     """Section 4.12: clip01((x - mu) * c + mu) with one mean per image and channel.
 
     The formula is evaluated once per level for each (image, channel) and looked up: the same
-    float64 operations on the same values, so the same bytes as evaluating every pixel.
+    float64 operations on the same values, so the same bytes as evaluating every pixel. In
+    chunks (in_chunks).
     """
     c = K.CONTRAST[constants][severity - 1]
-    mu = images.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
-    levels = _unit64(torch.arange(256, dtype=torch.uint8, device=images.device))
-    table = ((levels - mu) * c + mu).clamp_(0, 1).mul_(255.0).to(torch.uint8)  # (N, 3, 256)
-    n = images.shape[0]
-    rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=images.device).view(n, 3, 1, 1)
-    return lookup(table, images.to(torch.int32).add_(rows))
+
+    def contrast_chunk(chunk: torch.Tensor, _: list[torch.Generator]) -> torch.Tensor:
+        mu = chunk.to(torch.float64).div_(255.0).mean(dim=(2, 3), keepdim=True)[..., 0]  # (N, 3, 1)
+        n = chunk.shape[0]
+        rows = 256 * torch.arange(3 * n, dtype=torch.int32, device=chunk.device).view(n, 3, 1, 1)
+        return lookup(_contrast_table(mu, c, chunk.device), chunk.to(torch.int32).add_(rows))
+
+    return in_chunks(images, gens, contrast_chunk)
+
+
+def _contrast_table(mu: torch.Tensor, c: float, device: torch.device) -> torch.Tensor:
+    """uint8 clip01((L / 255 - mu) * c + mu) * 255 for every level L (float64), per mean in mu (..., 1)."""
+    levels = _unit64(torch.arange(256, dtype=torch.uint8, device=device))
+    return ((levels - mu) * c + mu).clamp_(0, 1).mul_(255.0).to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------ elastic

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cema_cli.corruptions import constants as K
-from cema_cli.corruptions._ops import lookup
+from cema_cli.corruptions._ops import in_chunks, lookup
 
 
 @dataclass(frozen=True)
@@ -175,17 +175,22 @@ def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.
     """Section 4.9 with the procedural textures: clip(ai * U + af * crop, 0, 255) on the 0..255 scale.
 
     Draws per sample: texture index in {0..4}, row offset in [0, Ht - H), column offset in
-    [0, Wt - W) (exclusive upper bounds, as the reference).
+    [0, Wt - W) (exclusive upper bounds, as the reference). In chunks (in_chunks).
     """
     ai, af = K.FROST[constants][severity - 1]
     bank = frost_textures(constants)
     h, w = images.shape[-2:]
     arrays = [tex.numpy() for tex in bank]  # NumPy slicing: less per-sample overhead
-    crops = np.empty(images.shape, dtype=np.uint8)
-    for g, crop in zip(gens, crops):
-        tex = arrays[int(torch.randint(0, 5, (), generator=g))]
-        top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
-        left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
-        crop[...] = tex[:, top:top + h, left:left + w]
-    pair = images.to(torch.int32).mul_(256).add_(torch.from_numpy(crops).to(images.device))
-    return lookup(_blend_table(ai, af).to(images.device), pair)
+    table = _blend_table(ai, af).to(images.device)
+
+    def frost_chunk(chunk: torch.Tensor, chunk_gens: list[torch.Generator]) -> torch.Tensor:
+        crops = np.empty(chunk.shape, dtype=np.uint8)
+        for g, crop in zip(chunk_gens, crops):
+            tex = arrays[int(torch.randint(0, 5, (), generator=g))]
+            top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
+            left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
+            crop[...] = tex[:, top:top + h, left:left + w]
+        pair = chunk.to(torch.int32).mul_(256).add_(torch.from_numpy(crops).to(chunk.device))
+        return lookup(table, pair)
+
+    return in_chunks(images, gens, frost_chunk)

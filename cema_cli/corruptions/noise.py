@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cema_cli.corruptions import constants as K
-from cema_cli.corruptions._ops import WORK_DTYPE
+from cema_cli.corruptions._ops import WORK_DTYPE, in_chunks
 from cema_cli.corruptions._random import numpy_twin, uniform64_from_raw
 
 
@@ -35,9 +35,9 @@ def _to_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_noise(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.1: clip01(x + sigma * n), n ~ N(0, 1) per pixel and channel."""
+    """Section 4.1: clip01(x + sigma * n), n ~ N(0, 1) per pixel and channel (in chunks, in_chunks)."""
     sigma = K.GAUSSIAN_NOISE[constants][severity - 1]
-    return _to_levels(_normal_field(images, gens).mul_(sigma).add_(_unit(images)))
+    return in_chunks(images, gens, lambda x, g: _to_levels(_normal_field(x, g).mul_(sigma).add_(_unit(x))))
 
 
 _GUIDE_BINS = 2048  # guide-table bins per level (a power of two, so u * bins is exact)
@@ -207,7 +207,11 @@ def _impulse_noise_torch(images: torch.Tensor, amount: float, gens: list[torch.G
 
 
 def speckle_noise(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.16: clip01(x + x * c * n), n ~ N(0, 1) per pixel and channel."""
+    """Section 4.16: clip01(x + x * c * n), n ~ N(0, 1) per pixel and channel (in chunks, in_chunks)."""
     c = K.SPECKLE_NOISE[constants][severity - 1]
-    x = _unit(images)
-    return _to_levels((x * c).mul_(_normal_field(images, gens)).add_(x))
+
+    def speckle_chunk(chunk: torch.Tensor, chunk_gens: list[torch.Generator]) -> torch.Tensor:
+        x = _unit(chunk)
+        return _to_levels((x * c).mul_(_normal_field(chunk, chunk_gens)).add_(x))
+
+    return in_chunks(images, gens, speckle_chunk)
