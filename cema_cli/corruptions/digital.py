@@ -265,25 +265,81 @@ def _scaled_filter_matrix(n: int, weights: tuple[float, ...], alpha: float) -> t
 # ----------------------------------------------------------------------------- pixelate
 
 
+# Pillow resizes at most this many bytes of images per call: 32-px images go 64 to a call (the
+# per-call overhead dominates them), 224-px images one at a time (a taller stack leaves the
+# cache and ran ~10% slower per image than single calls).
+_PIXELATE_CALL_BYTES = 256 * 1024
+
+
 def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.14: Pillow BOX resize down to int(side * factor), then back up, per image.
 
-    Up-sampling is nearest neighbour on pixel centres, which section 3.6 shows gives exactly
-    BOX's result: OpenCV's INTER_NEAREST_EXACT, straight into each output plane. OpenCV also
-    interleaves each image's planes for Pillow and splits the result (much faster than a
-    strided layout copy).
+    Down: Pillow itself. Section 3.6: BOX is separable with uint8 rounding between its passes,
+    and Pillow skips the pass of an axis whose size does not change, so a group of small images
+    takes two calls (stacked vertically, shrunk in width; side by side, shrunk in height): the
+    bytes of one call per image without its overhead. Up: BOX copies one sample per output
+    pixel (section 3.6), so Pillow's index map is taken once per size pair and applied as a
+    gather (OpenCV's INTER_NEAREST_EXACT where its map is the same, which is faster).
     """
     factor = K.PIXELATE[constants][severity - 1]
-    h, w = images.shape[-2:]
-    small = (int(w * factor), int(h * factor))
+    n, c, h, w = images.shape
+    small_size = (int(w * factor), int(h * factor))
     cv2 = opencv()
     planar = images.cpu().contiguous().numpy()
+    interleaved = np.empty((n, h, w, c), dtype=np.uint8)  # Pillow's layout; OpenCV's merge is the fast transpose
+    for image, target in zip(planar, interleaved):
+        cv2.merge(list(image), dst=target)
+    group = max(1, _PIXELATE_CALL_BYTES // interleaved[0].nbytes)
+    small = np.concatenate([_box_shrink(interleaved[i:i + group], small_size) for i in range(0, n, group)])
     out = np.empty_like(planar)
-    for image, target in zip(planar, out):
-        reduced = np.asarray(Image.fromarray(cv2.merge(list(image))).resize(small, Image.BOX))
-        for plane, channel in zip(cv2.split(reduced), target):
-            cv2.resize(plane, (w, h), dst=channel, interpolation=cv2.INTER_NEAREST_EXACT)
+    for image, target in zip(small, out):
+        for plane, channel in zip(cv2.split(image), target):
+            _box_enlarge(plane, channel)
     return torch.from_numpy(out).to(images.device)
+
+
+def _box_shrink(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow's BOX resize of each interleaved uint8 image (N, H, W, C) to ``size`` (W', H')."""
+    if len(images) == 1:
+        return np.asarray(Image.fromarray(images[0]).resize(size, Image.BOX))[None]
+    n, h, w, c = images.shape
+    (small_w, small_h) = size
+    narrow = np.asarray(Image.fromarray(images.reshape(n * h, w, c)).resize((small_w, n * h), Image.BOX))
+    side_by_side = np.ascontiguousarray(narrow.reshape(n, h, small_w, c).transpose(1, 0, 2, 3)).reshape(h, n * small_w, c)
+    small = np.asarray(Image.fromarray(side_by_side).resize((n * small_w, small_h), Image.BOX))
+    return small.reshape(small_h, n, small_w, c).transpose(1, 0, 2, 3)
+
+
+def _box_enlarge(plane: np.ndarray, out: np.ndarray) -> None:
+    """Pillow's BOX resize of one uint8 plane up to out's shape, written into ``out``."""
+    (h, w), (small_h, small_w) = out.shape, plane.shape
+    rows, cols = _box_upsample_index(small_h, h), _box_upsample_index(small_w, w)
+    if _opencv_nearest_agrees(small_h, h) and _opencv_nearest_agrees(small_w, w):
+        opencv().resize(plane, (w, h), dst=out, interpolation=opencv().INTER_NEAREST_EXACT)
+    else:
+        np.take(plane[rows], cols, axis=1, out=out)
+
+
+@lru_cache(maxsize=64)
+def _box_upsample_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of n_out samples that Pillow's BOX resize up from n_in copies, read
+    off Pillow's own resize of an index ramp (float mode: exact). The sample it copies is
+    floor((k + 0.5) n_in / n_out) as Pillow rounds that product in double; OpenCV's
+    INTER_NEAREST_EXACT rounds it differently where it is a whole number (e.g. 54 -> 57)."""
+    ramp = Image.fromarray(np.arange(n_in, dtype=np.float32)[None, :])  # mode F
+    index = np.asarray(ramp.resize((n_out, 1), Image.BOX))[0]
+    if not np.array_equal(index, np.floor(index)):  # never seen: would mean BOX up-sampling averages
+        raise AssertionError(f"Pillow BOX resize {n_in} -> {n_out} is not a copy of single samples")
+    return index.astype(np.intp)
+
+
+@lru_cache(maxsize=64)
+def _opencv_nearest_agrees(n_in: int, n_out: int) -> bool:
+    """Does OpenCV's INTER_NEAREST_EXACT copy the same samples as Pillow's BOX for this pair?"""
+    cv2 = opencv()
+    ramp = np.arange(n_in, dtype=np.float32)[None, :]
+    index = cv2.resize(ramp, (n_out, 1), interpolation=cv2.INTER_NEAREST_EXACT)[0]
+    return bool(np.array_equal(index, _box_upsample_index(n_in, n_out)))
 
 
 def pixelate_min_side(severity: int, constants: str) -> int:

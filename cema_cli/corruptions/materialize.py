@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cema_cli.errors import CemaError
 
@@ -49,7 +50,11 @@ METADATA_NAME = "cema_corruption.json"
 # Also 4: defocus_blur with kernels of 130 taps and more (ImageNet severities 3-5, CPU) correlates
 # through cv2.dft with a cached kernel spectrum instead of filter2D's own DFT (about 2e-5 of the
 # values move by one level); every other corruption of the c-filters group is byte-identical.
-RECIPE_VERSION = 4
+# 5: pixelate enlarges by copying the samples Pillow's BOX copies at every size (4 used OpenCV's
+# INTER_NEAREST_EXACT, which picks the next sample where (k + 0.5) n_in / n_out is a whole
+# number: about 40% of size and severity pairs, e.g. 28 and 299 px with the ImageNet constants;
+# 32 and 224 px were right and are unchanged).
+RECIPE_VERSION = 5
 Progress = Callable[[int], None]
 
 
@@ -103,12 +108,24 @@ def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], sever
         "frost": "frost (procedural)",
         "truncation": "floor",
         "recipe_version": RECIPE_VERSION,
+        "libraries": _library_versions(),
     }
     output.mkdir(parents=True, exist_ok=True)
     path = output / METADATA_NAME
     tmp = _atomic_target(path)
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _library_versions() -> dict[str, str]:
+    """The libraries whose kernels produce the bytes (Pillow's BOX, OpenCV's filters, warps and
+    libjpeg, NumPy's MT19937 twin, torch): a recipe's bytes are reproduced with the same ones."""
+    import PIL
+
+    from cema_cli.corruptions._ops import opencv
+
+    return {"torch": torch.__version__, "numpy": np.__version__, "Pillow": PIL.__version__,
+            "opencv": opencv().__version__}
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -445,6 +445,21 @@ def test_pixelate_and_jpeg_equal_pillow(constants, side):
         assert np.array_equal(hwc(out[0]), ref.jpeg_compression(hwc(images[0]), K.JPEG[constants][severity - 1]))
 
 
+@pytest.mark.parametrize("height,width", [(32, 32), (40, 57), (33, 31)])
+def test_batched_pixelate_equals_pillow_per_image(height, width):
+    """The batch is resized in two Pillow calls (stacked images); each image must still get
+    Pillow's per-image bytes, also at sizes where BOX up-sampling is not OpenCV's nearest-exact
+    (57 -> 54 -> 57 copies sample 26 at column 28, nearest-exact would copy 27)."""
+    rng = np.random.default_rng(height * width)
+    arrays = rng.integers(0, 256, (4, height, width, 3), dtype=np.uint8)
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    for constants in ("cifar", "imagenet"):
+        for severity in range(1, 6):
+            out = run(images, "pixelate", severity, constants)
+            for array, image in zip(arrays, out):
+                assert np.array_equal(hwc(image), ref.pixelate(array, K.PIXELATE[constants][severity - 1]))
+
+
 def test_pixelate_block_structure():
     """ImageNet severity 5: 224 -> 56 -> 224 is exact 4 x 4 blocks of the 4 x 4 means."""
     images = batch(224, 1)

@@ -59,6 +59,11 @@ def test_tree_layout_contents_and_resume(tmp_path):
     assert np.array_equal(np.asarray(Image.open(out)), expected)
     metadata = json.loads((tmp_path / "out" / METADATA_NAME).read_text())
     assert metadata["source"] == "generated" and metadata["recipe_version"] == RECIPE_VERSION
+    import cv2
+    import PIL
+
+    assert metadata["libraries"] == {"torch": torch.__version__, "numpy": np.__version__,
+                                     "Pillow": PIL.__version__, "opencv": cv2.__version__}
     before = read_tree(tmp_path / "out")
     again = materialize(tmp_path / "in", tmp_path / "out", NAMES, [1, 3], seed=4)
     assert again.written == 0 and again.skipped == 24
