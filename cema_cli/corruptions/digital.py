@@ -275,8 +275,8 @@ def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     """Section 4.14: Pillow BOX resize down to int(side * factor), then back up, per image.
 
     Down: Pillow itself. Section 3.6: BOX is separable with uint8 rounding between its passes,
-    and Pillow skips the pass of an axis whose size does not change, so a group of small images
-    takes two calls (stacked vertically, shrunk in width; side by side, shrunk in height): the
+    and Pillow skips the pass of an axis whose size does not change (a one-tap pass would copy
+    anyway), so a group of small images takes two calls (stacked vertically, shrunk in width; side by side, shrunk in height): the
     bytes of one call per image without its overhead. Up: BOX copies one sample per output
     pixel (section 3.6), so Pillow's index map is taken once per size pair and applied as a
     gather (OpenCV's INTER_NEAREST_EXACT where its map is the same, which is faster).
@@ -313,10 +313,10 @@ def _box_shrink(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _box_enlarge(plane: np.ndarray, out: np.ndarray) -> None:
     """Pillow's BOX resize of one uint8 plane up to out's shape, written into ``out``."""
     (h, w), (small_h, small_w) = out.shape, plane.shape
-    rows, cols = _box_upsample_index(small_h, h), _box_upsample_index(small_w, w)
     if _opencv_nearest_agrees(small_h, h) and _opencv_nearest_agrees(small_w, w):
         opencv().resize(plane, (w, h), dst=out, interpolation=opencv().INTER_NEAREST_EXACT)
     else:
+        rows, cols = _box_upsample_index(small_h, h), _box_upsample_index(small_w, w)
         np.take(plane[rows], cols, axis=1, out=out)
 
 
@@ -329,7 +329,7 @@ def _box_upsample_index(n_in: int, n_out: int) -> np.ndarray:
     ramp = Image.fromarray(np.arange(n_in, dtype=np.float32)[None, :])  # mode F
     index = np.asarray(ramp.resize((n_out, 1), Image.BOX))[0]
     if not np.array_equal(index, np.floor(index)):  # never seen: would mean BOX up-sampling averages
-        raise AssertionError(f"Pillow BOX resize {n_in} -> {n_out} is not a copy of single samples")
+        raise RuntimeError(f"Pillow BOX resize {n_in} -> {n_out} is not a copy of single samples")
     return index.astype(np.intp)
 
 
