@@ -114,6 +114,15 @@ def tree_without_images(tmp: Path) -> str:
     return str(tmp / "tree")
 
 
+def older_recipe_output(tmp: Path) -> str:
+    """A corruption output folder whose record says another recipe made it."""
+    (tmp / "old").mkdir()
+    record = {"source": "generated", "layout": "imagenet-c", "seed": 0, "constants": "auto", "jpeg_quality": None,
+              "recipe_version": 1}
+    (tmp / "old" / "cema_corruption.json").write_text(json.dumps(record))
+    return str(tmp / "old")
+
+
 def toml(tmp: Path, text: str) -> str:
     return a_file(tmp, "run.toml", text.encode())
 
@@ -178,6 +187,7 @@ CASES = [
     ("corrupt-workers-0", lambda t: ["corrupt", "--input", tree_without_images(t), "--output", str(t / "c"), "--workers", "0"], "workers must be at least 1"),
     ("corrupt-unknown-constants", lambda t: ["corrupt", "--input", tree_without_images(t), "--output", str(t / "c"), "--constants", "mnist"], "unknown constants set 'mnist'"),
     ("corrupt-output-is-a-file", lambda t: ["corrupt", "--input", tree_without_images(t), "--output", a_file(t)], "is a file; give a folder"),
+    ("corrupt-other-recipe", lambda t: ["corrupt", "--input", tree_without_images(t), "--output", older_recipe_output(t)], "recipe_version 1 there"),
     ("corrupt-no-images", lambda t: ["corrupt", "--input", tree_without_images(t), "--output", str(t / "c")], "no images found"),
     ("corrupt-truncated-npy", lambda t: ["corrupt", "--input", truncated_npy(t), "--output", str(t / "c"), "-c", "fog", "-s", "1"], "cannot read"),
     ("corrupt-float-npy", lambda t: ["corrupt", "--input", npy_input(t, np.zeros((2, 8, 8, 3), np.float32), np.arange(2)), "--output", str(t / "c")], "needs uint8 images"),

@@ -9,8 +9,9 @@ Two input kinds, two published layouts:
 
 Sample i (its position in the sorted class/file enumeration, or its row) is corrupted with the
 randomness of (seed, corruption, severity, i) only, so the output is byte-identical for the
-same seed whatever the worker count or batch size. Existing outputs are skipped (resumable);
-every file is written to a temporary name and moved into place (atomic). A
+same seed whatever the worker count or batch size. Existing outputs are skipped (resumable),
+so a folder whose record names another seed, constants set, JPEG quality or recipe version is
+refused; every file is written to a temporary name and moved into place (atomic). A
 ``cema_corruption.json`` beside the outputs records that they are generated, with the constants
 set, the seed and the JPEG quality, so they are never confused with the published files.
 """
@@ -95,6 +96,10 @@ def _save_image(array: np.ndarray, path: Path, jpeg_quality: int | None) -> None
         tmp.unlink(missing_ok=True)
 
 
+# What decides an output's bytes: a folder holds outputs of one such recipe only.
+_RECIPE_KEYS = ("layout", "seed", "constants", "jpeg_quality", "recipe_version")
+
+
 def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], severities: Sequence[int],
                     seed: int, constants: str, jpeg_quality: int | None) -> None:
     record = {
@@ -110,11 +115,35 @@ def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], sever
         "recipe_version": RECIPE_VERSION,
         "libraries": _library_versions(),
     }
-    output.mkdir(parents=True, exist_ok=True)
     path = output / METADATA_NAME
+    earlier = _read_metadata(path)
+    if earlier:  # a resumed or extended folder lists every corruption and severity it holds
+        record["corruptions"] = list(dict.fromkeys([*earlier.get("corruptions", []), *corruptions]))
+        record["severities"] = sorted({*earlier.get("severities", []), *severities})
+    output.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_target(path)
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _read_metadata(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _refuse_other_recipe(output: Path, layout: str, seed: int, constants: str, jpeg_quality: int | None) -> None:
+    """Existing outputs are skipped, so a folder written with another seed, constants set, JPEG
+    quality or recipe version would end up holding two recipes' bytes under one record: refuse."""
+    earlier = _read_metadata(output / METADATA_NAME)
+    if not earlier:
+        return
+    wanted = dict(zip(_RECIPE_KEYS, (layout, seed, constants, jpeg_quality, RECIPE_VERSION)))
+    differ = [f"{key} {earlier.get(key)!r} there, {value!r} now" for key, value in wanted.items() if earlier.get(key) != value]
+    if differ:
+        raise CemaError(f"{output} already holds corruptions made with other settings ({'; '.join(differ)}), and "
+                        "existing files would be kept; write to a new output folder, or delete that one to remake it.")
 
 
 def _library_versions() -> dict[str, str]:
@@ -401,8 +430,8 @@ def materialize(
         raise CemaError(f"output {output} is a file; give a folder for the corrupted copies.")
     args = (input, output, list(corruptions), list(severities), seed, jpeg_quality, workers, constants, batch_size,
             progress, on_total)
-    if input.is_file():
-        if input.suffix.lower() != ".npy":
-            raise CemaError(f"{input} is a file but not an .npy array; pass an .npy file or a class-folder image tree.")
-        return _materialize_npy(*args)
-    return _materialize_tree(*args)
+    if input.is_file() and input.suffix.lower() != ".npy":
+        raise CemaError(f"{input} is a file but not an .npy array; pass an .npy file or a class-folder image tree.")
+    layout = "cifar-10-c" if input.is_file() else "imagenet-c"
+    _refuse_other_recipe(output, layout, seed, constants, jpeg_quality)
+    return _materialize_npy(*args) if input.is_file() else _materialize_tree(*args)

@@ -192,3 +192,20 @@ def test_cli_module_does_not_import_torch():
     code = "import sys, cema_cli.cli_corrupt; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_folder_of_another_recipe_is_refused_and_extensions_are_recorded(tmp_path):
+    """Existing files are kept on a rerun, so a folder made with another seed (or constants, JPEG
+    quality, recipe version) must be refused before anything is written; adding corruptions or
+    severities with the same recipe extends the folder and its record."""
+    make_tree(tmp_path / "in")
+    materialize(tmp_path / "in", tmp_path / "out", ["contrast"], [1], seed=4)
+    before = read_tree(tmp_path / "out")
+    with pytest.raises(CemaError, match=r"seed 4 there, 5 now.*new output folder"):
+        materialize(tmp_path / "in", tmp_path / "out", ["contrast", "gaussian_noise"], [1], seed=5)
+    with pytest.raises(CemaError, match=r"constants 'auto' there, 'imagenet' now"):
+        materialize(tmp_path / "in", tmp_path / "out", ["contrast"], [1], seed=4, constants="imagenet")
+    assert read_tree(tmp_path / "out") == before
+    materialize(tmp_path / "in", tmp_path / "out", ["gaussian_noise"], [2], seed=4)
+    metadata = json.loads((tmp_path / "out" / METADATA_NAME).read_text())
+    assert metadata["corruptions"] == ["contrast", "gaussian_noise"] and metadata["severities"] == [1, 2]
