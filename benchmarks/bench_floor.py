@@ -64,9 +64,9 @@ class Recorder:
     active: bool = False
 
     def hook(self, module: nn.Module, args: tuple, output) -> None:
-        if not self.active or not isinstance(module, Classifier):
-            return
         images = args[0]
+        if not self.active or not isinstance(module, Classifier) or images.device.type == "meta":
+            return  # meta-device calls count FLOPs (shapes only): no compute to replay
         call = Pass(module, tuple(images.shape), images.dtype, [m.training for m in module.modules()],
                     torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         if isinstance(output, torch.Tensor) and output.requires_grad:
@@ -86,21 +86,21 @@ def config_for(method: str, samples: int | None, options: dict) -> RunConfig:
 def record(config: RunConfig) -> tuple[list[Pass], dict]:
     """Run once with every model call recorded (only those inside the stream: not EATA's Fisher set-up)."""
     recorder = Recorder()
-    original = api.run_stream
+    original = api.stream_steps
 
-    def recording_stream(*args, **kwargs):
+    def recording_steps(*args, **kwargs):
         recorder.active = True
         try:
-            return original(*args, **kwargs)
+            return (yield from original(*args, **kwargs))
         finally:
             recorder.active = False
 
     handle = torch.nn.modules.module.register_module_forward_hook(recorder.hook)
-    api.run_stream = recording_stream
+    api.stream_steps = recording_steps
     try:
         row = api.run_benchmark(config)[0]
     finally:
-        api.run_stream = original
+        api.stream_steps = original
         handle.remove()
     return recorder.passes, row
 
@@ -163,22 +163,22 @@ def replay(passes: list[Pass]) -> tuple[float, float]:
 
 
 def measure(config: RunConfig) -> tuple[float, float, float]:
-    """(the row's ``seconds``, wall and CPU seconds of the whole ``run_stream``) of one timed run."""
+    """(the row's ``seconds``, wall and CPU seconds of the whole stream loop) of one timed run."""
     spent = {}
-    original = api.run_stream
+    original = api.stream_steps
 
-    def timed_stream(*args, **kwargs):
+    def timed_steps(*args, **kwargs):
         start, start_cpu = time.perf_counter(), time.process_time()
         try:
-            return original(*args, **kwargs)
+            return (yield from original(*args, **kwargs))
         finally:
             spent["wall"], spent["cpu"] = time.perf_counter() - start, time.process_time() - start_cpu
 
-    api.run_stream = timed_stream
+    api.stream_steps = timed_steps
     try:
         seconds = api.run_benchmark(config)[0]["seconds"]
     finally:
-        api.run_stream = original
+        api.stream_steps = original
     return seconds, spent["wall"], spent["cpu"]
 
 
@@ -215,7 +215,7 @@ def main() -> None:
             print(f"round {round_index + 1} {method:<14} loop {wall:6.2f} s wall {cpu:6.2f} s CPU  floor {floor_wall:6.2f} s wall "
                   f"{floor_cpu:6.2f} s CPU (BN floor {bn_cpu:6.2f})  ratio {wall / floor_wall:5.2f} wall {cpu / floor_cpu:5.2f} CPU  "
                   f"load {r['load']:.2f}", flush=True)
-    print("\nmedians over rounds. loop: run_stream's time; seconds: the row's column; ratio = loop / floor (wall, or CPU =\n"
+    print("\nmedians over rounds. loop: the stream loop's time (api.stream_steps); seconds: the row's column; ratio = loop / floor (wall, or CPU =\n"
           "process time, which a busy machine disturbs far less); vs BN: CPU ratio against the floor with plain train-mode\n"
           "BatchNorm in place of TBR (what TBR's exact batch moments cost; = CPU for methods without TBR)")
     print(f"{'method':<14}{'passes':>7}{'work ok':>8}{'loop s':>8}{'CPU s':>7}{'floor CPU':>10}{'wall':>6}{'seconds':>8}"
