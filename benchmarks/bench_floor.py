@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from cema_cli import api
+from cema_cli.models import flops
 from cema_cli.config import RunConfig
 from cema_cli.models.nets import Classifier
 from cema_cli.strategies import STRATEGIES
@@ -64,9 +65,9 @@ class Recorder:
     active: bool = False
 
     def hook(self, module: nn.Module, args: tuple, output) -> None:
+        if not self.active or not isinstance(module, Classifier):
+            return
         images = args[0]
-        if not self.active or not isinstance(module, Classifier) or images.device.type == "meta":
-            return  # meta-device calls count FLOPs (shapes only): no compute to replay
         call = Pass(module, tuple(images.shape), images.dtype, [m.training for m in module.modules()],
                     torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         if isinstance(output, torch.Tensor) and output.requires_grad:
@@ -95,12 +96,21 @@ def record(config: RunConfig) -> tuple[list[Pass], dict]:
         finally:
             recorder.active = False
 
+    count_pass = flops._count_pass
+
+    def unrecorded_count(*args, **kwargs):  # the cost columns' FLOP counting (a copy, batch 2): bookkeeping, not the method's work
+        active, recorder.active = recorder.active, False
+        try:
+            return count_pass(*args, **kwargs)
+        finally:
+            recorder.active = active
+
     handle = torch.nn.modules.module.register_module_forward_hook(recorder.hook)
-    api.stream_steps = recording_steps
+    api.stream_steps, flops._count_pass = recording_steps, unrecorded_count
     try:
         row = api.run_benchmark(config)[0]
     finally:
-        api.stream_steps = original
+        api.stream_steps, flops._count_pass = original, count_pass
         handle.remove()
     return recorder.passes, row
 

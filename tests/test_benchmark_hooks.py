@@ -36,10 +36,14 @@ def test_fingerprint_refuses_when_no_stream_is_traced(monkeypatch):
         fingerprint.fingerprints(small_config("bn"))
 
 
-def test_bench_floor_records_the_passes_the_work_columns_count(monkeypatch):
+@pytest.mark.parametrize("method", ["tent", "cema"])
+def test_bench_floor_records_the_passes_the_work_columns_count(method, monkeypatch):
+    """The cost columns count FLOPs on a copy of each cloud model (meta device, or a CPU copy
+    for CEMA's TBR layers, batch 2): bookkeeping the floor must not replay."""
     from cema_cli import cloud_meter
 
-    monkeypatch.setattr(cloud_meter, "_PER_SAMPLE", {})  # the cloud meter counts FLOPs on the meta device: not replayed
-    passes, row = bench_floor.record(small_config("tent"))
-    assert passes and any(p.backward for p in passes)  # tent's forward passes, each with a backward
+    monkeypatch.setattr(cloud_meter, "_PER_SAMPLE", {})  # counted afresh in this run
+    passes, row = bench_floor.record(small_config(method))
+    assert passes and any(p.backward for p in passes)  # the cloud's adaptation passes, each with a backward
+    assert all(p.shape[0] > 2 for p in passes)
     assert bench_floor.work_agrees(passes, row)
