@@ -101,12 +101,14 @@ def motion_blur_u8(u, radius, sigma, angle):
 
 
 def clipped_zoom(x, z):
-    h = x.shape[0]
-    ch = int(np.ceil(h / z))
-    top = (h - ch) // 2
-    out = ndimage.zoom(x[top:top + ch, top:top + ch], (z, z) + (1,) * (x.ndim - 2), order=1)
-    trim = (out.shape[0] - h) // 2
-    return out[trim:trim + h, trim:trim + h]
+    """Section 3.2. The reference takes S from the first axis for both; for H != W each axis
+    gets its own crop, zoom size and centred trim (equal to the reference when H = W)."""
+    h, w = x.shape[:2]
+    ch, cw = int(np.ceil(h / z)), int(np.ceil(w / z))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    out = ndimage.zoom(x[top:top + ch, left:left + cw], (z, z) + (1,) * (x.ndim - 2), order=1)
+    th, tw = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
+    return out[th:th + h, tw:tw + w]
 
 
 def zoom_blur(u, factors):
@@ -199,7 +201,10 @@ def elastic_transform(u, params, jitter, ux, uy):
     alpha, sigma, _ = params
     x = (u / 255.0).astype(np.float32)
     h, w = x.shape[:2]
-    centre = np.float32((h, w)) // 2
+    # Section 4.13 step 2 in (x, y): the reference computes the centre from shape[:2] = (H, W)
+    # and reads it as (x, y), which is the image centre only when H = W; for H != W the points
+    # stay centred on the image: x from W, y from H.
+    centre = np.float32((w, h)) // 2
     q = min(h, w) // 3
     pts1 = np.float32([centre + q, [centre[0] + q, centre[1] - q], centre - q])
     pts2 = pts1 + np.asarray(jitter, dtype=np.float32)
