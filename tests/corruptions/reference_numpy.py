@@ -220,8 +220,13 @@ def elastic_transform(u, params, jitter, ux, uy):
 
 
 def pixelate(u, factor):
+    """Section 4.14 with section 3.6's pass order: the reference's Pillow ran the horizontal
+    BOX pass first at every shape; recent Pillow runs the vertical one first on images much
+    taller than wide, so the two passes are separate calls here (each changes one axis)."""
     h, w = u.shape[:2]
-    img = Image.fromarray(u).resize((int(w * factor), int(h * factor)), Image.BOX)
+    small_w, small_h = int(w * factor), int(h * factor)
+    narrow = Image.fromarray(u).resize((small_w, h), Image.BOX)
+    img = narrow.resize((small_w, small_h), Image.BOX)
     return np.asarray(img.resize((w, h), Image.BOX))
 
 
