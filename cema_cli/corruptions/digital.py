@@ -150,8 +150,9 @@ def _contrast_table(mu: torch.Tensor, c: float, device: torch.device) -> torch.T
 def _affine_inverse(jitter: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(N, 2, 3) inverse of the affine map A with A(P_k) = P_k + jitter_k (section 4.13 step 2).
 
-    Source points (x, y): (cx+q, cy+q), (cx+q, cy-q), (cx-q, cy-q) with c = floor(side / 2) per
-    axis and q = floor(min side / 3), as the reference computes them from the image shape.
+    Source points (x, y): (cx+q, cy+q), (cx+q, cy-q), (cx-q, cy-q) with cx = floor(W / 2),
+    cy = floor(H / 2) and q = floor(min side / 3): centred on the image. (The reference reads
+    shape[:2] = (H, W) as (x, y), which is the same point only when H = W.)
     """
     cy, cx, q = h // 2, w // 2, min(h, w) // 3
     src = torch.tensor([[cx + q, cy + q], [cx + q, cy - q], [cx - q, cy - q]], dtype=torch.float64)
