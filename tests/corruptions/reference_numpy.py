@@ -102,11 +102,16 @@ def motion_blur_u8(u, radius, sigma, angle):
 
 def clipped_zoom(x, z):
     """Section 3.2. The reference takes S from the first axis for both; for H != W each axis
-    gets its own crop, zoom size and centred trim (equal to the reference when H = W)."""
+    gets its own crop, zoom size and centred trim (equal to the reference when H = W).
+
+    mode="nearest": SciPy's default "constant" mode returns 0 where the last output's source
+    coordinate k (ch - 1) / (n - 1) rounds a hair past ch - 1 (e.g. 64 -> 160 columns, z = 2.5),
+    a float artefact the spec's formula does not have; at 32 and 224 px such outputs are never
+    kept (checked for every zoom factor), and inside the crop the modes agree."""
     h, w = x.shape[:2]
     ch, cw = int(np.ceil(h / z)), int(np.ceil(w / z))
     top, left = (h - ch) // 2, (w - cw) // 2
-    out = ndimage.zoom(x[top:top + ch, left:left + cw], (z, z) + (1,) * (x.ndim - 2), order=1)
+    out = ndimage.zoom(x[top:top + ch, left:left + cw], (z, z) + (1,) * (x.ndim - 2), order=1, mode="nearest")
     th, tw = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
     return out[th:th + h, tw:tw + w]
 

@@ -135,6 +135,17 @@ def test_matches_reference_at_other_sizes(name, height, width):
     assert checked >= 5
 
 
+@pytest.mark.parametrize("name", ["zoom_blur", "snow"])
+def test_zoom_keeps_the_last_column_when_it_is_not_trimmed(name):
+    """224 x 160, ImageNet severity 5: a 64-column crop zoomed by 2.5 gives exactly 160 columns,
+    all kept; the last one is the crop's last column (spec 3.2), not a border value."""
+    images = batch(224, 1, 160)
+    out = corrupt(images, name, 5, seed=SEED, indices=[0], constants="imagenet")
+    g = sample_generators(SEED, name, 5, [0])[0]
+    max_diff, fraction = TOLERANCE.get(name, (1, 0.01))
+    assert_close_u8(hwc(out[0]), replay(name, "imagenet", 5, hwc(images[0]), g), max_diff=max_diff, max_fraction=fraction)
+
+
 def test_fog_at_299_px_uses_a_512_map():
     """Appendix B: the 299-px variant's plasma map is 512 (next power of two), cropped top-left."""
     images = batch(299, 1)
@@ -144,7 +155,7 @@ def test_fog_at_299_px_uses_a_512_map():
     assert_close_u8(hwc(out[0]), replay("fog", "imagenet", 3, hwc(images[0]), g))
 
 
-@pytest.mark.parametrize("height,width,factor", [(40, 57, 1.75), (57, 40, 2.25), (31, 97, 4.5), (97, 31, 1.06)])
+@pytest.mark.parametrize("height,width,factor", [(40, 57, 1.75), (57, 40, 2.25), (31, 97, 4.5), (97, 31, 1.06), (224, 160, 2.5), (160, 224, 1.27)])
 def test_clipped_zoom_per_axis_matches_scipy(height, width, factor):
     """Section 3.2 on each axis: crop ceil(side / z), corner-aligned zoom, centred trim."""
     x = np.random.default_rng(0).random((height, width, 1))
