@@ -84,19 +84,18 @@ def constants_for_size(side: int) -> str:
     return "cifar" if side <= 32 else "imagenet"
 
 
-def _size_limits(name: str, severity: int, constants: str) -> tuple[int, int, str]:
-    """(min side, max side or 0, what sets the limit) for one corruption setting."""
+def _size_limits(name: str, severity: int, constants: str) -> tuple[int, tuple[int, int] | None, str]:
+    """(min side, largest (H, W) or None, what sets the limit) for one corruption setting."""
     if name == "defocus_blur":
         side = blur.defocus_kernel_size(severity, constants)
-        return max(_MIN_SIDE, side // 2 + 1), 0, f"the {side}x{side} defocus kernel"
+        return max(_MIN_SIDE, side // 2 + 1), None, f"the {side}x{side} defocus kernel"
     if name == "glass_blur":
-        return max(_MIN_SIDE, blur.glass_min_side(severity, constants)), 0, "the glass-blur shift range"
+        return max(_MIN_SIDE, blur.glass_min_side(severity, constants)), None, "the glass-blur shift range"
     if name == "pixelate":
-        return max(_MIN_SIDE, digital.pixelate_min_side(severity, constants)), 0, "the pixelate factor"
+        return max(_MIN_SIDE, digital.pixelate_min_side(severity, constants)), None, "the pixelate factor"
     if name == "frost":
-        max_h, max_w = frost.frost_max_side(constants)
-        return _MIN_SIDE, min(max_h, max_w), f"the {constants} frost textures"
-    return _MIN_SIDE, 0, f"{name}"
+        return _MIN_SIDE, frost.frost_max_side(constants), f"the {constants} frost textures"  # per axis (spec 4.9 step 4)
+    return _MIN_SIDE, None, f"{name}"
 
 
 def validate(images: torch.Tensor, name: str, severity: int, constants: str) -> str:
@@ -132,9 +131,9 @@ def validate(images: torch.Tensor, name: str, severity: int, constants: str) -> 
             f"{name} severity {severity} needs images of at least {low}x{low} px ({reason}); "
             f"got {h}x{w}. Resize the images up first."
         )
-    if high and max(h, w) > high:
+    if high and (h > high[0] or w > high[1]):
         raise CemaError(
-            f"{name} severity {severity} handles images up to {high}x{high} px ({reason}); "
+            f"{name} severity {severity} handles images up to {high[0]}x{high[1]} px (H x W, {reason}); "
             f"got {h}x{w}. Resize the images to the constants' nominal size first (224 or 32 px)."
         )
     return constants

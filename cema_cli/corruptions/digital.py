@@ -150,8 +150,9 @@ def _contrast_table(mu: torch.Tensor, c: float, device: torch.device) -> torch.T
 def _affine_inverse(jitter: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(N, 2, 3) inverse of the affine map A with A(P_k) = P_k + jitter_k (section 4.13 step 2).
 
-    Source points (x, y): (cx+q, cy+q), (cx+q, cy-q), (cx-q, cy-q) with c = floor(side / 2) per
-    axis and q = floor(min side / 3), as the reference computes them from the image shape.
+    Source points (x, y): (cx+q, cy+q), (cx+q, cy-q), (cx-q, cy-q) with cx = floor(W / 2),
+    cy = floor(H / 2) and q = floor(min side / 3): centred on the image. (The reference reads
+    shape[:2] = (H, W) as (x, y), which is the same point only when H = W.)
     """
     cy, cx, q = h // 2, w // 2, min(h, w) // 3
     src = torch.tensor([[cx + q, cy + q], [cx + q, cy - q], [cx - q, cy - q]], dtype=torch.float64)
@@ -274,10 +275,12 @@ _PIXELATE_CALL_BYTES = 256 * 1024
 def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
     """Section 4.14: Pillow BOX resize down to int(side * factor), then back up, per image.
 
-    Down: Pillow itself. Section 3.6: BOX is separable with uint8 rounding between its passes,
-    and Pillow skips the pass of an axis whose size does not change (a one-tap pass would copy
-    anyway), so a group of small images takes two calls (stacked vertically, shrunk in width; side by side, shrunk in height): the
-    bytes of one call per image without its overhead. Up: BOX copies one sample per output
+    Down: Pillow itself, one axis per call. Section 3.6: BOX is separable with uint8 rounding
+    between its passes, the horizontal pass first, and Pillow skips the pass of an axis whose
+    size does not change, so a group of images takes two calls (stacked vertically, shrunk in
+    width; side by side, shrunk in height): the bytes of the reference's one call per image
+    without its overhead. (Recent Pillow runs the vertical pass first in a single call on images
+    much taller than wide; the two calls keep the spec's order at every shape.) Up: BOX copies one sample per output
     pixel (section 3.6), so Pillow's index map is taken once per size pair and applied as a
     gather (OpenCV's INTER_NEAREST_EXACT where its map is the same, which is faster).
     """
@@ -299,9 +302,8 @@ def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
 
 
 def _box_shrink(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Pillow's BOX resize of each interleaved uint8 image (N, H, W, C) to ``size`` (W', H')."""
-    if len(images) == 1:
-        return np.asarray(Image.fromarray(images[0]).resize(size, Image.BOX))[None]
+    """Pillow's BOX resize of each interleaved uint8 image (N, H, W, C) to ``size`` (W', H'),
+    horizontal pass first (section 3.6)."""
     n, h, w, c = images.shape
     (small_w, small_h) = size
     narrow = np.asarray(Image.fromarray(images.reshape(n * h, w, c)).resize((small_w, n * h), Image.BOX))

@@ -55,7 +55,11 @@ METADATA_NAME = "cema_corruption.json"
 # INTER_NEAREST_EXACT, which picks the next sample where (k + 0.5) n_in / n_out is a whole
 # number: about 40% of size and severity pairs, e.g. 28 and 299 px with the ImageNet constants;
 # 32 and 224 px were right and are unchanged).
-RECIPE_VERSION = 5
+# 6: pixelate shrinks with the horizontal BOX pass first at every shape (section 3.6): a
+# single Pillow call (taken for one image at a time) runs the vertical pass first on images
+# much taller than wide in recent Pillow (e.g. 64 x 30, 100 x 20 px), and such images got
+# different bytes alone than in a batch; square and wide images are unchanged.
+RECIPE_VERSION = 6
 Progress = Callable[[int], None]
 
 

@@ -11,9 +11,13 @@ import numpy as np
 import torch
 
 
-def natural_image(side: int, variant: int = 0) -> np.ndarray:
-    """A deterministic uint8 H x W x 3 image: smooth colour gradients, a disc, a bar, texture."""
-    yy, xx = np.mgrid[0:side, 0:side] / max(side - 1, 1)
+def natural_image(side: int, variant: int = 0, width: int | None = None) -> np.ndarray:
+    """A deterministic uint8 H x W x 3 image: smooth colour gradients, a disc, a bar, texture.
+
+    side x side, or side x width (H x W) when width is given."""
+    width = side if width is None else width
+    yy = np.broadcast_to((np.arange(side) / max(side - 1, 1))[:, None], (side, width))
+    xx = np.broadcast_to((np.arange(width) / max(width - 1, 1))[None, :], (side, width))
     phase = 0.7 * variant
     r = 0.5 + 0.35 * np.sin(2.5 * xx + phase) * np.cos(1.5 * yy)
     g = 0.3 + 0.5 * yy * (1 - 0.3 * xx)
@@ -28,9 +32,10 @@ def natural_image(side: int, variant: int = 0) -> np.ndarray:
     return (img * 255).astype(np.uint8)
 
 
-def batch(side: int, count: int) -> torch.Tensor:
-    """(count, 3, side, side) uint8 tensor of natural_image variants."""
-    return torch.from_numpy(np.stack([natural_image(side, v) for v in range(count)])).permute(0, 3, 1, 2).contiguous()
+def batch(side: int, count: int, width: int | None = None) -> torch.Tensor:
+    """(count, 3, side, side or width) uint8 tensor of natural_image variants."""
+    images = np.stack([natural_image(side, v, width) for v in range(count)])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
 def hwc(t: torch.Tensor) -> np.ndarray:

@@ -101,12 +101,19 @@ def motion_blur_u8(u, radius, sigma, angle):
 
 
 def clipped_zoom(x, z):
-    h = x.shape[0]
-    ch = int(np.ceil(h / z))
-    top = (h - ch) // 2
-    out = ndimage.zoom(x[top:top + ch, top:top + ch], (z, z) + (1,) * (x.ndim - 2), order=1)
-    trim = (out.shape[0] - h) // 2
-    return out[trim:trim + h, trim:trim + h]
+    """Section 3.2. The reference takes S from the first axis for both; for H != W each axis
+    gets its own crop, zoom size and centred trim (equal to the reference when H = W).
+
+    mode="nearest": SciPy's default "constant" mode returns 0 where the last output's source
+    coordinate k (ch - 1) / (n - 1) rounds a hair past ch - 1 (e.g. 64 -> 160 columns, z = 2.5),
+    a float artefact the spec's formula does not have; at 32 and 224 px such outputs are never
+    kept (checked for every zoom factor), and inside the crop the modes agree."""
+    h, w = x.shape[:2]
+    ch, cw = int(np.ceil(h / z)), int(np.ceil(w / z))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    out = ndimage.zoom(x[top:top + ch, left:left + cw], (z, z) + (1,) * (x.ndim - 2), order=1, mode="nearest")
+    th, tw = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
+    return out[th:th + h, tw:tw + w]
 
 
 def zoom_blur(u, factors):
@@ -199,7 +206,10 @@ def elastic_transform(u, params, jitter, ux, uy):
     alpha, sigma, _ = params
     x = (u / 255.0).astype(np.float32)
     h, w = x.shape[:2]
-    centre = np.float32((h, w)) // 2
+    # Section 4.13 step 2 in (x, y): the reference computes the centre from shape[:2] = (H, W)
+    # and reads it as (x, y), which is the image centre only when H = W; for H != W the points
+    # stay centred on the image: x from W, y from H.
+    centre = np.float32((w, h)) // 2
     q = min(h, w) // 3
     pts1 = np.float32([centre + q, [centre[0] + q, centre[1] - q], centre - q])
     pts2 = pts1 + np.asarray(jitter, dtype=np.float32)
@@ -215,8 +225,13 @@ def elastic_transform(u, params, jitter, ux, uy):
 
 
 def pixelate(u, factor):
+    """Section 4.14 with section 3.6's pass order: the reference's Pillow ran the horizontal
+    BOX pass first at every shape; recent Pillow runs the vertical one first on images much
+    taller than wide, so the two passes are separate calls here (each changes one axis)."""
     h, w = u.shape[:2]
-    img = Image.fromarray(u).resize((int(w * factor), int(h * factor)), Image.BOX)
+    small_w, small_h = int(w * factor), int(h * factor)
+    narrow = Image.fromarray(u).resize((small_w, h), Image.BOX)
+    img = narrow.resize((small_w, small_h), Image.BOX)
     return np.asarray(img.resize((w, h), Image.BOX))
 
 

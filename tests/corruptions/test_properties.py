@@ -169,7 +169,7 @@ def test_auto_constants_follow_the_image_size():
         ({"images": torch.zeros(1, 3, 4, 4, dtype=torch.uint8)}, "at least 8x8"),
         ({"name": "defocus_blur", "severity": 5, "constants": "imagenet", "images": torch.zeros(1, 3, 9, 9, dtype=torch.uint8)},
          "21x21 defocus kernel"),
-        ({"name": "frost", "images": torch.zeros(1, 3, 64, 64, dtype=torch.uint8)}, "up to 62x62"),
+        ({"name": "frost", "images": torch.zeros(1, 3, 64, 64, dtype=torch.uint8)}, "up to 62x104"),
         ({"indices": [0, 1]}, "pass one index per image"),
     ],
 )
