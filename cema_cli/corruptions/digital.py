@@ -280,25 +280,28 @@ def pixelate(images: torch.Tensor, severity: int, constants: str, gens: list[tor
     size does not change, so a group of images takes two calls (stacked vertically, shrunk in
     width; side by side, shrunk in height): the bytes of the reference's one call per image
     without its overhead. (Recent Pillow runs the vertical pass first in a single call on images
-    much taller than wide; the two calls keep the spec's order at every shape.) Up: BOX copies one sample per output
-    pixel (section 3.6), so Pillow's index map is taken once per size pair and applied as a
-    gather (OpenCV's INTER_NEAREST_EXACT where its map is the same, which is faster).
+    much taller than wide; the two calls keep the spec's order at every shape.) Up: BOX copies
+    one sample per output pixel (section 3.6), so Pillow's index map is taken once per size pair
+    and applied as a gather (OpenCV's INTER_NEAREST_EXACT where its map is the same: faster).
     """
     factor = K.PIXELATE[constants][severity - 1]
     n, c, h, w = images.shape
     small_size = (int(w * factor), int(h * factor))
-    cv2 = opencv()
     planar = images.cpu().contiguous().numpy()
-    interleaved = np.empty((n, h, w, c), dtype=np.uint8)  # Pillow's layout; OpenCV's merge is the fast transpose
-    for image, target in zip(planar, interleaved):
-        cv2.merge(list(image), dst=target)
-    group = max(1, _PIXELATE_CALL_BYTES // interleaved[0].nbytes)
-    small = np.concatenate([_box_shrink(interleaved[i:i + group], small_size) for i in range(0, n, group)])
     out = np.empty_like(planar)
-    for image, target in zip(small, out):
-        for plane, channel in zip(cv2.split(image), target):
-            _box_enlarge(plane, channel)
+    group = max(1, _PIXELATE_CALL_BYTES // planar[0].nbytes)  # small working buffers: no fresh batch-sized ones
+    for start in range(0, n, group):
+        _pixelate_group(planar[start:start + group], out[start:start + group], small_size)
     return torch.from_numpy(out).to(images.device)
+
+
+def _pixelate_group(planar: np.ndarray, out: np.ndarray, size: tuple[int, int]) -> None:
+    """pixelate a few uint8 (N, C, H, W) images into ``out``: interleaved for Pillow (OpenCV's
+    merge is the fast transpose), shrunk, enlarged and split back into planes."""
+    cv2 = opencv()
+    interleaved = np.stack([cv2.merge(list(image)) for image in planar])
+    for image, target in zip(_box_shrink(interleaved, size), out):
+        cv2.split(_box_enlarge(image, target.shape[1:]), list(target))
 
 
 def _box_shrink(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -306,20 +309,21 @@ def _box_shrink(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     horizontal pass first (section 3.6)."""
     n, h, w, c = images.shape
     (small_w, small_h) = size
+    if n == 1:  # Pillow to Pillow: no array round trip between the passes
+        return np.asarray(Image.fromarray(images[0]).resize((small_w, h), Image.BOX).resize(size, Image.BOX))[None]
     narrow = np.asarray(Image.fromarray(images.reshape(n * h, w, c)).resize((small_w, n * h), Image.BOX))
     side_by_side = np.ascontiguousarray(narrow.reshape(n, h, small_w, c).transpose(1, 0, 2, 3)).reshape(h, n * small_w, c)
     small = np.asarray(Image.fromarray(side_by_side).resize((n * small_w, small_h), Image.BOX))
     return small.reshape(small_h, n, small_w, c).transpose(1, 0, 2, 3)
 
 
-def _box_enlarge(plane: np.ndarray, out: np.ndarray) -> None:
-    """Pillow's BOX resize of one uint8 plane up to out's shape, written into ``out``."""
-    (h, w), (small_h, small_w) = out.shape, plane.shape
+def _box_enlarge(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pillow's BOX resize of one interleaved uint8 image (h, w, C) up to ``shape`` (H, W)."""
+    (h, w), (small_h, small_w) = shape, image.shape[:2]
     if _opencv_nearest_agrees(small_h, h) and _opencv_nearest_agrees(small_w, w):
-        opencv().resize(plane, (w, h), dst=out, interpolation=opencv().INTER_NEAREST_EXACT)
-    else:
-        rows, cols = _box_upsample_index(small_h, h), _box_upsample_index(small_w, w)
-        np.take(plane[rows], cols, axis=1, out=out)
+        return opencv().resize(np.ascontiguousarray(image), (w, h), interpolation=opencv().INTER_NEAREST_EXACT)
+    rows, cols = _box_upsample_index(small_h, h), _box_upsample_index(small_w, w)
+    return image[rows][:, cols]
 
 
 @lru_cache(maxsize=64)
