@@ -100,10 +100,6 @@ def _save_image(array: np.ndarray, path: Path, jpeg_quality: int | None) -> None
         tmp.unlink(missing_ok=True)
 
 
-# What decides an output's bytes: a folder holds outputs of one such recipe only.
-_RECIPE_KEYS = ("layout", "seed", "constants", "jpeg_quality", "recipe_version")
-
-
 def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], severities: Sequence[int],
                     seed: int, constants: str, jpeg_quality: int | None) -> None:
     record = {
@@ -132,9 +128,10 @@ def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], sever
 
 def _read_metadata(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def _refuse_other_recipe(output: Path, layout: str, seed: int, constants: str, jpeg_quality: int | None) -> None:
@@ -143,7 +140,8 @@ def _refuse_other_recipe(output: Path, layout: str, seed: int, constants: str, j
     earlier = _read_metadata(output / METADATA_NAME)
     if not earlier:
         return
-    wanted = dict(zip(_RECIPE_KEYS, (layout, seed, constants, jpeg_quality, RECIPE_VERSION)))
+    wanted = {"layout": layout, "seed": seed, "constants": constants, "jpeg_quality": jpeg_quality,
+              "recipe_version": RECIPE_VERSION}  # what decides the bytes: one recipe per folder
     differ = [f"{key} {earlier.get(key)!r} there, {value!r} now" for key, value in wanted.items() if earlier.get(key) != value]
     if differ:
         raise CemaError(f"{output} already holds corruptions made with other settings ({'; '.join(differ)}), and "
