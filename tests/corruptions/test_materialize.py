@@ -14,7 +14,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from cema_cli.cli_corrupt import corrupt_command, parse_corruptions, parse_severities
+from cema_cli.cli.corrupt import corrupt_command, parse_corruptions, parse_severities
 from cema_cli.corruptions import corrupt
 from cema_cli.corruptions.materialize import METADATA_NAME, RECIPE_VERSION, materialize
 from cema_cli.errors import CemaError
@@ -209,7 +209,7 @@ def test_cli_missing_input(tmp_path):
 
 
 def test_all_and_extra_mean_the_same_corruptions_in_every_command():
-    from cema_cli.cli import parse_corruptions as bench_corruptions
+    from cema_cli.cli.common import parse_corruptions as bench_corruptions
     from cema_cli.corruptions import COMMON, EXTRA
 
     assert len(COMMON) == 15 and len(EXTRA) == 4
@@ -227,7 +227,7 @@ def test_parse_severities():
 
 
 def test_cli_module_does_not_import_torch():
-    code = "import sys, cema_cli.cli_corrupt; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, cema_cli.cli.corrupt; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
