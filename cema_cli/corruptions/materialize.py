@@ -399,7 +399,7 @@ def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], seve
                         f"(rows (s-1)N to sN-1), so it cannot hold only severities {list(severities)}; drop --severity.")
     n = images.shape[0]
     resolved = constants_for_size(min(images.shape[1:3])) if constants == "auto" else constants
-    crop = resize and resolved == "imagenet"
+    crop = resize and resolved == "imagenet"  # make_imagenet_c.py's resize and crop
     side = (IMAGENET_CROP, IMAGENET_CROP) if crop else images.shape[1:3]
     summary = Summary(layout="cifar-10-c")
     output.mkdir(parents=True, exist_ok=True)
@@ -414,12 +414,7 @@ def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], seve
     if on_total:
         on_total(n * len(severities) * len(todo))
     _write_metadata(output, corruptions, severities, _recipe("cifar-10-c", seed, constants, jpeg_quality, resize))
-    labels_path = output / "labels.npy"
-    if not labels_path.exists():
-        tmp = _atomic_target(labels_path)
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.tile(labels, len(severities)))
-        os.replace(tmp, labels_path)
+    _write_labels(output / "labels.npy", np.tile(labels, len(SEVERITIES)))
     # One output file per corruption, filled chunk by chunk and moved into place when full.
     shape = (n * len(severities), *side, 3)
     temps = {name: _atomic_target(output / f"{name}.npy") for name in todo}
@@ -451,6 +446,16 @@ def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], seve
         for tmp in temps.values():  # left only by an interrupted run
             tmp.unlink(missing_ok=True)
     return summary
+
+
+def _write_labels(path: Path, labels: np.ndarray) -> None:
+    """labels.npy of the CIFAR-10-C layout (the test labels once per severity), atomically."""
+    if path.exists():
+        return
+    tmp = _atomic_target(path)
+    with open(tmp, "wb") as handle:
+        np.save(handle, labels)
+    os.replace(tmp, path)
 
 
 def _jpeg_rows(rows: np.ndarray, quality: int) -> np.ndarray:
