@@ -1,7 +1,7 @@
 """frost: the image blended with crops of frost photographs (spec sections 4.9 and 8).
 
 The reference blends the image with crops of five frost photographs. They ship inside the
-``imagecorruptions`` package (Apache-2.0; ``pip install 'cema-cli[photos]'``): when it is
+``imagecorruptions`` package (Apache-2.0; the ``photos`` extra): when it is
 installed, its ``frost/`` files are read as the reference reads them (OpenCV, colour, alpha
 dropped; CIFAR: OpenCV's 0.2x bilinear resize), without importing the package. Otherwise this
 module generates five substitute textures at the photographs' sizes with the recipe of section 8
