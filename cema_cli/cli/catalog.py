@@ -25,7 +25,7 @@ def catalog(kind: str) -> list[tuple[str, str]]:
     if kind == "corruptions":
         from cema_cli.corruptions import COMMON, EXTRA
 
-        return [(n, "common (in 'all')") for n in COMMON] + [(n, "extra (in 'extra'; held out for validation)") for n in EXTRA]
+        return [(n, "common (in 'all')") for n in COMMON] + [(n, "extra (held out for validation)") for n in EXTRA]
     from cema_cli.data import DATASETS
     from cema_cli.models import MODELS
     from cema_cli.strategies import STRATEGIES
