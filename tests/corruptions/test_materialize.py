@@ -303,3 +303,18 @@ def test_cifar_sized_images_are_not_resized_and_npy_follows_the_constants(tmp_pa
     expected = corrupt(torch.from_numpy(clean).permute(2, 0, 1)[None].contiguous(), "contrast", 2, seed=0, indices=[1],
                        constants="imagenet")[0].permute(1, 2, 0).numpy()
     assert np.array_equal(rows[2 + 1], expected)
+
+
+def test_procedural_frost_is_recorded_in_the_record_the_summary_and_the_rows(tmp_path, monkeypatch):
+    from cema_cli.config import RunConfig
+    from cema_cli.corruptions import frost
+    from cema_cli.run.api import run_benchmark
+
+    monkeypatch.setattr(frost, "photographs_folder", lambda: None)  # as without imagecorruptions
+    src = make_npy(tmp_path / "in", 2)
+    result = CliRunner().invoke(_app(), ["corrupt", "--input", str(src), "--output", str(tmp_path / "out"), "-c", "frost"])
+    assert result.exit_code == 0, result.output
+    assert "frost with procedural textures (pip install imagecorruptions" in " ".join(result.output.split())
+    assert json.loads((tmp_path / "out" / METADATA_NAME).read_text())["frost"] == "frost (procedural)"
+    config = RunConfig(methods=("source",), corruptions=("frost", "fog"), samples=64, device="cpu")
+    assert [row["corruption_source"] for row in run_benchmark(config)] == ["generated, procedural frost", "generated"]
