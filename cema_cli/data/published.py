@@ -35,7 +35,7 @@ from cema_cli.errors import CemaError
 IMAGENET_C_LAYOUT = "<root>/<corruption>/<severity>/<wnid>/<file>.JPEG (e.g. gaussian_noise/5/n01440764/ILSVRC2012_val_00000293.JPEG)"
 IMAGENET_R_LAYOUT = "<root>/<wnid>/<file> (200 wnid folders, e.g. n01443537/art_0.jpg)"
 CIFAR_C_LAYOUT = "<root>/<corruption>.npy (uint8, 50000 x 32 x 32 x 3) and <root>/labels.npy"
-PAPER_EDGE, PAPER_CLOUD = "torchvision:resnet18", "torchvision:resnet101"
+PAPER_EDGE, PAPER_CLOUD = "torchvision:resnet18@IMAGENET1K_V1", "torchvision:resnet101@IMAGENET1K_V1"  # the weights of the published tables
 
 
 def names_found(folder: Path, suffix: str = "") -> str:

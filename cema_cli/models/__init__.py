@@ -1,5 +1,6 @@
 """Models by name. The embedded default's models are trained by the project and cached;
-``timm:<name>`` and ``torchvision:<name>`` load from those libraries (cema_cli/models/hub.py)."""
+``timm:<name>``, ``torchvision:<name>`` and ``robustbench:<name>`` load from those libraries' files
+(cema_cli/models/hub.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class ModelOptions:
     random_init: bool = False  # random weights, for plumbing checks only
     num_classes: int | None = None  # logits the dataset needs (None: the model's own)
     class_subset: tuple[int, ...] | None = None  # logits kept before the argmax (ImageNet-R)
-    input_size: int | None = None  # overrides the model config's input side
+    input_size: int | None = None  # resize to this side (default: the stream's native size)
     channels_last: bool = False
 
 
@@ -45,16 +46,10 @@ def load_model(name: str, on_progress=None, options: ModelOptions | None = None)
     return hub.load(name, options or ModelOptions(), on_progress)
 
 
-def weights_label(name: str, options: ModelOptions) -> str:
-    """How a model's weights were obtained, for the results: random-init, checkpoint:<file>,
-    trained (embedded) or pretrained (library cache)."""
-    if options.random_init:
-        return "random-init"
-    if options.checkpoint:
-        return f"checkpoint:{options.checkpoint}"
-    if name in MODELS.names():
-        from cema_cli.models.embedded import checkpoint_path, weights_digest
+def weights_source(name: str, options: ModelOptions):
+    """The weights ``load_model`` reads for this name and options: the label the rows record
+    (random-init, checkpoint:<file>, shipped:<digest>, pretrained:<tag>) and the file, whose
+    sha256 the rows record too (cema_cli/models/checkpoints.py)."""
+    from cema_cli.models import hub
 
-        kind = "shipped" if checkpoint_path(name).parent.name == "weights" else "trained"
-        return f"{kind}:{weights_digest(name)}"
-    return "pretrained"
+    return hub.weights_source(name, options)
