@@ -433,7 +433,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
     return {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
-        "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
+        "accuracy": tally.accuracy, "correct": tally.correct, "top5_accuracy": tally.top5_accuracy, **traffic,
         **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(tally.correct, tally.seen))),  # test-set sampling error
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,

@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 
 # Column order of results.csv; every row carries what is needed to reproduce it.
 RESULT_COLUMNS = (
-    "schema_version", "method", "edge", "dataset", "corruption", "severity", "samples", "accuracy", "correct",
+    "schema_version", "method", "edge", "dataset", "corruption", "severity", "samples", "accuracy", "correct", "top5_accuracy",
     "uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "delivered_uploads", "dropped_uploads",
     "queued_uploads", "uplink_budget_bytes", "downlink_budget_bytes", "param_delay_batches", "sync_events",
     "edge_forward_samples", "edge_backward_samples", "cloud_forward_samples", "cloud_backward_samples", "seconds", "images_per_s",

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -196,14 +197,14 @@ def timm_weights(parsed: ModelName) -> WeightsSource:
     cfg, looked = get_pretrained_cfg(full), []
     label = f"pretrained:{getattr(cfg, 'tag', None) or parsed.tag or 'default'}"
     if cfg is not None and cfg.hf_hub_id:
-        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
 
         repo, _, revision = cfg.hf_hub_id.partition("@")
         for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
-            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir(), revision=revision or None)
             if isinstance(found, str):
                 return WeightsSource(label, Path(found))
-        looked.append(f"the Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo})")
+        looked.append(f"the Hugging Face cache {hf_cache_dir()} (repo {repo})")
     if cfg is not None and cfg.url:
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
         if path.is_file():
@@ -211,6 +212,16 @@ def timm_weights(parsed: ModelName) -> WeightsSource:
         looked.append(str(path))
     where = " and ".join(looked) or "nowhere: timm lists no pretrained weights for it"
     raise CemaError(f"no pretrained weights for timm:{full} on this machine (looked in {where}); {HOW_TO_PROVIDE}.")
+
+
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache as the environment names it now (HF_HUB_CACHE, else
+    HF_HOME/hub), else huggingface_hub's own default: read at each call, like TORCH_HOME."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    return os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE
 
 
 # --- torchvision ------------------------------------------------------------------------------
