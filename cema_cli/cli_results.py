@@ -102,9 +102,12 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
 def report_command(
     files: Annotated[list[Path], typer.Argument(help="results.csv files (or run folders) to merge.", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (tidy rows), markdown (the tables) or json (tidy rows).")] = "table",
+    expected: Annotated[Optional[Path], typer.Option(help="A run configuration with [[expected]] published numbers (examples/*.toml): "
+                                                     "print the measured ones beside them, with the difference.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
-    """Tables as in bench/compare; csv/markdown/json go to stdout, ready to paste."""
+    """Tables as in bench/compare; csv/markdown/json go to stdout, ready to paste. With
+    --expected, the comparison with the published numbers (csv/json: its lines)."""
     from cema_cli.cli import console, user_errors
     from cema_cli.errors import unknown_name
 
@@ -114,11 +117,31 @@ def report_command(
         frame = merged_results(files)
         for path in files:
             note_unfinished(path)
-        if format == "table":
+        if expected is not None:
+            print_expected(frame, expected, format)
+        elif format == "table":
             for table in report_tables(frame):
                 console.print(table)
         else:
             typer.echo(report_text(frame, format), nl=False)
+
+
+def print_expected(frame: "pd.DataFrame", config: Path, format: str) -> None:
+    """Measured beside published (cema_cli/expected.py), in the report's format."""
+    from cema_cli import report
+    from cema_cli.cli import console
+    from cema_cli.expected import comparison_frame, comparison_table, read_expected
+
+    comparison = comparison_frame(frame, read_expected(config))
+    if comparison.empty:
+        raise CemaError(f"the results hold none of the methods and domains {config} publishes numbers for; "
+                        "run that configuration (cema compare --config ...) first.")
+    if format == "table":
+        console.print(comparison_table(comparison))
+    elif format == "markdown":
+        typer.echo(report.markdown_table(comparison_table(comparison)), nl=False)
+    else:
+        typer.echo(comparison.to_csv(index=False) if format == "csv" else comparison.to_json(orient="records", indent=2) + "\n", nl=False)
 
 
 def note_unfinished(path: Path) -> None:
