@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cema_cli.errors import CemaError
-from cema_cli.models import MODELS, ModelOptions, import_timm
+from cema_cli.models.base import MODELS, ModelOptions, import_timm
 from cema_cli.models.checkpoints import WeightsSource, load_checkpoint, read_state_dict
 from cema_cli.models.nets import Classifier
 

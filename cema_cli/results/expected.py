@@ -1,5 +1,6 @@
 """Published numbers beside measured ones: the ``[[expected]]`` tables of a run configuration
-(examples/*.toml) and the comparison ``cema report --expected CONFIG.toml`` prints. No torch import.
+(examples/*.toml; read by cema_cli/toml_config.py) and the comparison ``cema report --expected
+CONFIG.toml`` prints. No torch import.
 
 One ``[[expected]]`` entry holds numbers of one published table::
 
@@ -47,16 +48,6 @@ class Expected:
 
     def published_percent(self) -> float:
         return 100 * self.value / self.out_of if self.metric == "uploads" else self.value
-
-
-def read_expected(path: Path) -> list[Expected]:
-    """The ``[[expected]]`` entries of a TOML file (none is an error: nothing to compare)."""
-    from cema_cli.toml_config import read_toml
-
-    entries = parse_expected(read_toml(path).get("expected", []), path)
-    if not entries:
-        raise CemaError(f"{path} has no [[expected]] table of published numbers; see examples/imagenet_c_paper.toml.")
-    return entries
 
 
 def parse_expected(tables: Any, path: Path) -> list[Expected]:
