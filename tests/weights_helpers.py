@@ -10,17 +10,29 @@ from urllib.parse import urlparse
 import torch
 
 
-def torchvision_file(torch_home: Path, arch: str, tag: str, seed: int = 0) -> Path:
-    """``<torch_home>/hub/checkpoints/<the enum url's file name>`` holding a random-init state_dict."""
+def torchvision_file(torch_home: Path, arch: str, tag: str, seed: int = 0, confident: bool = False) -> Path:
+    """``<torch_home>/hub/checkpoints/<the enum url's file name>`` holding a random-init state_dict
+    (``confident``: see ``confident_head``)."""
     from torchvision import models
 
     member = models.get_model_weights(arch)[tag]
     torch.manual_seed(seed)
-    net = models.get_model(arch, weights=None, num_classes=len(member.meta["categories"]))
+    state = models.get_model(arch, weights=None, num_classes=len(member.meta["categories"])).state_dict()
     path = torch_home / "hub" / "checkpoints" / Path(urlparse(member.url).path).name
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
+    torch.save(confident_head(state) if confident else state, path)
     return path
+
+
+def confident_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The last linear layer scaled down 1000x and its bias raised by 30 for class 0: the network
+    predicts class 0 with near certainty whatever its input, so confidence-gated work (CoTTA's 32
+    augmentations below its threshold) stays off and an end-to-end run on random weights is cheap."""
+    weight = next(k for k in reversed(list(state)) if k.endswith(".weight") and state[k].dim() == 2)
+    bias = weight.removesuffix("weight") + "bias"
+    out = {**state, weight: state[weight] * 1e-3, bias: state[bias].clone()}
+    out[bias][0] += 30.0
+    return out
 
 
 def timm_file(hf_home: Path, full_name: str, seed: int = 0) -> Path:
@@ -56,14 +68,18 @@ def random_bn_statistics(state: dict[str, torch.Tensor], seed: int = 0) -> dict[
     return out
 
 
-def robustbench_file(model_dir: Path, name: str, wrap: str = "state_dict", seed: int = 0) -> tuple[Path, dict[str, torch.Tensor]]:
+def robustbench_file(model_dir: Path, name: str, wrap: str = "state_dict", seed: int = 0,
+                     confident: bool = False) -> tuple[Path, dict[str, torch.Tensor]]:
     """``<model_dir>/<dataset>/<threat>/<name>.pt`` as RobustBench's files hold it: the network's
     state_dict (random-init, random BN statistics) under "state_dict" with DataParallel's
-    "module." prefix, or plain (``wrap="plain"``). Returns the path and the plain state."""
+    "module." prefix, or plain (``wrap="plain"``); ``confident``: see ``confident_head``.
+    Returns the path and the plain state."""
     from cema_cli.models.robustbench import ZOO
 
     torch.manual_seed(seed)
     state = random_bn_statistics(ZOO[name].build().state_dict(), seed)
+    if confident:
+        state = confident_head(state)
     saved = {"state_dict": {f"module.{k}": v for k, v in state.items()}} if wrap == "state_dict" else state
     path = model_dir / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)

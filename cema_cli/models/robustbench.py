@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cema_cli.errors import CemaError
+from cema_cli.errors import CemaError, unknown_name
 from cema_cli.models.robust_nets import CifarResNeXt, WideResNet
 
 MODEL_DIR_VARIABLE = "CEMA_ROBUSTBENCH_DIR"
@@ -58,9 +58,7 @@ ZOO = {
 def entry(name: str) -> ZooEntry:
     """The zoo entry of ``<dataset>/<threat>/<name>``; an unknown name lists the known ones."""
     if name not in ZOO:
-        from cema_cli.models.hub import not_found
-
-        raise not_found("RobustBench model", name, ZOO, f"the RobustBench models cema defines: {', '.join(ZOO)}")
+        raise unknown_name("RobustBench model", name, ZOO)
     return ZOO[name]
 
 
