@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tomllib
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def test_the_paper_config_runs_at_224_px_and_compares_uploads_with_the_paper(cli
     cema = rows[rows["method"] == "cema"]
     assert (cema["cloud_weights"] == "pretrained:IMAGENET1K_V1").all() and (cema["cloud_weights_sha256"] == homes["resnet101-63fe2227.pth"]).all()
     assert (rows[rows["method"] == "source"]["cloud_weights"] == "unused").all()
+    recorded = {(m["role"], m["sha256"], m["input_size"]) for m in json.loads((out / "run.json").read_text())["models"]}
+    assert recorded == {("edge", homes["resnet18-f37072fd.pth"], "224x224"), ("cloud", homes["resnet101-63fe2227.pth"], "224x224")}
     lines = expected_lines(cli, out, "imagenet_c_paper.toml").set_index(["method", "domain"])
     gaussian, line = cema[cema["corruption"] == "gaussian_noise"].iloc[0], lines.loc[("cema", "gaussian_noise-5")]
     assert line["published"] == pytest.approx(100 * 9889 / 50000)  # the paper's count out of 50,000 images
