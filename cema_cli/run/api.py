@@ -301,8 +301,8 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     stream = leg_stream(session, leg)
     tally = yield from stream_steps(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window,
                                     config.collapse_share, step)
-    foundation = uses_foundation(live.strategy)
-    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, foundation) | model_columns(session, tally.image_shape, foundation)
+    foundation, queued = uses_foundation(live.strategy), len(channel.uplink.queue)
+    compute = counted_compute(session, tally.image_shape, foundation) | model_columns(session, tally.image_shape, foundation)
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
