@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cema_cli.config import ChannelConfig, RunConfig
+from cema_cli.results.expected import Expected, parse_expected
 from cema_cli.errors import CemaError
 
 # CLI option name -> the RunConfig (or channel) field it sets.
@@ -38,14 +39,23 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise CemaError(f"config file {path} is a folder; pass the path of a TOML file.") from None
 
 
+def read_expected(path: Path) -> list[Expected]:
+    """The published numbers of a configuration's ``[[expected]]`` tables (none: an error)."""
+    entries = parse_expected(read_toml(path).get("expected", []), path)
+    if not entries:
+        raise CemaError(f"{path} has no [[expected]] table of published numbers; see examples/imagenet_c_paper.toml.")
+    return entries
+
+
 def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
     """``base`` (built from the flags) updated by the file, except for fields set by ``explicit`` flags."""
     data = read_toml(path)
     run_fields = {f.name for f in fields(RunConfig)} - {"channel", "method_options", "methods", "costs"}  # costs: flags only
-    unknown = sorted(set(data) - run_fields - {"channel", "methods", "sweep", "fleet"})  # [sweep]: cli/cells.py; [fleet]: run/fleet_config.py
+    unknown = sorted(set(data) - run_fields - {"channel", "methods", "sweep", "fleet", "expected"})  # [sweep]: cli/cells.py; [fleet]: run/fleet_config.py
     if unknown:
         raise CemaError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(run_fields))}, [channel], [methods.NAME].")
     check_types(path, "", data, {f.name: f.type for f in fields(RunConfig) if f.name in run_fields})
+    parse_expected(data.get("expected", []), path)  # published numbers ([[expected]], cema_cli/results/expected.py): checked, not run
     for table in ("channel", "methods"):
         if not isinstance(data.get(table, {}), dict):
             raise CemaError(f"{path}: {table} must be a table ([{table}]), not {data[table]!r}.")

@@ -269,12 +269,12 @@ def test_eata_clean_set_needs_clean_root_and_reads_it(tmp_path):
 
 
 def test_imagenet_defaults_are_the_papers(cli, tmp_path, monkeypatch):
-    assert (ImageNetC.default_edge, ImageNetC.default_cloud) == ("torchvision:resnet18", "torchvision:resnet101")
+    assert (ImageNetC.default_edge, ImageNetC.default_cloud) == ("torchvision:resnet18@IMAGENET1K_V1", "torchvision:resnet101@IMAGENET1K_V1")
     config = RunConfig(dataset="imagenet-c")
     assert (config.batch_size, config.protocol) == (64, "reset-each-shift")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     root = imagenet_c_tree(tmp_path / "c")
     result = cli("bench", "--dataset", "imagenet-c", "--data-root", str(root), "--out", str(tmp_path / "run"))
     assert result.exit_code == 2  # the pretrained paper models, never random weights
-    expected = f"torchvision:resnet18 on this machine (looked for {tmp_path / 'torch'}/hub/checkpoints/resnet18-f37072fd.pth)"
+    expected = f"torchvision:resnet18@IMAGENET1K_V1 on this machine (looked for {tmp_path / 'torch'}/hub/checkpoints/resnet18-f37072fd.pth,"
     assert expected.replace(" ", "") in "".join(result.output.split())  # rich may wrap inside the path

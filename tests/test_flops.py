@@ -14,10 +14,19 @@ def test_resnet_forward_gflops_at_224_px(name, gflops):
     assert forward_gflops_per_sample(model, (3, 224, 224)) == pytest.approx(gflops, abs=0.005)
 
 
-def test_a_32_px_image_is_resized_to_the_models_input_first():
-    model = load_model("torchvision:resnet18", options=ModelOptions(random_init=True))
-    small = forward_gflops_per_sample(model, (3, 32, 32))
-    assert small == pytest.approx(forward_gflops_per_sample(model, (3, 224, 224)), rel=1e-6)
+def test_images_are_counted_at_their_native_size_unless_an_input_size_is_given():
+    native = load_model("torchvision:resnet18", options=ModelOptions(random_init=True))
+    at_224 = forward_gflops_per_sample(native, (3, 224, 224))
+    assert forward_gflops_per_sample(native, (3, 32, 32)) == pytest.approx(at_224 * (32 / 224) ** 2, rel=0.05)  # not upscaled
+    resized = load_model("torchvision:resnet18", options=ModelOptions(random_init=True, input_size=224))
+    assert forward_gflops_per_sample(resized, (3, 32, 32)) == pytest.approx(at_224, rel=1e-6)
+
+
+def test_timm_models_run_at_the_images_size_not_timms_test_size():
+    """timm:resnet18's test size is 288 px (5.99 GFLOP); ImageNet-C's 224-px images stay 224 px."""
+    model = load_model("timm:resnet18", options=ModelOptions(random_init=True))
+    assert model.input_size is None
+    assert forward_gflops_per_sample(model, (3, 224, 224)) == pytest.approx(3.63, abs=0.005)
 
 
 def test_the_embedded_edge_is_cheaper_than_its_foundation():

@@ -13,20 +13,27 @@ import torch
 from cema_cli.config import RunConfig
 from cema_cli.run.engine import run_stream
 from cema_cli.errors import CemaError
-from cema_cli.models import ModelOptions, load_model, weights_label
-from cema_cli.models.hub import parse_name
+from cema_cli.models import ModelOptions, load_model, weights_source
+from cema_cli.models.hub import ModelName, parse_name
 from cema_cli.models.norm import norm_affine_params
 
 RANDOM = ModelOptions(random_init=True)
 
 
-def test_names_pick_the_library():
-    assert parse_name("timm:resnet18") == ("timm", "resnet18")
-    assert parse_name("torchvision:resnet101") == ("torchvision", "resnet101")
-    assert parse_name("mnist-edge") == ("embedded", "mnist-edge")
-    assert parse_name("resnet50") == ("timm", "resnet50")
-    with pytest.raises(CemaError, match="use timm:<name>, torchvision:<name>"):
+def test_names_pick_the_library_and_the_weights_tag():
+    assert parse_name("timm:resnet18") == ModelName("timm", "resnet18")
+    assert parse_name("torchvision:resnet101") == ModelName("torchvision", "resnet101")
+    assert parse_name("torchvision:resnet50@IMAGENET1K_V1") == ModelName("torchvision", "resnet50", "IMAGENET1K_V1")
+    assert parse_name("timm:resnet50.a1_in1k") == parse_name("timm:resnet50@a1_in1k") == ModelName("timm", "resnet50", "a1_in1k")
+    assert parse_name("resnet50.a1_in1k") == ModelName("timm", "resnet50", "a1_in1k")
+    assert parse_name("robustbench:cifar10/corruptions/Standard") == ModelName("robustbench", "cifar10/corruptions/Standard")
+    assert parse_name("mnist-edge") == ModelName("embedded", "mnist-edge")
+    assert parse_name("resnet50") == ModelName("timm", "resnet50")
+    assert str(parse_name("timm:resnet50@a1_in1k")) == "timm:resnet50.a1_in1k"
+    with pytest.raises(CemaError, match="use timm:<name>.*torchvision:<name>"):
         parse_name("hub:resnet18")
+    with pytest.raises(CemaError, match="a weights tag"):
+        parse_name("robustbench:cifar10/corruptions/Standard@V1")
 
 
 def test_unknown_model_names_suggest_close_matches():
@@ -41,7 +48,7 @@ def test_preprocessing_comes_from_each_models_own_config():
     assert vit.input_size == (160, 160)
     assert torch.allclose(vit.mean.flatten(), torch.full((3,), 0.5 * 255))
     resnet = load_model("torchvision:resnet18", options=RANDOM)
-    assert resnet.input_size == (224, 224)
+    assert resnet.input_size is None  # the stream's native size, never the library's test size
     assert torch.allclose(resnet.std.flatten(), torch.tensor([0.229, 0.224, 0.225]) * 255)
     small = load_model("torchvision:resnet18", options=ModelOptions(random_init=True, input_size=32))
     assert small.input_size == (32, 32)
@@ -107,7 +114,7 @@ def test_checkpoints_load_with_weights_only_in_common_wrappings(tmp_path, wrap):
     torch.save(saved, tmp_path / "edge.pt")
     model = load_model("timm:resnet10t", options=ModelOptions(checkpoint=str(tmp_path / "edge.pt"), num_classes=10))
     assert torch.equal(model.net.fc.weight, reference.net.fc.weight)
-    assert weights_label("timm:resnet10t", ModelOptions(checkpoint="edge.pt")) == "checkpoint:edge.pt"
+    assert weights_source("timm:resnet10t", ModelOptions(checkpoint="edge.pt")).label == "checkpoint:edge.pt"
 
 
 def test_checkpoint_with_mismatched_keys_names_them(cli, tmp_path):

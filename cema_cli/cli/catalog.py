@@ -33,7 +33,14 @@ def catalog(kind: str) -> list[tuple[str, str]]:
     if kind == "methods":
         return [(e.name, f"({method_traits(e.name)}) {e.summary}") for e in STRATEGIES.entries()]
     registry = {"datasets": DATASETS, "models": MODELS}[kind]
-    return [(e.name, e.summary) for e in registry.entries()]
+    return [(e.name, e.summary) for e in registry.entries()] + (robustbench_models() if kind == "models" else [])
+
+
+def robustbench_models() -> list[tuple[str, str]]:
+    """The RobustBench zoo names cema defines (besides any timm:<name>[.tag] and torchvision:<name>[@WEIGHTS])."""
+    from cema_cli.models.robustbench import ZOO
+
+    return [(f"robustbench:{name}", f"{entry.about}, {entry.num_classes} classes") for name, entry in ZOO.items()]
 
 
 def method_traits(name: str) -> str:

@@ -218,13 +218,13 @@ def grid_flags_typed(opts: dict[str, Any]) -> bool:
     return bool(explicit_flags(opts["ctx"]) & {"methods", *SWEEP_AXES.values()})
 
 
-def print_statistics(frame: Any, versus: str | None, console: Any) -> None:
+def print_statistics(frame: Any, versus: str | None, console: Any, metric: str = "accuracy") -> None:
     """The mean +- 95% tables (per method, per domain) and the paired comparison."""
     from cema_cli.results import tables as stats_tables
 
-    console.print(stats_tables.seed_table(frame))
+    console.print(stats_tables.seed_table(frame, metric))
     if frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1:
-        console.print(stats_tables.seed_domain_table(frame))
+        console.print(stats_tables.seed_domain_table(frame, metric))
     if versus:
         console.print(stats_tables.paired_table(frame, versus))
 

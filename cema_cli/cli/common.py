@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors
 
 from cema_cli.config import ChannelConfig, CostModel, RunConfig, parse_bit_rate, parse_rate
-from cema_cli.errors import CemaError
+from cema_cli.errors import CemaError, unknown_name
 from cema_cli.results.health import COLLAPSE_SHARE
 
 
@@ -130,6 +130,14 @@ def parse_options(pairs: list[str]) -> dict[str, dict[str, str]]:
     return options
 
 
+def check_metric(metric: str) -> None:
+    """--metric accuracy|error; anything else is refused by name (exit 2)."""
+    from cema_cli.results.report import METRICS
+
+    if metric not in METRICS:
+        raise unknown_name("metric", metric, METRICS)
+
+
 # --- the shared options of bench and compare ---------------------------------------------------
 
 def _run_options(
@@ -157,7 +165,7 @@ def _run_options(
     edge_checkpoint: Annotated[Optional[str], typer.Option(help="Edge weights: a state_dict file (torch.load weights_only).")] = None,
     cloud_checkpoint: Annotated[Optional[str], typer.Option(help="Cloud weights: a state_dict file (torch.load weights_only).")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Random weights for both models (plumbing checks; recorded).")] = False,
-    input_size: Annotated[Optional[int], typer.Option(help="Model input side in px (default: each model's own config).")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Resize images to this side in px (default: the dataset's native size, 224 ImageNet, 32 CIFAR).")] = None,
     amp: Annotated[Optional[str], typer.Option(help="CUDA autocast dtype: bf16 or fp16.")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for the models.")] = False,
     uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8",
@@ -179,6 +187,7 @@ def _run_options(
     out: Annotated[Optional[Path], typer.Option(help="Output folder, new or empty (default: cema-runs/<time>-<methods>).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the run files of an --out that already holds a run.")] = False,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 when a method's mean accuracy is below this, in percent (90 = 90%; values 0-1 are refused as ambiguous).")] = None,
+    metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
     seeds: Annotated[Optional[str], typer.Option(help="Several seeds: a count (5 = seeds 0-4) or a list (0,1,2); adds mean ± 95% tables.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: idle cores / workers; see README).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Run as resumable cells: serial, process or ray (default with --seeds: process).")] = None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from cema_cli.cli.cells import fail_on_cells, parse_seeds, run_configs
-from cema_cli.cli.common import console, default_out_dir, print_error, user_errors
+from cema_cli.cli.common import check_metric, console, default_out_dir, print_error, user_errors
 from cema_cli.errors import CemaError
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ def check_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for the re-run).")] = "auto",
     data_root: Annotated[Optional[str], typer.Option(help="Root folder of an on-disk dataset (for the re-run).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder of the re-run (default: cema-runs/<time>-<methods>).")] = None,
+    metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Exit 0 when every accuracy is within the tolerance or better, 1 on a regression, 2 on
@@ -42,6 +43,7 @@ def check_command(
     from cema_cli.results.tables import compare_seeds, is_multi_seed
 
     with user_errors(verbose):
+        check_metric(metric)
         rerun_flags = [f"--{name}" for name, value in (("seeds", seeds), ("executor", executor), ("threads", threads)) if value is not None]
         if results and rerun_flags:
             raise CemaError(f"{' and '.join(rerun_flags)} only apply to a re-run of the baseline; drop them with --results.")
@@ -57,7 +59,7 @@ def check_command(
         else:
             new = rerun(old, device, data_root, out)
         diff = (compare_seeds if multi else compare_accuracy)(old, new, tolerance)
-        console.print(report.check_table(diff, tolerance))
+        console.print(report.check_table(diff, tolerance, metric))
         check_valid(new, f"{results}" if results else "the re-run")
         fail_on_regression(diff, tolerance)
         console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
@@ -99,22 +101,47 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
 def report_command(
     files: Annotated[list[Path], typer.Argument(help="results.csv files (or run folders) to merge.", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (tidy rows), markdown (the tables) or json (tidy rows).")] = "table",
+    expected: Annotated[Optional[Path], typer.Option(help="A run configuration with [[expected]] published numbers (examples/*.toml): "
+                                                     "print the measured ones beside them, with the difference.")] = None,
+    metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
-    """Tables as in bench/compare; csv/markdown/json go to stdout, ready to paste."""
+    """Tables as in bench/compare; csv/markdown/json go to stdout, ready to paste. With
+    --expected, the comparison with the published numbers (csv/json: its lines)."""
     from cema_cli.errors import unknown_name
 
     with user_errors(verbose):
         if format not in REPORT_FORMATS:
             raise unknown_name("format", format, REPORT_FORMATS)
+        check_metric(metric)
         frame = merged_results(files)
         for path in files:
             note_unfinished(path)
-        if format == "table":
-            for table in report_tables(frame):
+        if expected is not None:
+            print_expected(frame, expected, format)
+        elif format == "table":
+            for table in report_tables(frame, metric):
                 console.print(table)
         else:
-            typer.echo(report_text(frame, format), nl=False)
+            typer.echo(report_text(frame, format, metric), nl=False)
+
+
+def print_expected(frame: "pd.DataFrame", config: Path, format: str) -> None:
+    """Measured beside published (cema_cli/results/expected.py), in the report's format."""
+    from cema_cli.results import report
+    from cema_cli.results.expected import comparison_frame, comparison_table
+    from cema_cli.toml_config import read_expected
+
+    comparison = comparison_frame(frame, read_expected(config))
+    if comparison.empty:
+        raise CemaError(f"the results hold none of the methods and domains {config} publishes numbers for; "
+                        "run that configuration (cema compare --config ...) first.")
+    if format == "table":
+        console.print(comparison_table(comparison))
+    elif format == "markdown":
+        typer.echo(report.markdown_table(comparison_table(comparison)), nl=False)
+    else:
+        typer.echo(comparison.to_csv(index=False) if format == "csv" else comparison.to_json(orient="records", indent=2) + "\n", nl=False)
 
 
 def note_unfinished(path: Path) -> None:
@@ -134,7 +161,7 @@ def merged_results(files: list[Path]) -> "pd.DataFrame":
     return merge_results([(run_label(path), read_results(path)) for path in files])
 
 
-def report_tables(frame: "pd.DataFrame") -> list:
+def report_tables(frame: "pd.DataFrame", metric: str = "accuracy") -> list:
     """The tables bench (one method) or compare (several; per domain when several domains) print,
     the mean ± 95% tables over seeds for multi-seed or multi-point sweeps, and the sweep table when
     the rows hold several budget points."""
@@ -143,15 +170,15 @@ def report_tables(frame: "pd.DataFrame") -> list:
     model_pairs = frame[["edge_model", "cloud_model"]].drop_duplicates().shape[0]
     if stats_tables.is_multi_seed(frame) or model_pairs > 1:  # mean ± 95% over seeds, per channel point and model pair
         domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-        return [stats_tables.seed_table(frame), *([stats_tables.seed_domain_table(frame)] if domains else [])]
-    sweep = [report.sweep_table(frame)] if report.budget_points(frame) > 1 else []
+        return [stats_tables.seed_table(frame, metric), *([stats_tables.seed_domain_table(frame, metric)] if domains else [])]
+    sweep = [report.sweep_table(frame, metric)] if report.budget_points(frame) > 1 else []
     if frame["method"].nunique() == 1:
-        return [report.bench_table(frame), *sweep]
+        return [report.bench_table(frame, metric), *sweep]
     several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-    return [report.compare_table(frame), *([report.domain_table(frame)] if several_domains else []), *sweep]
+    return [report.compare_table(frame, metric), *([report.domain_table(frame, metric)] if several_domains else []), *sweep]
 
 
-def report_text(frame: "pd.DataFrame", format: str) -> str:
+def report_text(frame: "pd.DataFrame", format: str, metric: str = "accuracy") -> str:
     """csv and json: the merged tidy rows (schema versioned); markdown: the tables."""
     from cema_cli.results import report
     from cema_cli.results.schema import SCHEMA_VERSION
@@ -161,12 +188,13 @@ def report_text(frame: "pd.DataFrame", format: str) -> str:
     if format == "json":
         rows = json.loads(frame.to_json(orient="records"))
         return json.dumps({"schema_version": SCHEMA_VERSION, "rows": rows}, indent=2) + "\n"
-    return "\n".join(report.markdown_table(table) for table in report_tables(frame))
+    return "\n".join(report.markdown_table(table) for table in report_tables(frame, metric))
 
 
 def plot(
     results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
     output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),
+    metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     with user_errors(verbose):
@@ -174,4 +202,5 @@ def plot(
 
         from cema_cli.results.plot import plot_results
 
-        console.print(f"plot written to [bold]{escape(str(plot_results(results, output)))}[/]")
+        check_metric(metric)
+        console.print(f"plot written to [bold]{escape(str(plot_results(results, output, metric)))}[/]")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cema_cli.cli.common import DEFAULT_COMPARE, DEFAULT_METHOD, console, resolve_methods, user_errors, with_run_options
+from cema_cli.cli.common import DEFAULT_COMPARE, DEFAULT_METHOD, check_metric, console, resolve_methods, user_errors, with_run_options
 from cema_cli.cli.cells import execute_cells, fail_on_cells, print_statistics
 from cema_cli.cli.studies import execute, execute_fleet, fleet_requested, print_sweep
 
@@ -17,7 +17,7 @@ from cema_cli.cli.studies import execute, execute_fleet, fleet_requested, print_
 @with_run_options(inspect.Parameter("method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_METHOD,
                                     annotation=Annotated[str, typer.Option("--method", "-m", help="Method; see `cema list methods`.")]))
 def bench(ctx: typer.Context, method: str, **opts: Any) -> None:
-    run_and_report(ctx, method, opts, lambda report, frame: [report.bench_table(frame)])
+    run_and_report(ctx, method, opts, lambda report, frame: [report.bench_table(frame, opts["metric"])])
 
 
 @with_run_options(inspect.Parameter("methods", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_COMPARE,
@@ -26,7 +26,8 @@ def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
     def tables(report: Any, frame: Any) -> list[Any]:
         several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
         costs = [table for table in [report.cost_table(frame)] if table is not None]
-        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else []) + costs
+        metric = opts["metric"]
+        return [report.compare_table(frame, metric)] + ([report.domain_table(frame, metric)] if several_domains else []) + costs
 
     run_and_report(ctx, methods, opts, tables)
 
@@ -37,6 +38,7 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
         from cema_cli.results.saved import check_min_accuracy, checked_min_accuracy
 
         checked_min_accuracy(opts["min_accuracy"])
+        check_metric(opts["metric"])
         if fleet_requested({**opts, "ctx": ctx}):
             return fleet_and_report(resolve_methods(methods), {**opts, "ctx": ctx})
         if opts["seeds"] is not None or opts["executor"] is not None:
@@ -70,7 +72,7 @@ def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any])
 
     frame, failed = execute_cells(methods, {**opts, "ctx": ctx}, console)
     if not frame.empty:
-        print_statistics(frame, None, console)
+        print_statistics(frame, None, console, opts["metric"])
         print_sweep(frame)
         check_min_accuracy(frame, opts["min_accuracy"])
     fail_on_cells(failed)

@@ -18,6 +18,7 @@ DATASETS.register(
     "published ImageNet-C tree <root>/<corruption>/<severity>/<wnid>/*.JPEG (19 corruptions; --subset N or a list)",
 )
 DATASETS.register("cifar10-c", "cema_cli.data.published:Cifar10C", "published CIFAR-10-C files <root>/<corruption>.npy + labels.npy")
+DATASETS.register("cifar100-c", "cema_cli.data.published:Cifar100C", "published CIFAR-100-C files <root>/<corruption>.npy + labels.npy")
 DATASETS.register("imagenet-r", "cema_cli.data.published:ImageNetR", "ImageNet-R tree <root>/<wnid>/<file>, 200 classes (--corruption none)")
 DATASETS.register("folder", "cema_cli.data.generic:FolderDataset", "any clean ImageFolder tree <root>/<class>/<file>, corruptions generated")
 DATASETS.register("npy", "cema_cli.data.generic:NpyDataset", "clean <root>/images.npy + labels.npy, corruptions generated")

@@ -45,6 +45,9 @@ FOLDER_LAYOUT = "<root>/<class>/<file> (an ImageFolder tree, e.g. n01440764/ILSV
 NPY_LAYOUT = "<root>/images.npy (uint8, N x H x W x 3) and <root>/labels.npy (N integer labels)"
 IMAGENET_SIDE = 224  # resize 256, center crop 224: the ImageNet evaluation convention
 
+# The CEMA paper's ImageNet models, with the V1 weights its (and Tent's, EATA's) tables were measured with.
+PAPER_EDGE, PAPER_CLOUD = "torchvision:resnet18@IMAGENET1K_V1", "torchvision:resnet101@IMAGENET1K_V1"
+
 
 @dataclass(frozen=True)
 class ResizeCrop:
@@ -161,7 +164,7 @@ class FolderDataset(OnDiskDataset):
         subset = tree.imagenet_subset()
         if subset is not None:
             self.class_subset = None if len(subset) == 1000 else subset
-            self.default_edge, self.default_cloud = "torchvision:resnet18", "torchvision:resnet101"
+            self.default_edge, self.default_cloud = PAPER_EDGE, PAPER_CLOUD
 
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.files)

@@ -3,7 +3,7 @@
 - ImageNet-C: ``<root>/<corruption>/<severity>/<wnid>/<file>.JPEG``, no resize or crop;
 - ImageNet-R: ``<root>/<wnid>/<file>`` for 200 of the 1,000 classes, resize 256, center crop 224,
   logits restricted to those classes;
-- CIFAR-10-C: ``<root>/<corruption>.npy`` (severity k in rows [(k-1)n, kn), n = rows / 5) and
+- CIFAR-10-C and CIFAR-100-C: ``<root>/<corruption>.npy`` (severity k in rows [(k-1)n, kn), n = rows / 5) and
   ``<root>/labels.npy``.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cema_cli import corruptions
 from cema_cli.data.base import chosen_order
-from cema_cli.data.generic import IMAGENET_CROP, ClassTree, NpyPair, OnDiskDataset
+from cema_cli.data.generic import IMAGENET_CROP, PAPER_CLOUD, PAPER_EDGE, ClassTree, NpyPair, OnDiskDataset
 from cema_cli.data.loading import (
     DEFAULT_OPTIONS,
     Collate,
@@ -35,7 +35,6 @@ from cema_cli.errors import CemaError
 IMAGENET_C_LAYOUT = "<root>/<corruption>/<severity>/<wnid>/<file>.JPEG (e.g. gaussian_noise/5/n01440764/ILSVRC2012_val_00000293.JPEG)"
 IMAGENET_R_LAYOUT = "<root>/<wnid>/<file> (200 wnid folders, e.g. n01443537/art_0.jpg)"
 CIFAR_C_LAYOUT = "<root>/<corruption>.npy (uint8, 50000 x 32 x 32 x 3) and <root>/labels.npy"
-PAPER_EDGE, PAPER_CLOUD = "torchvision:resnet18", "torchvision:resnet101"
 
 
 def names_found(folder: Path, suffix: str = "") -> str:
@@ -139,25 +138,28 @@ class ImageNetR(OnDiskDataset):
 
 
 class Cifar10C(OnDiskDataset):
-    """CIFAR-10-C as published. It has no default models: pass --edge/--cloud with checkpoints
-    trained on CIFAR-10 (and --input-size 32 when the architecture's config says otherwise)."""
+    """CIFAR-10-C as published, at its native 32 px. The default edge model is RobustBench's
+    ``Standard`` WRN-28-10, the source model of the CIFAR-10-C tables of Tent, EATA, SAR, CoTTA
+    and RoTTA (its file from RobustBench's model_dir); there is no default cloud model."""
 
     name = "cifar10-c"
+    title = "CIFAR-10-C"
     num_classes = 10
     preset = "cifar10"
+    default_edge = "robustbench:cifar10/corruptions/Standard"
 
     def __init__(self, constants: str | None = None, corruption_seed: int = 0, data_root: str | None = None, options: DataOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(options, constants)
         if options.subset is not None:
-            raise CemaError("--subset applies to image-folder datasets; for cifar10-c use --samples (a seeded prefix of the stream).")
+            raise CemaError(f"--subset applies to image-folder datasets; for {self.name} use --samples (a seeded prefix of the stream).")
         self.root = require_root(data_root, self.name, CIFAR_C_LAYOUT)
         if not (self.root / "labels.npy").is_file() or names_found(self.root, ".npy") == "none":
-            raise CemaError(f"{self.root} does not look like CIFAR-10-C: expected {CIFAR_C_LAYOUT}; found {describe(self.root)}.")
+            raise CemaError(f"{self.root} does not look like {self.title}: expected {CIFAR_C_LAYOUT}; found {describe(self.root)}.")
         self._pair: tuple[str, NpyPair] | None = None
 
     def check_domain(self, corruption: str, severity: int) -> None:
         if not (self.root / f"{corruption}.npy").is_file():
-            raise CemaError(f"CIFAR-10-C file {corruption}.npy is missing under {self.root} "
+            raise CemaError(f"{self.title} file {corruption}.npy is missing under {self.root} "
                             f"(found: {names_found(self.root, '.npy')}); add it or drop it from --corruption.")
 
     def pair(self, corruption: str) -> NpyPair:
@@ -166,7 +168,7 @@ class Cifar10C(OnDiskDataset):
             path = self.root / f"{corruption}.npy"
             pair = NpyPair.read(path, self.root / "labels.npy", self.name)
             if len(pair.labels) % 5:
-                raise CemaError(f"{path} has {len(pair.labels)} rows; CIFAR-10-C stacks 5 severities of equal size.")
+                raise CemaError(f"{path} has {len(pair.labels)} rows; {self.title} stacks 5 severities of equal size.")
             self._pair = (corruption, pair)
         return self._pair[1]
 
@@ -182,3 +184,14 @@ class Cifar10C(OnDiskDataset):
         n = self.domain_size(corruption, severity)
         items = self.pair(corruption).items((severity - 1) * n, severity * n)
         return LoaderStream(items, chosen_order(n, seed, samples, order), batch_size, Collate(), self.options)
+
+
+class Cifar100C(Cifar10C):
+    """CIFAR-100-C as published (the CIFAR-10-C layout, 100 classes). The default edge model is
+    RobustBench's ``Hendrycks2020AugMix_ResNeXt`` (ResNeXt-29), that of the CIFAR-100-C tables."""
+
+    name = "cifar100-c"
+    title = "CIFAR-100-C"
+    num_classes = 100
+    preset = "cifar100"
+    default_edge = "robustbench:cifar100/corruptions/Hendrycks2020AugMix_ResNeXt"

@@ -67,8 +67,11 @@ def unknown_wnids(names: list[str]) -> list[str]:
 
 
 def read_subset_file(path: Path) -> list[str]:
-    """A list of ``<wnid>/<file>`` paths, one a line (extra columns and leading folders are
-    ignored, so ``val/n01440764/x.JPEG 0`` reads as ``n01440764/x.JPEG``)."""
+    """A list of ``<wnid>/<file>`` paths, one a line, in the file's order: RobustBench's
+    ``helper_files/imagenet_test_image_ids.txt`` as it is (no newline after the last line), and
+    lists with blank lines, ``#`` comments, extra columns or leading folders (so
+    ``val/n01440764/x.JPEG 0`` reads as ``n01440764/x.JPEG``). Callers that stream the images
+    (the ImageNet-C loader) take the list from here."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -93,7 +96,8 @@ def choose_subset(files: list[str], subset: str | None, seed: int, where: Path) 
         return [files[i] for i in sorted(chosen.tolist())]
     path = Path(subset).expanduser()
     if not path.is_file():
-        raise CemaError(f"--subset {subset!r} is neither a count nor an existing file listing <wnid>/<file> paths.")
+        raise CemaError(f"--subset {subset!r} is neither a count nor an existing file listing <wnid>/<file> paths "
+                        "(e.g. RobustBench's 5,000-image imagenet_test_image_ids.txt; see the README).")
     wanted, present = read_subset_file(path), set(files)
     missing = [p for p in wanted if p not in present]
     if missing:

@@ -24,7 +24,7 @@ class ModelOptions:
     random_init: bool = False  # random weights, for plumbing checks only
     num_classes: int | None = None  # logits the dataset needs (None: the model's own)
     class_subset: tuple[int, ...] | None = None  # logits kept before the argmax (ImageNet-R)
-    input_size: int | None = None  # overrides the model config's input side
+    input_size: int | None = None  # resize to this side (default: the stream's native size)
     channels_last: bool = False
 
 

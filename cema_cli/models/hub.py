@@ -1,21 +1,30 @@
-"""Models by name (shared/spec/data.md, "Models" and "What cannot happen on these machines"):
+"""Models by name (shared/spec/data.md, "Models"):
 
-- ``timm:<name>`` and ``torchvision:<name>``; a bare name is an embedded model if registered,
-  else a timm model;
+- ``torchvision:<name>[@<weights>]`` (a member of torchvision's ``Weights`` enum, e.g.
+  ``torchvision:resnet50@IMAGENET1K_V1``; no tag: ``DEFAULT``), ``timm:<name>[.<tag>]`` (timm's
+  pretrained tags, e.g. ``timm:resnet50.a1_in1k``; ``@<tag>`` reads the same; no tag: timm's
+  default), ``robustbench:<dataset>/<threat>/<name>`` (cema_cli/models/robustbench.py); a bare
+  name is an embedded model if registered, else a timm model;
 - weights: ``--random-init`` (plumbing checks), a checkpoint file read with
-  ``torch.load(weights_only=True)``, or the pretrained weights already in the library caches
-  (the Hugging Face cache or TORCH_HOME). Nothing is downloaded; missing weights are an error
-  that says where cema looked. There is never a silent fall-back to random weights;
-- preprocessing (mean, std, input size) from each model's own config.
+  ``torch.load(weights_only=True)``, or the pretrained weights already where the libraries put
+  them (TORCH_HOME/hub/checkpoints, the Hugging Face cache, RobustBench's model_dir), found by
+  the file names the libraries' own registries give (a torchvision enum's url, timm's
+  pretrained_cfg). Nothing is downloaded; missing weights are an error that says where cema
+  looked. There is never a silent fall-back to random weights;
+- input: each model's own normalisation; images are fed at the dataset's native size (224 px
+  ImageNet family, 32 px CIFAR), never resized to a library's test size. Only a network that
+  cannot take another size (a ViT's fixed patch grid) or ``--input-size`` resizes.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -23,41 +32,66 @@ from torch import nn
 
 from cema_cli.errors import CemaError
 from cema_cli.models.base import MODELS, ModelOptions, import_timm
+from cema_cli.models.checkpoints import WeightsSource, load_checkpoint, read_state_dict
 from cema_cli.models.nets import Classifier
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LIBRARIES = ("timm", "torchvision", "robustbench")
 HOW_TO_PROVIDE = ("download them where there is network and copy the cache here (HF_HOME for timm, TORCH_HOME for "
                   "torchvision), pass --edge-checkpoint/--cloud-checkpoint FILE, or use --random-init for a plumbing check")
 
 
+class WeightsWarning(UserWarning):
+    """A pretrained file whose sha256 is not the one its library's registry names."""
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """A parsed model name: library, architecture and weights tag (None: the library's default)."""
+
+    library: str
+    arch: str
+    tag: str | None = None
+
+    def __str__(self) -> str:
+        tag = f"{'.' if self.library == 'timm' else '@'}{self.tag}" if self.tag else ""
+        return f"{self.library}:{self.arch}{tag}"
+
+
 @dataclass
 class Built:
-    """A network and its own preprocessing config."""
+    """A network, its own normalisation, and its input size (None: the stream's native size)."""
 
     net: nn.Module
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    input_size: tuple[int, int]
+    input_size: tuple[int, int] | None
     num_classes: int
 
 
-def parse_name(name: str) -> tuple[str, str]:
-    """'timm:x' -> ('timm', 'x'); 'torchvision:x' -> ('torchvision', 'x'); a registered embedded
-    name -> ('embedded', name); any other bare name -> ('timm', name)."""
-    library, sep, arch = name.partition(":")
-    if sep:
-        if library not in ("timm", "torchvision") or not arch:
-            raise CemaError(f"cannot read model {name!r}: use timm:<name>, torchvision:<name>, or one of {', '.join(MODELS.names())}.")
-        return library, arch
-    return ("embedded", name) if name in MODELS.names() else ("timm", name)
+def parse_name(name: str) -> ModelName:
+    """'torchvision:resnet50@IMAGENET1K_V1', 'timm:resnet50.a1_in1k' (or '@a1_in1k'),
+    'robustbench:cifar10/corruptions/Standard', a registered embedded name, or a bare timm name."""
+    library, sep, rest = name.partition(":")
+    if not sep:
+        library, rest = ("embedded", name) if name in MODELS.names() else ("timm", name)
+    if library not in (*LIBRARIES, "embedded") or not rest:
+        raise CemaError(f"cannot read model {name!r}: use timm:<name>[.<tag>], torchvision:<name>[@<weights>], "
+                        f"robustbench:<dataset>/<threat>/<name>, or one of {', '.join(MODELS.names())}.")
+    arch, at, tag = rest.partition("@")
+    if library == "timm" and not at:
+        arch, _, tag = rest.partition(".")
+    if at and (library in ("embedded", "robustbench") or not tag):
+        raise CemaError(f"model {name!r}: a weights tag (@...) names torchvision weights (e.g. torchvision:resnet50@IMAGENET1K_V1) "
+                        "or a timm pretrained tag (timm:resnet50.a1_in1k); drop it here.")
+    return ModelName(library, arch, tag or None)
 
 
 def load(name: str, options: ModelOptions, on_progress: Callable[[str, int, int], None] | None = None) -> Classifier:
     """The named model wrapped in a Classifier, in eval mode on the CPU."""
-    library, arch = parse_name(name)
-    builders = {"embedded": lambda: embedded_net(arch, options, on_progress), "timm": lambda: timm_net(arch, options),
-                "torchvision": lambda: torchvision_net(arch, options)}
-    built = builders[library]()
+    parsed = parse_name(name)
+    builders = {"embedded": lambda: embedded_net(parsed, options, on_progress), "timm": lambda: timm_net(parsed, options),
+                "torchvision": lambda: torchvision_net(parsed, options), "robustbench": lambda: robustbench_net(parsed, options)}
+    built = builders[parsed.library]()
     if options.num_classes is not None and built.num_classes != options.num_classes:
         raise CemaError(f"model {name} outputs {built.num_classes} classes but the dataset needs {options.num_classes}; "
                         "pass a checkpoint trained on it (--edge-checkpoint/--cloud-checkpoint) or another model.")
@@ -68,121 +102,208 @@ def load(name: str, options: ModelOptions, on_progress: Callable[[str, int, int]
     return model.eval()
 
 
+def weights_source(name: str, options: ModelOptions) -> WeightsSource:
+    """Which weights ``load`` reads for this name and options (the rows' provenance)."""
+    if options.random_init:
+        return WeightsSource("random-init")
+    if options.checkpoint:
+        return WeightsSource(f"checkpoint:{options.checkpoint}", Path(options.checkpoint).expanduser())
+    parsed = parse_name(name)
+    sources = {"embedded": embedded_weights, "timm": timm_weights, "torchvision": torchvision_weights, "robustbench": robustbench_weights}
+    return sources[parsed.library](parsed)
+
+
 def not_found(kind: str, name: str, valid: Iterable[str], listing: str) -> CemaError:
     close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return CemaError(f"unknown {kind} {name!r}.{hint} See {listing}.")
 
 
-# --- the three sources ------------------------------------------------------------------------
+def check_registry_digest(source: WeightsSource, name: str) -> None:
+    """Warn when a pretrained file's sha256 is not the one its registry names: torch.hub's
+    ``<name>-<sha256 prefix>.pth`` convention, or a Hugging Face blob named by its sha256."""
+    if source.file is None:
+        return
+    real = Path(source.file).resolve().name
+    expected = real if re.fullmatch(r"[0-9a-f]{64}", real) else next(iter(re.findall(r"-([0-9a-f]{6,})\.", real)), None)
+    if expected and not source.sha256().startswith(expected):
+        warnings.warn(f"{name}: {source.file} has sha256 {source.sha256()[:12]}..., not {expected[:12]}... as its library's "
+                      "registry names: these are not the published weights (the rows record the file's sha256)", WeightsWarning, stacklevel=2)
 
-def embedded_net(arch: str, options: ModelOptions, on_progress: Callable | None) -> Built:
-    """The project's own models: trained and cached on first use, unless a checkpoint or
-    --random-init is given."""
+
+# --- embedded ---------------------------------------------------------------------------------
+
+def embedded_net(parsed: ModelName, options: ModelOptions, on_progress: Callable | None) -> Built:
+    """The project's own models, trained at 32 px: trained and cached on first use, unless a
+    checkpoint or --random-init is given."""
     from cema_cli.models import embedded
 
+    arch = parsed.arch
     model = embedded.build(arch) if options.random_init or options.checkpoint else MODELS.get(arch)(arch, on_progress)
     if options.checkpoint:
         load_checkpoint(model.net, options.checkpoint, arch)
     return Built(model.net, embedded.MEAN, embedded.STD, (32, 32), model.net.fc.out_features)
 
 
-def timm_net(arch: str, options: ModelOptions) -> Built:
-    """A timm model; mean, std and input size from its pretrained config (the test size)."""
-    timm = import_timm()
-    from timm.data import resolve_data_config
+def embedded_weights(parsed: ModelName) -> WeightsSource:
+    from cema_cli.models.embedded import checkpoint_path, weights_digest
 
-    if not timm.is_model(arch):
-        raise not_found("timm model", arch, timm.list_models(), "timm.list_models()")
+    path = checkpoint_path(parsed.arch)
+    kind = "shipped" if path.parent.name == "weights" else "trained"
+    return WeightsSource(f"{kind}:{weights_digest(parsed.arch)}", path if path.is_file() else None)
+
+
+# --- timm -------------------------------------------------------------------------------------
+
+def timm_full_name(parsed: ModelName) -> str:
+    """``arch.tag`` after checking both against timm's registry."""
+    timm = import_timm()
+    from timm.models import get_arch_pretrained_cfgs
+
+    if not timm.is_model(parsed.arch):
+        raise not_found("timm model", parsed.arch, timm.list_models(), "timm.list_models()")
+    if parsed.tag is None:
+        return parsed.arch
+    tags = [key.partition(".")[2] for key in get_arch_pretrained_cfgs(parsed.arch)]
+    if parsed.tag not in tags:
+        raise CemaError(f"timm:{parsed.arch} has no pretrained tag {parsed.tag!r}; its tags: {', '.join(tags) or 'none'} "
+                        f"(timm.list_pretrained('{parsed.arch}.*')).")
+    return f"{parsed.arch}.{parsed.tag}"
+
+
+def timm_net(parsed: ModelName, options: ModelOptions) -> Built:
+    """A timm model; mean and std from its pretrained config. Fed at the stream's native size,
+    unless the config says the input size is fixed (ViTs: then that size, not the test size)."""
+    timm, full = import_timm(), timm_full_name(parsed)
     if options.random_init or options.checkpoint:
         kwargs = {"num_classes": options.num_classes} if options.num_classes else {}
-        net = timm.create_model(arch, pretrained=False, **kwargs)
+        net = timm.create_model(full, pretrained=False, **kwargs)
         if options.checkpoint:
-            load_checkpoint(net, options.checkpoint, f"timm:{arch}")
+            load_checkpoint(net, options.checkpoint, f"timm:{full}")
     else:
-        net = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(timm_weights_file(arch))})
-    cfg = resolve_data_config({}, model=net, use_test_size=True)
-    return Built(net, tuple(cfg["mean"]), tuple(cfg["std"]), tuple(cfg["input_size"][1:]), net.num_classes)
+        source = timm_weights(parsed)
+        check_registry_digest(source, f"timm:{full}")
+        net = timm.create_model(full, pretrained=True, pretrained_cfg_overlay={"file": str(source.file)})
+    cfg = net.pretrained_cfg
+    size = tuple(cfg["input_size"][1:]) if cfg.get("fixed_input_size") else None
+    return Built(net, tuple(cfg["mean"]), tuple(cfg["std"]), size, net.num_classes)
 
 
-def timm_weights_file(arch: str) -> Path:
+def timm_weights(parsed: ModelName) -> WeightsSource:
     """The cached pretrained weights of a timm model: the Hugging Face cache, then torch.hub's."""
     from timm.models import get_pretrained_cfg
 
-    cfg, looked = get_pretrained_cfg(arch), []
+    full = timm_full_name(parsed)
+    cfg, looked = get_pretrained_cfg(full), []
+    label = f"pretrained:{getattr(cfg, 'tag', None) or parsed.tag or 'default'}"
     if cfg is not None and cfg.hf_hub_id:
-        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
 
         repo, _, revision = cfg.hf_hub_id.partition("@")
         for filename in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
-            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir(), revision=revision or None)
             if isinstance(found, str):
-                return Path(found)
-        looked.append(f"the Hugging Face cache {constants.HF_HUB_CACHE} (repo {repo})")
+                return WeightsSource(label, Path(found))
+        looked.append(f"the Hugging Face cache {hf_cache_dir()} (repo {repo})")
     if cfg is not None and cfg.url:
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
         if path.is_file():
-            return path
+            return WeightsSource(label, path)
         looked.append(str(path))
     where = " and ".join(looked) or "nowhere: timm lists no pretrained weights for it"
-    raise CemaError(f"no pretrained weights for timm:{arch} on this machine (looked in {where}); {HOW_TO_PROVIDE}.")
+    raise CemaError(f"no pretrained weights for timm:{full} on this machine (looked in {where}); {HOW_TO_PROVIDE}.")
 
 
-def torchvision_net(arch: str, options: ModelOptions) -> Built:
-    """A torchvision classification model; mean, std and crop size from its weights' transforms."""
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache as the environment names it now (HF_HUB_CACHE, else
+    HF_HOME/hub), else huggingface_hub's own default: read at each call, like TORCH_HOME."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    return os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else constants.HF_HUB_CACHE
+
+
+# --- torchvision ------------------------------------------------------------------------------
+
+def torchvision_enum_member(parsed: ModelName):
+    """The member of the model's ``Weights`` enum that the tag names (no tag: DEFAULT)."""
     from torchvision import models
 
     names = models.list_models(module=models)
-    if arch not in names:
-        raise not_found("torchvision model", arch, names, "torchvision.models.list_models()")
-    weights = models.get_model_weights(arch).DEFAULT
-    if options.random_init or options.checkpoint:
-        net = models.get_model(arch, weights=None, num_classes=options.num_classes or len(weights.meta["categories"]))
-        if options.checkpoint:
-            load_checkpoint(net, options.checkpoint, f"torchvision:{arch}")
-    else:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-        if not path.is_file():
-            raise CemaError(f"no pretrained weights for torchvision:{arch} on this machine (looked for {path}); {HOW_TO_PROVIDE}.")
-        net = models.get_model(arch, weights=weights)  # found in the cache: nothing is downloaded
-    preset = weights.transforms()
-    size = preset.crop_size[0]
-    classes = getattr(net, "num_classes", None) or options.num_classes or len(weights.meta["categories"])
-    return Built(net, tuple(preset.mean), tuple(preset.std), (size, size), classes)
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """A state_dict from a file: plain, or under "state_dict" / "model"; DataParallel's
-    "module." and the Classifier's "net." prefixes are removed."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise CemaError(f"checkpoint {file} does not exist; give the path of a saved state_dict.")
+    if parsed.arch not in names:
+        raise not_found("torchvision model", parsed.arch, names, "torchvision.models.list_models()")
+    enum = models.get_model_weights(parsed.arch)
     try:
-        obj: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise CemaError(f"cannot read checkpoint {file} with torch.load(weights_only=True) ({type(error).__name__}); "
-                        "save it with torch.save(model.state_dict(), path).") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CemaError(f"checkpoint {file} holds no state_dict of tensors; save it with torch.save(model.state_dict(), path).")
-    for prefix in ("module.", "net."):
-        if obj and all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj
+        return enum[parsed.tag or "DEFAULT"]
+    except KeyError:
+        raise CemaError(f"torchvision:{parsed.arch} has no weights {parsed.tag!r}; torchvision's {enum.__name__} has "
+                        f"{', '.join(m.name for m in enum)} (or DEFAULT).") from None
 
 
-def load_checkpoint(net: nn.Module, path: str, name: str) -> None:
-    """Load a checkpoint strictly; mismatched keys or shapes are named in the error."""
-    state, expected = read_state_dict(path), net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
-                for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)) if keys]
-    if problems:
-        raise CemaError(f"checkpoint {path} does not fit {name}: {'; '.join(problems)}. Check that the model name is the architecture the checkpoint was trained as.")
-    net.load_state_dict(state)
+def hub_file(url: str) -> Path:
+    """Where torch.hub keeps the file of ``url``: $TORCH_HOME/hub/checkpoints/<its name>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def torchvision_weights(parsed: ModelName) -> WeightsSource:
+    member = torchvision_enum_member(parsed)
+    path = hub_file(member.url)
+    if not path.is_file():
+        name = f"torchvision:{parsed.arch}@{member.name}"
+        raise CemaError(f"no pretrained weights for {name} on this machine (looked for {path}, the file of {type(member).__name__}."
+                        f"{member.name}){other_versions_hint(parsed, member)}; {HOW_TO_PROVIDE}.")
+    return WeightsSource(f"pretrained:{member.name}", path)
+
+
+def other_versions_hint(parsed: ModelName, wanted) -> str:
+    """' (found resnet101-63fe2227.pth: name it torchvision:resnet101@IMAGENET1K_V1)' when the
+    cache holds another version's file."""
+    present = [m for m in type(wanted) if m.name != wanted.name and hub_file(m.url).is_file()]
+    return "".join(f" (found {hub_file(m.url).name}: name it torchvision:{parsed.arch}@{m.name})" for m in present)
+
+
+def torchvision_net(parsed: ModelName, options: ModelOptions) -> Built:
+    """A torchvision classification model; mean and std from its weights' transforms."""
+    from torchvision import models
+
+    member = torchvision_enum_member(parsed)
+    classes = len(member.meta["categories"])
+    if options.random_init or options.checkpoint:
+        net = models.get_model(parsed.arch, weights=None, num_classes=options.num_classes or classes)
+        if options.checkpoint:
+            load_checkpoint(net, options.checkpoint, f"torchvision:{parsed.arch}")
+    else:
+        check_registry_digest(torchvision_weights(parsed), f"torchvision:{parsed.arch}@{member.name}")
+        net = models.get_model(parsed.arch, weights=member)  # found in the cache: nothing is downloaded
+    preset = member.transforms()
+    fixed = getattr(net, "image_size", None)  # torchvision's ViTs take one size only
+    size = (fixed, fixed) if isinstance(fixed, int) else None
+    built_classes = (options.num_classes or classes) if options.random_init or options.checkpoint else classes
+    return Built(net, tuple(preset.mean), tuple(preset.std), size, built_classes)
+
+
+# --- RobustBench ------------------------------------------------------------------------------
+
+def robustbench_net(parsed: ModelName, options: ModelOptions) -> Built:
+    """A RobustBench corruption model (cema_cli/models/robustbench.py), its file loaded key for key."""
+    from cema_cli.models import robustbench
+
+    zoo = robustbench.entry(parsed.arch)
+    if zoo.torchvision:
+        return torchvision_net(parse_name(f"torchvision:{zoo.torchvision}"), options)
+    net = zoo.build()
+    if not options.random_init:
+        path = options.checkpoint or robustbench.checkpoint_file(parsed.arch)
+        state = robustbench.drop_input_buffers(read_state_dict(path), zoo.mean_std)
+        load_checkpoint(net, path, str(parsed), state)
+    return Built(net, *zoo.mean_std, None, zoo.num_classes)
+
+
+def robustbench_weights(parsed: ModelName) -> WeightsSource:
+    from cema_cli.models import robustbench
+
+    zoo = robustbench.entry(parsed.arch)
+    if zoo.torchvision:
+        return torchvision_weights(parse_name(f"torchvision:{zoo.torchvision}"))
+    return WeightsSource("pretrained:robustbench", robustbench.checkpoint_file(parsed.arch))

@@ -48,7 +48,8 @@ class SmallResNet(nn.Module):
 
 class Classifier(nn.Module):
     """uint8 (N, 3, H, W) images -> logits: scale to [0, 1], normalise with the model's own
-    mean/std, resize (bilinear, antialiased) when the images' size differs from ``input_size``,
+    mean/std, resize (bilinear, antialiased) when ``input_size`` is set and the images' size
+    differs (None: the images' own size, the dataset's native one),
     run the network, and optionally keep only a subset of the classes (shared/spec/data.md)."""
 
     def __init__(
@@ -72,6 +73,10 @@ class Classifier(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
         return logits if self.class_subset is None else logits[:, self.class_subset]
+
+    def fed_size(self, image_size: tuple[int, ...]) -> tuple[int, int]:
+        """(H, W) the network sees for images of ``image_size``: theirs, or ``input_size``."""
+        return self.input_size if self.input_size is not None else (int(image_size[0]), int(image_size[1]))
 
     def head(self) -> nn.Linear:
         """The network's final linear classifier: timm's ``get_classifier()``, else the last

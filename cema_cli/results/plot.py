@@ -9,22 +9,22 @@ from pathlib import Path
 import pandas as pd
 
 from cema_cli.errors import CemaError
-from cema_cli.results.report import MB, budget_label, sweep_frame
+from cema_cli.results.report import MB, budget_label, shown, sweep_frame
 from cema_cli.results.schema import read_results
 
 
-def plot_results(results_csv: Path, output: Path) -> Path:
-    """Write a PNG with two to four panels; return its path."""
+def plot_results(results_csv: Path, output: Path, metric: str = "accuracy") -> Path:
+    """Write a PNG with two to four panels of accuracy (or error, --metric); return its path."""
     import matplotlib.pyplot as plt
 
-    fig = results_figure(results_csv)
+    fig = results_figure(results_csv, metric)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120)
     plt.close(fig)
     return output
 
 
-def results_figure(results_csv: Path):
+def results_figure(results_csv: Path, metric: str = "accuracy"):
     """The figure: accuracy vs uploads, vs uplink bytes, vs cloud cost (results with the cost
     columns), and (with batches.csv) along the stream."""
     import matplotlib
@@ -43,12 +43,12 @@ def results_figure(results_csv: Path):
     summary = seed_half_widths(sweep_frame(frame), frame)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colors = {m: palette[i % len(palette)] for i, m in enumerate(frame["method"].unique())}  # same in every panel
-    draw_tradeoff(axes[0], summary, "delivered", "uploads delivered to the cloud (samples, all domains)", 1.0, colors)
-    draw_tradeoff(axes[1], summary, "uplink_bytes", "uplink (MB, all domains)", MB, colors)
+    draw_tradeoff(axes[0], summary, "delivered", "uploads delivered to the cloud (samples, all domains)", 1.0, colors, metric)
+    draw_tradeoff(axes[1], summary, "uplink_bytes", "uplink (MB, all domains)", MB, colors, metric)
     if cost is not None:
-        draw_tradeoff(axes[2], summary, *cost, 1.0, colors)
+        draw_tradeoff(axes[2], summary, *cost, 1.0, colors, metric)
     if batches is not None and not batches.empty:
-        draw_stream(axes[-1], batches, colors)
+        draw_stream(axes[-1], batches, colors, metric)
     title = f"{frame['dataset'].iloc[0]}: {frame['edge_model'].iloc[0]} edge, {frame['cloud_model'].iloc[0]} cloud, seed {frame['seed'].iloc[0]}"
     fig.suptitle(title)
     return fig
@@ -82,26 +82,27 @@ def read_batches(path: Path) -> pd.DataFrame:
     return batches
 
 
-def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: float, colors: dict[str, str]) -> None:
-    """Mean accuracy against total uploads or bytes; points labelled with their budget."""
+def draw_tradeoff(ax, summary: pd.DataFrame, column: str, label: str, scale: float, colors: dict[str, str],
+                  metric: str = "accuracy") -> None:
+    """Mean accuracy (or error) against total uploads or bytes; points labelled with their budget."""
     for method, group in summary.groupby("method", sort=False):
         group = group.sort_values("budget")
-        ax.plot(group[column] / scale, 100 * group["accuracy"], marker="o", label=method, color=colors[method])
+        values = shown(group["accuracy"], metric)
+        ax.plot(group[column] / scale, values, marker="o", label=method, color=colors[method])
         if group["half_width"].notna().any():  # several seeds: 95% interval of the mean
-            ax.errorbar(group[column] / scale, 100 * group["accuracy"], yerr=100 * group["half_width"], fmt="none",
-                        ecolor=colors[method], capsize=3)
-        for _, row in group.iterrows():
+            ax.errorbar(group[column] / scale, values, yerr=100 * group["half_width"], fmt="none", ecolor=colors[method], capsize=3)
+        for (_, row), value in zip(group.iterrows(), values):
             if summary["budget"].nunique() > 1:
                 text = budget_label(None if row["budget"] == float("inf") else row["budget"])
-                ax.annotate(text, (row[column] / scale, 100 * row["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(text, (row[column] / scale, value), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(label)
-    ax.set_ylabel("mean accuracy over domains (%)")
+    ax.set_ylabel(f"mean {metric} over domains (%)")
     ax.grid(alpha=0.3)
     ax.legend(title="method", fontsize=8)
 
 
-def draw_stream(ax, batches: pd.DataFrame, colors: dict[str, str]) -> None:
-    """Per-batch accuracy (moving average of 5 batches) along the stream, domains in run order."""
+def draw_stream(ax, batches: pd.DataFrame, colors: dict[str, str], metric: str = "accuracy") -> None:
+    """Per-batch accuracy or error (moving average of 5 batches) along the stream, domains in run order."""
     unlimited = batches[batches["uplink_budget_bytes"].isna()] if "uplink_budget_bytes" in batches else batches
     batches = unlimited if not unlimited.empty else batches
     if "seed" in batches:  # a sweep: the stream of its first seed
@@ -109,10 +110,10 @@ def draw_stream(ax, batches: pd.DataFrame, colors: dict[str, str]) -> None:
     for method, group in batches.groupby("method", sort=False):
         per_batch = group["correct"].diff().where(group["batch"] > 1, group["correct"])
         size = group["seen"].diff().where(group["batch"] > 1, group["seen"])
-        accuracy = (100 * per_batch / size).rolling(5, min_periods=1).mean()
-        ax.plot(range(len(group)), accuracy.to_numpy(), label=method, linewidth=1, color=colors.get(method))
+        values = shown(per_batch / size, metric).rolling(5, min_periods=1).mean()
+        ax.plot(range(len(group)), values.to_numpy(), label=method, linewidth=1, color=colors.get(method))
     ax.set_xlabel("edge batch (domains in run order)")
-    ax.set_ylabel("batch accuracy, moving average of 5 (%)")
-    ax.set_title("accuracy along the stream", fontsize=10)
+    ax.set_ylabel(f"batch {metric}, moving average of 5 (%)")
+    ax.set_title(f"{metric} along the stream", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(title="method", fontsize=8)

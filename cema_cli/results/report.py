@@ -16,6 +16,17 @@ from cema_cli.results.schema import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSIO
 
 MB = 1e6
 CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
+# --metric: the tables show accuracy or error (%, top-1; top-5 beside it from 100 classes up).
+METRICS = ("accuracy", "error")
+
+
+def shown(fraction: float, metric: str = "accuracy") -> float:
+    """A share of correct predictions as the percent a table shows: accuracy, or error = 100 - accuracy."""
+    return 100 * (fraction if metric == "accuracy" else 1 - fraction)
+
+
+def short(metric: str) -> str:
+    return "acc" if metric == "accuracy" else "err"
 
 
 def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -48,11 +59,20 @@ def domain_label(row: pd.Series) -> str:
     return row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
 
 
-def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float) -> list[str]:
-    return [f"{100 * acc:.2f}", f"{uploads:,.0f}", f"{100 * ratio:.1f}%", f"{up / MB:.2f}", f"{down / MB:.3f}", f"{secs:.1f}", f"{ips:,.0f}"]
+def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float, metric: str = "accuracy") -> list[str]:
+    return [f"{shown(acc, metric):.2f}", f"{uploads:,.0f}", f"{100 * ratio:.1f}%", f"{up / MB:.2f}", f"{down / MB:.3f}", f"{secs:.1f}", f"{ips:,.0f}"]
 
 
 NUMBER_HEADERS = ("acc %", "uploads", "ratio", "up MB", "down MB", "sec", "img/s")
+
+
+def has_top5(frame: pd.DataFrame) -> bool:
+    """Rows of a dataset with at least 100 classes carry top-5 accuracy (a column of its own)."""
+    return "top5_accuracy" in frame and pd.to_numeric(frame["top5_accuracy"], errors="coerce").notna().all()
+
+
+def _top5(rows: pd.DataFrame, metric: str) -> list[str]:
+    return [f"{shown(pd.to_numeric(rows['top5_accuracy']).mean(), metric):.2f}"] if has_top5(rows) else []
 
 
 def budget_points(frame: pd.DataFrame) -> int:
@@ -107,49 +127,48 @@ def status_notes(frame: pd.DataFrame) -> list[str]:
     return [f"not valid (status): {names}{more}"]
 
 
-def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption=_caption(frame), collapse_padding=True, pad_edge=False)
+def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame, metric: str = "accuracy") -> Table:
+    caption = _caption(frame, CAPTION.replace("acc: accuracy of", "err: error (100 - accuracy) of") if metric == "error" else CAPTION)
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption, collapse_padding=True, pad_edge=False)
     for name in first:
         table.add_column(name, no_wrap=True, min_width=len(name) if name == "method" else 16)
-    for name in NUMBER_HEADERS:
+    for name in (f"{short(metric)} %", *([f"top-5 {short(metric)} %"] if has_top5(frame) else []), *NUMBER_HEADERS[1:]):
         table.add_column(name, justify="right")
     return table
 
 
-def _totals(group: pd.DataFrame) -> list[str]:
-    """Mean accuracy over domains; uploads, bytes and time summed; ratio and speed over the total."""
+def _totals(group: pd.DataFrame, metric: str = "accuracy") -> list[str]:
+    """Mean accuracy (or error) over domains; uploads, bytes and time summed; ratio and speed over the total."""
     seen, secs = group["samples"].sum(), group["seconds"].sum()
-    return _numbers(
+    cells = _numbers(
         group["accuracy"].mean(), group["uploads"].sum(), group["uploads"].sum() / seen if seen else 0.0,
-        group["uplink_bytes"].sum(), group["downlink_bytes"].sum(), secs, seen / secs if secs else 0.0,
+        group["uplink_bytes"].sum(), group["downlink_bytes"].sum(), secs, seen / secs if secs else 0.0, metric,
     )
+    return [cells[0], *_top5(group, metric), *cells[1:]]
 
 
-def bench_table(frame: pd.DataFrame) -> Table:
+def bench_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     """One line per (method, domain), and a mean line per method when several domains ran; a
     status column when some result is not valid."""
-    table = _new_table("cema bench", ("method", "domain"), frame)
+    table = _new_table("cema bench", ("method", "domain"), frame, metric)
     status = _status_column(table, frame)
     sweep = budget_points(frame) > 1
     for method, group in frame.groupby("method", sort=False):
         for index, row in group.iterrows():
             at = f" @{budget_label(row['uplink_budget_bytes'])}" if sweep else ""
-            table.add_row(method, domain_label(row) + at, *_numbers(
-                row["accuracy"], row["uploads"], row["upload_ratio"], row["uplink_bytes"],
-                row["downlink_bytes"], row["seconds"], row["images_per_s"],
-            ), *status(group.loc[[index]]))
+            table.add_row(method, domain_label(row) + at, *_totals(group.loc[[index]], metric), *status(group.loc[[index]]))
         if len(group) > 1:
-            table.add_row(method, "mean", *_totals(group), *status(group), style="bold")
+            table.add_row(method, "mean", *_totals(group, metric), *status(group), style="bold")
     return table
 
 
-def compare_table(frame: pd.DataFrame) -> Table:
-    """One line per method: mean accuracy over domains, total uploads, bytes and time (and the
-    invalid results, when some are)."""
-    table = _new_table("cema compare", ("method",), frame)
+def compare_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
+    """One line per method: mean accuracy (or error) over domains, total uploads, bytes and time
+    (and the invalid results, when some are)."""
+    table = _new_table("cema compare", ("method",), frame, metric)
     status = _status_column(table, frame)
     for method, group in frame.groupby("method", sort=False):
-        table.add_row(method, *_totals(group), *status(group))
+        table.add_row(method, *_totals(group, metric), *status(group))
     return table
 
 
@@ -161,14 +180,15 @@ def _status_column(table: Table, frame: pd.DataFrame):
     return lambda group: [status_text(group)]
 
 
-def domain_table(frame: pd.DataFrame) -> Table:
+def domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     """Accuracy % per method and domain with the mean over domains. Methods are rows and domains
     columns, as papers print, while that is the narrower layout; with more domains than methods
     (``--corruption all``) domains are rows, so the table reads at 80 columns."""
     labelled = frame.assign(domain=frame.apply(domain_label, axis=1))
     pivot = labelled.pivot_table(index="method", columns="domain", values="accuracy", sort=False)
     means = pivot.mean(axis=1)
-    table = Table(title="accuracy % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
+    table = Table(title=f"{metric} % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
+    pivot, means = (pivot, means) if metric == "accuracy" else (1 - pivot, 1 - means)
     if len(pivot.columns) > len(pivot.index):
         return _domains_as_rows(table, pivot, means)
     table.add_column("method", no_wrap=True)
@@ -194,18 +214,20 @@ def _percent(value: float) -> str:
     return "-" if pd.isna(value) else f"{100 * value:.1f}"
 
 
-def check_table(diff: pd.DataFrame, tolerance: float) -> Table:
-    """Baseline vs new accuracy per (method, domain); regressions beyond ``tolerance`` points in red."""
+def check_table(diff: pd.DataFrame, tolerance: float, metric: str = "accuracy") -> Table:
+    """Baseline vs new accuracy (or error) per (method, domain); regressions beyond ``tolerance``
+    points in red (an error that rose, an accuracy that fell)."""
     table = Table(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD)
     for name in ("method", "domain"):
         table.add_column(name, no_wrap=True)
-    for name in ("baseline %", "new %", "diff"):
+    for name in (f"baseline {short(metric)} %", f"new {short(metric)} %", "diff"):
         table.add_column(name, justify="right")
     table.add_column("status")
+    sign = 1 if metric == "accuracy" else -1
     for _, row in diff.iterrows():
         table.add_row(
-            row["method"], domain_label(row), f"{100 * row['accuracy_baseline']:.2f}", f"{100 * row['accuracy_new']:.2f}",
-            f"{row['diff_points']:+.2f}", row["status"], style="bold red" if row["status"] == "REGRESSED" else None,
+            row["method"], domain_label(row), f"{shown(row['accuracy_baseline'], metric):.2f}", f"{shown(row['accuracy_new'], metric):.2f}",
+            f"{sign * row['diff_points']:+.2f}", row["status"], style="bold red" if row["status"] == "REGRESSED" else None,
         )
     return table
 
@@ -261,16 +283,16 @@ def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values(["budget", "accuracy"], ascending=[True, False])
 
 
-def sweep_table(frame: pd.DataFrame) -> Table:
-    """Accuracy against uploads and bytes per uplink budget; * marks the Pareto-best methods
-    (no other method is as accurate for fewer uplink bytes) at that budget."""
-    table = Table(title="accuracy vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD)
-    for name in ("uplink budget", "method", "acc %", "uploads", "delivered", "ratio", "up MB"):
+def sweep_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
+    """Accuracy (or error) against uploads and bytes per uplink budget; * marks the Pareto-best
+    methods (no other method is as accurate for fewer uplink bytes) at that budget."""
+    table = Table(title=f"{metric} vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD)
+    for name in ("uplink budget", "method", f"{short(metric)} %", "uploads", "delivered", "ratio", "up MB"):
         table.add_column(name, justify="left" if name in ("uplink budget", "method") else "right")
     for _, row in sweep_frame(frame).iterrows():
         label = budget_label(None if row["budget"] == float("inf") else row["budget"])
         mark = " *" if row["pareto"] else ""
-        table.add_row(label, f"{row['method']}{mark}", f"{100 * row['accuracy']:.2f}", f"{row['uploads']:,.0f}", f"{row['delivered']:,.0f}",
+        table.add_row(label, f"{row['method']}{mark}", f"{shown(row['accuracy'], metric):.2f}", f"{row['uploads']:,.0f}", f"{row['delivered']:,.0f}",
                       f"{100 * row['uploads'] / row['samples']:.1f}%", f"{row['uplink_bytes'] / MB:.2f}")
     return table
 

@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 
 # Column order of results.csv; every row carries what is needed to reproduce it.
 RESULT_COLUMNS = (
-    "schema_version", "method", "edge", "dataset", "corruption", "severity", "samples", "accuracy", "correct",
+    "schema_version", "method", "edge", "dataset", "corruption", "severity", "samples", "accuracy", "correct", "top5_accuracy",
     "uploads", "upload_ratio", "uplink_bytes", "downlink_bytes", "delivered_uploads", "dropped_uploads",
     "queued_uploads", "uplink_budget_bytes", "downlink_budget_bytes", "param_delay_batches", "sync_events",
     "edge_forward_samples", "edge_backward_samples", "cloud_forward_samples", "cloud_backward_samples", "seconds", "images_per_s",
@@ -24,7 +24,8 @@ RESULT_COLUMNS = (
     "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/link/costs.py)
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
-    "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
+    "edge_weights", "cloud_weights", "edge_weights_sha256", "cloud_weights_sha256", "edge_input_size", "cloud_input_size",
+    "skipped_images", "amp", "trained_values",
     "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
 )
 

@@ -13,7 +13,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cema_cli.results.report import budget_label, domain_label, invalid_rows, status_notes, status_text
+from cema_cli.results.report import budget_label, domain_label, invalid_rows, short, shown, status_notes, status_text
 from cema_cli.results.stats import paired_difference, t_interval, wilson_interval
 
 # A channel point and model pair: seeds of the same point are repetitions of one experiment.
@@ -62,29 +62,29 @@ def _point_label(row: pd.Series) -> str:
     return f"{up} {models}"
 
 
-def _pm(mean: float, half: float) -> str:
-    return f"{100 * mean:.2f}" + ("" if math.isnan(half) else f" ± {100 * half:.2f}")
+def _pm(mean: float, half: float, metric: str = "accuracy") -> str:
+    return f"{shown(mean, metric):.2f}" + ("" if math.isnan(half) else f" ± {100 * half:.2f}")
 
 
-def seed_table(frame: pd.DataFrame) -> Table:
+def seed_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     """Mean accuracy over domains per method (and point): mean +- 95% half-width over seeds."""
     summary = summary_frame(frame)
     means = summary[summary["corruption"] == MEAN_DOMAIN]
     caption = "\n".join(["± = 95% interval: Student-t over seeds; Wilson from the sample count for one run", *status_notes(frame)])
-    table = Table(title="accuracy over seeds (mean over domains)", box=box.SIMPLE_HEAD, caption=caption)
+    table = Table(title=f"{metric} over seeds (mean over domains)", box=box.SIMPLE_HEAD, caption=caption)
     points = several_points(frame)
     invalid = not invalid_rows(frame).empty
-    for name in ("method", *(["point"] if points else []), "seeds", "acc % ± 95%", "std", *(["status"] if invalid else [])):
+    for name in ("method", *(["point"] if points else []), "seeds", f"{short(metric)} % ± 95%", "std", *(["status"] if invalid else [])):
         table.add_column(name, justify="left" if name in ("method", "point", "status") else "right")
     statuses = [status_text(g) for _, g in _groups(frame, ["method", *POINT])]  # summary_frame's order
     for (_, row), status_cell in zip(means.iterrows(), statuses):
         std = "-" if math.isnan(row["std"]) else f"{100 * row['std']:.2f}"
         status = [status_cell] if invalid else []
-        table.add_row(row["method"], *([_point_label(row)] if points else []), str(row["n"]), _pm(row["mean"], row["half_width"]), std, *status)
+        table.add_row(row["method"], *([_point_label(row)] if points else []), str(row["n"]), _pm(row["mean"], row["half_width"], metric), std, *status)
     return table
 
 
-def seed_domain_table(frame: pd.DataFrame) -> Table:
+def seed_domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     """Accuracy % per method (rows) and domain (columns), mean +- half-width over seeds."""
     summary = summary_frame(frame)
     cells = summary[summary["corruption"] != MEAN_DOMAIN]
@@ -92,11 +92,11 @@ def seed_domain_table(frame: pd.DataFrame) -> Table:
     keys = ["method", *(["point"] if several_points(frame) else [])]
     cells = cells.assign(point=cells.apply(_point_label, axis=1))
     domains = list(dict.fromkeys(cells["domain"]))
-    table = Table(title="accuracy % per domain over seeds (mean ± 95%)", box=box.SIMPLE_HEAD, caption="\n".join(status_notes(frame)) or None)
+    table = Table(title=f"{metric} % per domain over seeds (mean ± 95%)", box=box.SIMPLE_HEAD, caption="\n".join(status_notes(frame)) or None)
     for name in (*keys, *domains):
         table.add_column(name, justify="left" if name in keys else "right")
     for key, group in _groups(cells, keys):
-        by_domain = dict(zip(group["domain"], (_pm(m, h) for m, h in zip(group["mean"], group["half_width"]))))
+        by_domain = dict(zip(group["domain"], (_pm(m, h, metric) for m, h in zip(group["mean"], group["half_width"]))))
         table.add_row(*map(str, key if isinstance(key, tuple) else (key,)), *(by_domain.get(d, "-") for d in domains))
     return table
 

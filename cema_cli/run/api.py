@@ -24,7 +24,7 @@ from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
 from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
 from cema_cli.errors import CemaError
-from cema_cli.models import ModelOptions, load_model, weights_label
+from cema_cli.models import ModelOptions, load_model, weights_source
 from cema_cli.results.schema import SCHEMA_VERSION
 from cema_cli.results.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
@@ -301,7 +301,8 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     stream = leg_stream(session, leg)
     tally = yield from stream_steps(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window,
                                     config.collapse_share, step)
-    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, uses_foundation(live.strategy))
+    foundation, queued = uses_foundation(live.strategy), len(channel.uplink.queue)
+    compute = counted_compute(session, tally.image_shape, foundation) | model_columns(session, tally.image_shape, foundation)
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
@@ -401,6 +402,29 @@ def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: 
     return counts
 
 
+def model_columns(session: Session, image_shape: tuple[int, ...], foundation: bool) -> dict[str, Any]:
+    """What identifies each model of a row: its resolved weights (the tag), the sha256 of the
+    checkpoint file, and the input size it was fed (the stream's own unless the model resizes).
+    The foundation model's columns say ``unused`` for a method that never loads it."""
+    edge_options = model_options(session.config, session.dataset)[0]
+    columns = model_identity("edge", session.edge_name, edge_options, session.edge_source, image_shape, session.cache)
+    if foundation and session._cloud_source is not None:
+        return columns | model_identity("cloud", session.cloud_name, session.cloud_options, session._cloud_source, image_shape, session.cache)
+    return columns | {"cloud_weights": "unused" if session.cloud_name else "none", "cloud_weights_sha256": "", "cloud_input_size": ""}
+
+
+def model_identity(role: str, name: str, options: ModelOptions, model: torch.nn.Module, image_shape: tuple[int, ...],
+                   cache: dict[Any, Any]) -> dict[str, str]:
+    """``<role>_weights``, ``<role>_weights_sha256`` and ``<role>_input_size`` ("224x224"); the
+    weights are resolved once per run (the file's hash is cached by path, size and mtime)."""
+    key = ("weights", name, options)
+    if key not in cache:
+        cache[key] = weights_source(name, options)
+    source = cache[key]
+    height, width = model.fed_size(image_shape[-2:]) if image_shape else ("", "")
+    return {f"{role}_weights": source.label, f"{role}_weights_sha256": source.sha256(), f"{role}_input_size": f"{height}x{width}" if image_shape else ""}
+
+
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,
                traffic: dict[str, Any], skipped: int, segment: int = 0) -> dict[str, Any]:
     """One tidy results.csv row: the scores, the channel traffic, and what reproduces them."""
@@ -409,15 +433,13 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
     return {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
-        "accuracy": tally.accuracy, "correct": tally.correct, **traffic,
+        "accuracy": tally.accuracy, "correct": tally.correct, "top5_accuracy": tally.top5_accuracy, **traffic,
         **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(tally.correct, tally.seen))),  # test-set sampling error
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
         "threads": torch.get_num_threads(),
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(config, segment),
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
-        "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
-        "cloud_weights": weights_label(session.cloud_name, session.cloud_options) if session.cloud_name else "none",
         "skipped_images": skipped, "amp": config.amp or "none", "status": tally.status,
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),

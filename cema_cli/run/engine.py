@@ -24,6 +24,7 @@ class Tally:
 
     seen: int = 0
     correct: int = 0
+    top5_correct: int | None = None  # counted when the logits have at least TOP5_CLASSES classes
     batches: int = 0
     seconds: float = 0.0
     classes: list[tuple[Counter, Counter]] = field(default_factory=list)  # per batch: predictions, labels per class
@@ -36,23 +37,40 @@ class Tally:
     def accuracy(self) -> float:
         return self.correct / self.seen if self.seen else 0.0
 
+    @property
+    def top5_accuracy(self) -> float | None:
+        """Share of samples whose label is among the 5 highest logits (None: fewer than 100 classes)."""
+        return None if self.top5_correct is None else (self.top5_correct / self.seen if self.seen else 0.0)
+
     def watch(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
         """The verdict's bookkeeping for the batch just counted (cema_cli.results.health)."""
         self.classes.append((Counter(predicted.tolist()), Counter(labels.tolist())))
         if not finite and self.non_finite_batch is None:
             self.non_finite_batch = self.batches
 
-    def count(self, hits: torch.Tensor, seconds: float) -> None:
+    def count(self, hits: torch.Tensor, seconds: float, top5: torch.Tensor | None = None) -> None:
         self.correct += int(hits.sum())
+        if top5 is not None:
+            self.top5_correct = (self.top5_correct or 0) + int(top5.sum())
         self.seen += len(hits)
         self.batches += 1
         self.seconds += seconds
 
-    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float) -> None:
+    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float, top5: torch.Tensor | None = None) -> None:
         """Per source domain; the batch's time is shared in proportion to its samples."""
         for tag in tags.unique().tolist():
             mine = tags == tag
-            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * float(mine.float().mean()))
+            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * float(mine.float().mean()), None if top5 is None else top5[mine])
+
+
+TOP5_CLASSES = 100  # top-5 accuracy is reported where there are at least this many classes (ImageNet, CIFAR-100)
+
+
+def top5_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """Whether each label is among its sample's 5 highest logits; None below TOP5_CLASSES classes."""
+    if logits.shape[1] < TOP5_CLASSES:
+        return None
+    return (logits.topk(5, dim=1).indices.cpu() == labels[:, None]).any(dim=1)
 
 
 class SlidingWindow:
@@ -130,12 +148,12 @@ def stream_steps(
             images = images.to(device, non_blocking=True)
             logits = window.score(strategy, images) if window is not None else step(images)
         predicted = logits.argmax(dim=1).cpu()
-        hits = predicted == labels
+        hits, top5 = predicted == labels, top5_hits(logits, labels)
         seconds = time.perf_counter() - start
-        tally.count(hits, seconds)
+        tally.count(hits, seconds, top5)
         tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
         if tags:
-            tally.count_parts(hits, tags[0], seconds)
+            tally.count_parts(hits, tags[0], seconds, top5)
         tally.image_shape = tuple(images.shape[1:])
         yield
         channel.tick()

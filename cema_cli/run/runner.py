@@ -50,11 +50,25 @@ class FileSink:
         self.rows.append(row)
         report.write_csv(report.results_frame(self.rows), self.out / "results.csv")
         report.write_csv(report.batches_frame(self.batches), self.out / "batches.csv")
-        self.write_meta(finished_rows=len(self.rows), updated=now())
+        self.write_meta(finished_rows=len(self.rows), updated=now(), models=model_records(self.rows))
 
     def write_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
         report.write_json(self.meta, self.out / "run.json")
+
+
+def model_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """run.json's record of every model the rows used: name, resolved weights, the checkpoint's
+    sha256 and the input size it was fed (the rows' own columns, once per distinct model)."""
+    records = {}
+    for row in rows:
+        for role in ("edge", "cloud"):
+            weights = row.get(f"{role}_weights")
+            if row.get(f"{role}_model") and weights not in (None, "none", "unused"):
+                record = {"role": role, "model": row[f"{role}_model"], "weights": weights,
+                          "sha256": row.get(f"{role}_weights_sha256", ""), "input_size": row.get(f"{role}_input_size", "")}
+                records[tuple(record.values())] = record
+    return list(records.values())
 
 
 def now() -> str:
