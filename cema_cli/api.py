@@ -198,7 +198,7 @@ def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any
 
 def open_session(config: RunConfig, events: Events, inputs: Any = None) -> Session:
     device = resolve_device(config.device)
-    dataset = inputs.open(config, device.type == "cuda") if inputs is not None else open_dataset(config, pin_memory=device.type == "cuda")
+    dataset = inputs.open(config, device.type) if inputs is not None else open_dataset(config, device.type)
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
     if not edge_name:
@@ -228,14 +228,26 @@ def stream_columns(config: RunConfig, segment: int) -> dict[str, Any]:
             "gradual": config.gradual, "window": config.window}
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_for(amp: str | None, device: torch.device) -> Callable[[], Any] | None:
-    """--amp bf16|fp16: a CUDA autocast context around each strategy step; refused elsewhere."""
+    """--amp bf16|fp16: an autocast context around each strategy step (CUDA; the CPU too, where
+    it is mostly slower: for checks). Under fp16 every optimiser step is loss-scaled
+    (strategies/precision.py); refused on other devices."""
     if amp is None:
         return None
-    if device.type != "cuda":
-        raise CemaError(f"--amp runs on CUDA only; this run is on {device.type}. Drop --amp or use --device cuda.")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
+    if device.type not in ("cuda", "cpu"):
+        raise CemaError(f"--amp runs on CUDA (or the CPU); this run is on {device.type}. Drop --amp or use --device cuda.")
+    return functools.partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def precision_columns(config: RunConfig) -> dict[str, Any]:
+    """How the models computed (recorded in every row): --amp, the autocast dtype, the loss
+    scaling of the optimiser steps, and the memory format."""
+    dtype = AMP_DTYPES.get(config.amp, torch.float32)
+    return {"amp": config.amp or "none", "amp_dtype": str(dtype).removeprefix("torch."),
+            "loss_scaling": "dynamic" if config.amp == "fp16" else "none", "channels_last": config.channels_last}
 
 
 @dataclass
@@ -305,9 +317,10 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
-        return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
+        return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment,
+                           loader_workers(stream))]
     return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued) | compute,
-                       stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
+                       stream.skipped_in(tag), leg.segment, loader_workers(stream)) for tag, part in sorted(tally.parts.items())]
 
 
 def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
@@ -401,8 +414,21 @@ def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: 
     return counts
 
 
+def loader_workers(stream: Any) -> int:
+    """The loader processes a stream read with (0: the main process, or an in-memory dataset)."""
+    return getattr(stream, "workers", None) or 0
+
+
+def corruption_device(dataset: Any, corruption: str) -> str:
+    """Where a generated corruption was computed (cpu or cuda); '' for published files and clean data."""
+    if getattr(dataset, "corruption_source", "") != "generated" or corruption == "none":
+        return ""
+    options = getattr(dataset, "options", None)
+    return options.corruption_device if options is not None else "cpu"  # the embedded default corrupts once, on the CPU
+
+
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,
-               traffic: dict[str, Any], skipped: int, segment: int = 0) -> dict[str, Any]:
+               traffic: dict[str, Any], skipped: int, segment: int = 0, workers: int = 0) -> dict[str, Any]:
     """One tidy results.csv row: the scores, the channel traffic, and what reproduces them."""
     config = session.config
     info = session.dataset.domain_info(corruption, severity, tally.seen)
@@ -418,7 +444,8 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
         "cloud_weights": weights_label(session.cloud_name, session.cloud_options) if session.cloud_name else "none",
-        "skipped_images": skipped, "amp": config.amp or "none", "status": tally.status,
+        "skipped_images": skipped, **precision_columns(config), "status": tally.status,
+        "data_wait_seconds": tally.wait_seconds, "loader_workers": workers, "corruption_device": corruption_device(session.dataset, corruption),
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "preset": session.preset, "method_config": json.dumps(asdict(method_config), sort_keys=True),
