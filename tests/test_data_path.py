@@ -159,3 +159,11 @@ def test_rows_record_the_loader_the_precision_and_the_wait(cli, tmp_path):
     row = pd.read_csv(out / "results.csv").iloc[0]
     assert (row["loader_workers"], row["amp"], row["amp_dtype"], row["loss_scaling"], row["channels_last"]) == (2, "bf16", "bfloat16", "none", False)
     assert pd.isna(row["corruption_device"]) and 0 < row["data_wait_seconds"] and row["status"] == "ok"
+
+
+def test_without_workers_given_the_runs_policy_decides_per_stream():
+    asked = []
+    policy = lambda accelerator, threads: asked.append((accelerator, threads)) or 3  # noqa: E731
+    assert DataOptions(device="cuda", worker_policy=policy).worker_count() == 3 and asked == [(True, torch.get_num_threads())]
+    assert DataOptions(workers=1, worker_policy=policy).worker_count() == 1 and len(asked) == 1
+    assert DataOptions().worker_count() == 0  # no policy (a dataset opened outside a run): the main process reads

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cema_cli.api import run_benchmark
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
 from cema_cli.models import ModelOptions, load_model
 from cema_cli.strategies import precision

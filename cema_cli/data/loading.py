@@ -42,10 +42,13 @@ class DataOptions:
 
     subset: str | None = None  # a count (seeded choice) or a file listing <wnid>/<file> paths
     clean_root: str | None = None  # clean in-distribution images for EATA's Fisher set
-    workers: int | None = None  # DataLoader worker processes; None: threads.loader_workers's choice
+    workers: int | None = None  # DataLoader worker processes; None: worker_policy's choice
     device: str = "cpu"  # the device type the models run on: "cuda" pins memory and corrupts there
     seed: int = 0  # the run seed: fixes the subset choice
     corrupt_on: str = "auto"  # generated corruptions: "workers" (CPU), a device ("cuda", "cpu": the main process), auto
+    # (models on an accelerator, torch threads) -> workers; the run passes its thread policy's
+    # (run/threads.py loader_workers); without one a stream reads in the main process
+    worker_policy: Callable[[bool, int], int] | None = None
 
     @property
     def pin_memory(self) -> bool:
@@ -65,9 +68,9 @@ class DataOptions:
 
     def worker_count(self) -> int:
         """--workers, else the policy's count for this process now (decided per stream)."""
-        from cema_cli.threads import loader_workers
-
-        return loader_workers(self.device != "cpu", torch.get_num_threads()) if self.workers is None else self.workers
+        if self.workers is not None:
+            return self.workers
+        return self.worker_policy(self.device != "cpu", torch.get_num_threads()) if self.worker_policy else 0
 
 
 DEFAULT_OPTIONS = DataOptions()

@@ -31,6 +31,7 @@ import torch
 
 from cema_cli.config import RunConfig
 from cema_cli.data import DATASETS, ON_DISK_OPTIONS, open_dataset
+from cema_cli.run.threads import loader_workers
 
 # Method options that ask for clean in-distribution images (EATA's Fisher set).
 CLEAN_COUNT_OPTIONS = ("fisher_samples",)
@@ -55,7 +56,7 @@ class CellInputs:
 
     def open(self, config: RunConfig, device: str) -> Any:
         """The dataset as ``open_dataset`` gives it, with the shared parts already computed."""
-        dataset = self.dataset if self.dataset is not None else open_dataset(config, device)
+        dataset = self.dataset if self.dataset is not None else open_dataset(config, device, loader_workers)
         return WithCleanSets(dataset, self.clean) if self.clean else dataset
 
 
@@ -105,7 +106,7 @@ def session_cache(config: RunConfig) -> dict[Any, Any]:
 
 def device_type(config: RunConfig) -> str:
     """What ``api.open_session`` passes to ``open_dataset`` for this configuration."""
-    from cema_cli.api import resolve_device
+    from cema_cli.run.api import resolve_device
 
     return resolve_device(config.device).type
 
@@ -198,7 +199,7 @@ class SharedInputs:
         key = dataset_key(config)
         if key not in self.datasets:
             try:
-                self.datasets[key] = open_dataset(config, device_type(config))
+                self.datasets[key] = open_dataset(config, device_type(config), loader_workers)
             except Exception as error:  # noqa: BLE001 - remembered: every cell of this setting meets it alone
                 self.datasets[key] = error
         found = self.datasets[key]
@@ -210,7 +211,7 @@ class SharedInputs:
 def clean_counts(config: RunConfig) -> list[int]:
     """How many clean images each method of the cell asks for (EATA: its Fisher set), once each.
     The count is an option (-o eata.fisher_samples=N), not a preset setting."""
-    from cema_cli.api import method_configs
+    from cema_cli.run.api import method_configs
 
     configs = method_configs(config, config.preset).values()
     counts = [getattr(method_config, name) for _, method_config in configs for name in CLEAN_COUNT_OPTIONS

@@ -16,17 +16,18 @@ from typing import Any
 import torch
 
 import cema_cli
-from cema_cli.channel import Channel, ComputeDelay
-from cema_cli.cloud_meter import CloudMeter
+from cema_cli.link.channel import Channel, ComputeDelay
+from cema_cli.link.cloud_meter import CloudMeter
 from cema_cli.config import RunConfig
-from cema_cli.costs import modelled_columns
+from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
-from cema_cli.engine import SlidingWindow, Tally, drain, stream_steps
+from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
+from cema_cli.run.threads import loader_workers
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
-from cema_cli.results import SCHEMA_VERSION
-from cema_cli.stats import wilson_interval
+from cema_cli.results.schema import SCHEMA_VERSION
+from cema_cli.results.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext, WorkCounts, make_config, placements_of
 
@@ -198,7 +199,7 @@ def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any
 
 def open_session(config: RunConfig, events: Events, inputs: Any = None) -> Session:
     device = resolve_device(config.device)
-    dataset = inputs.open(config, device.type) if inputs is not None else open_dataset(config, device.type)
+    dataset = inputs.open(config, device.type) if inputs is not None else open_dataset(config, device.type, loader_workers)
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
     if not edge_name:
@@ -318,13 +319,13 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment,
-                           loader_workers(stream))]
+                           stream_workers(stream))]
     return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued) | compute,
-                       stream.skipped_in(tag), leg.segment, loader_workers(stream)) for tag, part in sorted(tally.parts.items())]
+                       stream.skipped_in(tag), leg.segment, stream_workers(stream)) for tag, part in sorted(tally.parts.items())]
 
 
 def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
-    """The traffic columns and the modelled ones (cema_cli/costs.py) over the edge batches the
+    """The traffic columns and the modelled ones (cema_cli/link/costs.py) over the edge batches the
     counters span (a mixed leg's domain: its share of them, as for the bytes)."""
     traffic = traffic_columns(spent, seen, queued)
     return traffic | modelled_columns(config.costs, traffic, spent["edge_batches"])
@@ -350,7 +351,7 @@ def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
 
 
 def meter_counts(strategy: Strategy) -> dict[str, float]:
-    """The cloud half's counted GFLOPs and measured seconds so far (cema_cli/cloud_meter.py);
+    """The cloud half's counted GFLOPs and measured seconds so far (cema_cli/link/cloud_meter.py);
     0 for a strategy without a cloud half (or a test double without a context)."""
     meter = getattr(getattr(strategy, "context", None), "cloud_meter", None) or CloudMeter()
     return {"cloud_gflops": meter.gflops, "cloud_backward_gflops": meter.backward_gflops, "cloud_seconds": meter.seconds}
@@ -414,7 +415,7 @@ def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: 
     return counts
 
 
-def loader_workers(stream: Any) -> int:
+def stream_workers(stream: Any) -> int:
     """The loader processes a stream read with (0: the main process, or an in-memory dataset)."""
     return getattr(stream, "workers", None) or 0
 
