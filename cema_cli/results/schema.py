@@ -24,7 +24,7 @@ RESULT_COLUMNS = (
     "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/link/costs.py)
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
-    "edge_weights", "cloud_weights", "skipped_images", "amp", "amp_dtype", "loss_scaling", "channels_last", "trained_values",
+    "edge_weights", "cloud_weights", "skipped_images", "amp", "amp_dtype", "loss_scaling", "channels_last", "tf32", "trained_values",
     "data_wait_seconds", "loader_workers", "corruption_device",  # measured / how the data was read (cema_cli/data/loading.py)
     "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
 )

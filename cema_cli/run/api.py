@@ -243,12 +243,14 @@ def autocast_for(amp: str | None, device: torch.device) -> Callable[[], Any] | N
     return functools.partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES[amp])
 
 
-def precision_columns(config: RunConfig) -> dict[str, Any]:
+def precision_columns(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """How the models computed (recorded in every row): --amp, the autocast dtype, the loss
-    scaling of the optimiser steps, and the memory format."""
+    scaling of the optimiser steps, the memory format, and whether cuDNN may run float32
+    convolutions in TF32 (PyTorch's default on CUDA, not changed by cema)."""
     dtype = AMP_DTYPES.get(config.amp, torch.float32)
     return {"amp": config.amp or "none", "amp_dtype": str(dtype).removeprefix("torch."),
-            "loss_scaling": "dynamic" if config.amp == "fp16" else "none", "channels_last": config.channels_last}
+            "loss_scaling": "dynamic" if config.amp == "fp16" else "none", "channels_last": config.channels_last,
+            "tf32": device.type == "cuda" and torch.backends.cudnn.allow_tf32}
 
 
 @dataclass
@@ -445,7 +447,7 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
         "edge_weights": weights_label(session.edge_name, model_options(config, session.dataset)[0]),
         "cloud_weights": weights_label(session.cloud_name, session.cloud_options) if session.cloud_name else "none",
-        "skipped_images": skipped, **precision_columns(config), "status": tally.status,
+        "skipped_images": skipped, **precision_columns(config, session.device), "status": tally.status,
         "data_wait_seconds": tally.wait_seconds, "loader_workers": workers, "corruption_device": corruption_device(session.dataset, corruption),
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
