@@ -14,6 +14,7 @@ elsewhere. Stated tolerances:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 SAMPLES = 512
 OPTIONS = {"eata": {"fisher_samples": 256}, "cotta": {"augmentations": 4}}
-ADAPTING = ("tent", "eata", "sar", "deyo", "cotta", "rotta", "cema", "lame", "t3a")
+METHODS = ("source", "bn", "tent", "eata", "sar", "deyo", "cotta", "rotta", "cema", "lame", "t3a")
 EXACT_ON_GPU = {"jpeg_compression", "pixelate", "brightness", "saturate", "shot_noise"}
 
 
@@ -44,7 +45,9 @@ def float32_cuda():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@functools.lru_cache(maxsize=None)
 def rows(device: str, methods: tuple[str, ...], corruptions=("gaussian_noise",), amp=None) -> dict[tuple[str, str], dict]:
+    """One run's rows by (method, corruption), run once per argument set (the tests share them)."""
     config = RunConfig(methods=methods, corruptions=corruptions, severities=(5,), samples=SAMPLES, device=device, amp=amp,
                        method_options=OPTIONS)
     return {(r["method"], r["corruption"]): r for r in run_benchmark(config)}
@@ -58,7 +61,7 @@ def test_source_and_bn_agree_exactly(float32_cuda):
 
 
 def test_adapting_methods_agree_within_the_stated_tolerance(float32_cuda):
-    cpu, cuda = rows("cpu", ADAPTING), rows("cuda", ADAPTING)
+    cpu, cuda = rows("cpu", METHODS), rows("cuda", METHODS)
     for key, row in cpu.items():
         assert abs(cuda[key]["accuracy"] - row["accuracy"]) <= 0.02, (key, cuda[key]["accuracy"], row["accuracy"])
         assert abs(cuda[key]["uploads"] - row["uploads"]) <= 0.05 * SAMPLES, (key, cuda[key]["uploads"], row["uploads"])
@@ -66,9 +69,8 @@ def test_adapting_methods_agree_within_the_stated_tolerance(float32_cuda):
 
 
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
-def test_amp_rows_are_finite(amp):
-    methods = ("source", "bn", *ADAPTING)
-    exact, mixed = rows("cuda", methods), rows("cuda", methods, amp=amp)
+def test_amp_rows_are_finite(float32_cuda, amp):
+    exact, mixed = rows("cuda", METHODS), rows("cuda", METHODS, amp=amp)
     for key, row in mixed.items():
         assert row["status"] == "ok" and math.isfinite(row["accuracy"]), key
         assert abs(row["accuracy"] - exact[key]["accuracy"]) <= 0.05, (key, row["accuracy"], exact[key]["accuracy"])
