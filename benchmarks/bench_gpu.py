@@ -2,7 +2,8 @@
 
     python benchmarks/bench_gpu.py --methods tent,eata,cema                      # a GPU: R18 edge, R101 cloud, 4,096 images
     python benchmarks/bench_gpu.py --edges resnet18,resnet50 --methods all        # every method, both edges
-    python benchmarks/bench_gpu.py --device cpu --images 128 --methods tent --data-rounds 3   # CPU figures, small
+    python benchmarks/bench_gpu.py --device cpu --images 128 --methods tent --threads 1        # CPU figures, small
+    python benchmarks/bench_gpu.py --device cpu --images 512 --methods none --workers 2 --data-rounds 5   # the loader alone
 
 The tree: ``--images`` clean 224-px images (smooth random colour fields, 100 ImageNet classes)
 corrupted by ``cema corrupt``'s writer into ``<tree>/imagenet-c/gaussian_noise/5/<wnid>/*.JPEG``
@@ -241,7 +242,7 @@ def compare_loaders(config: RunConfig, device: torch.device, rounds: int) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="all", help="comma-separated, or 'all'")
+    parser.add_argument("--methods", default="all", help="comma-separated, 'all', or 'none' (the data path only)")
     parser.add_argument("--edges", default="resnet18", help="torchvision edge models, comma-separated (e.g. resnet18,resnet50)")
     parser.add_argument("--cloud", default="resnet101")
     parser.add_argument("--images", type=int, default=4096, help="images in the domain (and in the clean tree)")
@@ -258,7 +259,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = api.resolve_device(args.device)
-    methods = STRATEGIES.names() if args.methods == "all" else args.methods.split(",")
+    methods = {"all": STRATEGIES.names(), "none": []}[args.methods] if args.methods in ("all", "none") else args.methods.split(",")
     edges = args.edges.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.tree or Path(tmp)
@@ -267,15 +268,16 @@ def main() -> None:
         tree, clean = jpeg_tree(folder, args.images)
         sizes = [p.stat().st_size for p in (tree / DOMAIN[0] / str(DOMAIN[1])).rglob("*.JPEG")]
         print(f"tree {tree}: {len(sizes)} JPEGs, mean {np.mean(sizes) / 1024:.1f} kB (ready in {time.perf_counter() - start:.0f} s)")
-        batch = first_batch(tree, args.batch_size)
-        checkpoints = {arch: confident_checkpoint(arch, batch, args.confident, folder) for arch in {*edges, args.cloud}}
+        batch = first_batch(tree, args.batch_size) if methods else None
+        checkpoints = {arch: confident_checkpoint(arch, batch, args.confident, folder) if methods else None for arch in {*edges, args.cloud}}
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         print(f"device {device} ({name}), amp {args.amp or 'none'}, channels_last {args.channels_last}, batch {args.batch_size}, "
               f"torch threads {torch.get_num_threads()}, torch {torch.__version__}; load {load()}")
         if args.data_rounds:
             compare_loaders(base_config(args, tree, clean, edges[0], checkpoints), device, args.data_rounds)
-        print(HEADER)
-        for edge in edges:
+        if methods:
+            print(HEADER)
+        for edge in edges if methods else []:
             config = base_config(args, tree, clean, edge, checkpoints)
             for method in methods:
                 print(line(edge, method, measure(replace(config, methods=(method,)), device)), flush=True)

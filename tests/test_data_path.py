@@ -98,10 +98,12 @@ class CountedItems(ImageItems):
         return super().__getitem__(i)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_a_domain_streams_with_only_the_batches_in_flight_read(tmp_path, workers):
+@pytest.mark.parametrize(("workers", "subset", "images"), [(0, None, 36), (2, None, 36), (2, "21", 21)])
+def test_a_domain_streams_with_only_the_batches_in_flight_read(tmp_path, workers, subset, images):
+    """The whole domain or a --subset: never more images read than those taken plus the
+    batches the loader keeps ready."""
     root = imagenet_c(tmp_path / "c", per_class=12)
-    dataset = open_dataset(RunConfig(dataset="imagenet-c", data_root=str(root), workers=workers))
+    dataset = open_dataset(RunConfig(dataset="imagenet-c", data_root=str(root), workers=workers, subset=subset))
     stream = dataset.stream("gaussian_noise", 5, 0, None, 3)
     stream.items = CountedItems(stream.items.paths, stream.items.labels)
     in_flight = max(1, workers * PREFETCH_BATCHES)  # batches the loader may hold beyond those taken
@@ -109,7 +111,7 @@ def test_a_domain_streams_with_only_the_batches_in_flight_read(tmp_path, workers
     for taken, _ in enumerate(stream, start=1):
         most = max(most, stream.items.read.value - 3 * taken)
         assert stream.items.read.value <= 3 * (taken + in_flight)
-    assert stream.items.read.value == 36 and most <= 3 * in_flight
+    assert stream.items.read.value == images and most <= 3 * in_flight
 
 
 def test_a_mixed_legs_domains_share_one_worker_pool(tmp_path):
