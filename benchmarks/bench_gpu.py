@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -75,26 +76,29 @@ def load() -> str:
 
 # --- the tree -----------------------------------------------------------------------------------
 
-def clean_tree(root: Path, count: int) -> Path:
-    """``count`` smooth random colour fields with pixel noise, 224 px, over 100 wnid folders."""
-    generator = torch.Generator().manual_seed(0)
+def clean_images(root: Path, first: int, stop: int) -> None:
+    """Images first..stop-1: smooth random colour fields with pixel noise, 224 px, quality 95,
+    spread over 100 wnid folders; image i depends on i only."""
     wnids = imagenet_wnids()[:: 1000 // CLASSES]
-    for i in range(count):
+    for i in range(first, stop):
+        generator = torch.Generator().manual_seed(i)
         field = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=generator), size=SIDE, mode="bicubic")[0]
         pixels = (field * 200 + 28 + 12 * torch.randn(3, SIDE, SIDE, generator=generator)).clamp(0, 255).byte()
         path = root / wnids[i % CLASSES] / f"ILSVRC2012_val_{i:08d}.JPEG"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(path, quality=95)
-    return root
 
 
 def jpeg_tree(root: Path, count: int) -> tuple[Path, Path]:
-    """(the ImageNet-C tree, the clean tree), made once per size under ``root``."""
+    """(the ImageNet-C tree, the clean tree), made once per size under ``root`` by a process
+    per idle core: the clean images, then ``cema corrupt``'s writer."""
     clean, corrupted = root / f"clean-{count}", root / f"imagenet-c-{count}"
     if not (corrupted / DOMAIN[0] / str(DOMAIN[1])).is_dir():
-        clean_tree(clean, count)
-        materialize(clean, corrupted, [DOMAIN[0]], [DOMAIN[1]], jpeg_quality=85, workers=max(1, loader_workers(True, 1)),
-                    constants="imagenet")
+        workers = loader_workers(True, 1)
+        bounds = np.linspace(0, count, workers + 1).astype(int)
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.starmap(clean_images, [(clean, a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+        materialize(clean, corrupted, [DOMAIN[0]], [DOMAIN[1]], jpeg_quality=85, workers=workers, constants="imagenet")
     return corrupted, clean
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,25 @@ def test_without_workers_given_the_runs_policy_decides_per_stream():
     assert DataOptions(device="cuda", worker_policy=policy).worker_count() == 3 and asked == [(True, torch.get_num_threads())]
     assert DataOptions(workers=1, worker_policy=policy).worker_count() == 1 and len(asked) == 1
     assert DataOptions().worker_count() == 0  # no policy (a dataset opened outside a run): the main process reads
+
+
+def test_the_loop_counts_the_time_it_waits_for_each_batch_and_shares_it_by_domain():
+    from cema_cli.run.engine import run_stream
+
+    def slow_batches():
+        for _ in range(3):
+            time.sleep(0.05)  # at least this long: the wait is a lower bound, not a speed
+            yield torch.zeros(4, 3, 4, 4, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 0, 1])
+
+    class Step:
+        def step(self, images):
+            return torch.zeros(len(images), 2)
+
+    class Ticks:
+        def tick(self):
+            pass
+
+    tally = run_stream(Step(), slow_batches(), Ticks(), torch.device("cpu"))
+    assert tally.wait_seconds >= 0.15
+    assert tally.parts[0].wait_seconds == pytest.approx(0.75 * tally.wait_seconds)
+    assert tally.parts[0].wait_seconds + tally.parts[1].wait_seconds == pytest.approx(tally.wait_seconds)

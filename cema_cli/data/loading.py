@@ -46,8 +46,8 @@ class DataOptions:
     device: str = "cpu"  # the device type the models run on: "cuda" pins memory and corrupts there
     seed: int = 0  # the run seed: fixes the subset choice
     corrupt_on: str = "auto"  # generated corruptions: "workers" (CPU), a device ("cuda", "cpu": the main process), auto
-    # (models on an accelerator, torch threads) -> workers; the run passes its thread policy's
-    # (run/threads.py loader_workers); without one a stream reads in the main process
+    # (models on an accelerator?, torch threads) -> workers when --workers is not given: the run
+    # passes run/threads.py's loader_workers; without a policy a stream reads in the main process
     worker_policy: Callable[[bool, int], int] | None = None
 
     @property
