@@ -157,3 +157,24 @@ def test_amp_rows_are_finite_and_record_the_precision(amp):
         assert abs(row["accuracy"] - exact[row["method"]]["accuracy"]) <= 0.03, row["method"]
         assert (row["amp"], row["amp_dtype"], row["loss_scaling"]) == (amp, {"bf16": "bfloat16", "fp16": "float16"}[amp],
                                                                          "dynamic" if amp == "fp16" else "none")
+
+
+def test_a_fleets_cloud_learns_under_the_runs_autocast():
+    from types import SimpleNamespace
+
+    from cema_cli.link.cloud_meter import CloudMeter
+    from cema_cli.run.api import autocast_for
+    from cema_cli.run.fleet import metered_learn
+
+    class Learner:
+        context = SimpleNamespace(cloud_meter=CloudMeter())
+        dtypes: list = []
+
+        def learn(self, images):
+            self.dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return True
+
+    learner = Learner()
+    metered_learn(learner, None, autocast_for("bf16", torch.device("cpu")))
+    metered_learn(learner, None)
+    assert learner.dtypes == [torch.bfloat16, None]
