@@ -158,10 +158,10 @@ class Trace:
 
     def steady(self) -> tuple[float, float]:
         """(images per second, share of the time waiting for data) from the first batch's
-        arrival on: the loader's start-up, paid once per domain, left out."""
+        arrival on, when every image is still to be processed: the loader's start-up, paid once
+        per domain, left out."""
         span = self.end - self.arrivals[0][0]
-        later = self.arrivals[1:]
-        return sum(n for _, _, n in later) / span, sum(w for _, w, _ in later) / span
+        return sum(n for _, _, n in self.arrivals) / span, sum(w for _, w, _ in self.arrivals[1:]) / span
 
 
 def timed_run(config: RunConfig) -> tuple[dict, Trace]:
