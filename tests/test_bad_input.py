@@ -123,6 +123,21 @@ def older_recipe_output(tmp: Path) -> str:
     return str(tmp / "old")
 
 
+def broken_images_tree(tmp: Path) -> str:
+    """A class tree whose two image files cannot be decoded."""
+    (tmp / "broken" / "a").mkdir(parents=True)
+    for name in ("0.png", "1.jpg"):
+        (tmp / "broken" / "a" / name).write_bytes(b"\x89PNG not really")
+    return str(tmp / "broken")
+
+
+def int32_image_tree(tmp: Path) -> str:
+    """A class tree holding one 32-bit integer TIFF (Pillow mode I): no fixed range to map to 8 bits."""
+    (tmp / "wide" / "a").mkdir(parents=True)
+    Image.fromarray(np.full((40, 40), 70000, np.int32)).save(tmp / "wide" / "a" / "0.tif")
+    return str(tmp / "wide")
+
+
 def toml(tmp: Path, text: str) -> str:
     return a_file(tmp, "run.toml", text.encode())
 
@@ -195,6 +210,17 @@ CASES = [
     ("corrupt-garbage-labels", lambda t: ["corrupt", "--input", npy_input(t, np.zeros((2, 8, 8, 3), np.uint8), b"garbage"), "--output", str(t / "c")], "cannot read"),
     ("corrupt-not-npy-file", lambda t: ["corrupt", "--input", a_file(t), "--output", str(t / "c")], "not an .npy array"),
     ("corrupt-short-o", lambda t: ["corrupt", "--input", str(t), "-o", str(t / "c")], "here write --output"),
+    # issue 22 item 9: cema corrupt
+    ("corrupt-output-is-input", lambda t: ["corrupt", "--input", images_tree(t), "--output", str(t / "tree")], "is the input folder"),
+    ("corrupt-output-in-input", lambda t: ["corrupt", "--input", images_tree(t), "--output", str(t / "tree" / "c")], "is inside the input folder"),
+    ("corrupt-output-is-npy-folder", lambda t: ["corrupt", "--input", npy_input(t, np.zeros((2, 8, 8, 3), np.uint8), np.arange(2)),
+                                               "--output", str(t / "npy")], "is the input folder"),
+    ("corrupt-no-readable-image", lambda t: ["corrupt", "--input", broken_images_tree(t), "--output", "{out}"], "none of the 2 images"),
+    ("corrupt-only-32-bit-images", lambda t: ["corrupt", "--input", int32_image_tree(t), "--output", "{out}"], "have no fixed range"),
+    ("corrupt-seed-negative", lambda t: ["corrupt", "--input", images_tree(t), "--output", "{out}", "--seed", "-1"], "seed -1 is outside 0 to 2**63-1"),
+    ("corrupt-seed-2-63", lambda t: ["corrupt", "--input", images_tree(t), "--output", "{out}", "--seed", str(2**63)], "is outside 0 to 2**63-1"),
+    ("corrupt-npy-one-severity", lambda t: ["corrupt", "--input", npy_input(t, np.zeros((2, 8, 8, 3), np.uint8), np.arange(2)),
+                                           "--output", "{out}", "-s", "5"], "stacks all 5 severities"),
     # item 7: every bad flag of a run, one line
     ("config-binary", lambda t: ["bench", "--config", a_file(t, "bin.toml", b"\x00\x01\xff\xfe"), *OUT], "is not text"),
     ("config-folder", lambda t: ["bench", "--config", str(t), *OUT], "is a folder"),
@@ -324,6 +350,24 @@ def test_corrupt_skips_and_counts_unreadable_images(tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote 4 images" in result.stderr and "skipped 1 unreadable image(s), e.g." in result.stderr
     assert sorted(p.name for p in (tmp_path / "out" / "fog" / "2" / "a").iterdir()) == ["0.png", "1.png"]
+
+
+def test_corrupt_reads_a_16_bit_png_at_its_brightness(tmp_path):
+    """A 16-bit greyscale PNG (Pillow mode I;16) keeps its top 8 bits, as Pillow does for 16-bit
+    colour; it used to be clipped to white (mean 242 for a 118 image)."""
+    import cv2
+
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    level = np.full((40, 48), 118 * 257, np.uint16)
+    level[:, :24] = 60 * 257
+    cv2.imwrite(str(tmp_path / "in" / "a" / "deep.png"), level)
+    result = invoke("corrupt", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "-c", "contrast", "-s", "1",
+                    "--no-resize")
+    assert result.exit_code == 0, result.output
+    out = np.asarray(Image.open(tmp_path / "out" / "contrast" / "1" / "a" / "deep.png"))
+    # contrast keeps each channel's mean (89 here) and pulls the two halves towards it.
+    assert out.shape == (40, 48, 3) and abs(out.mean() - 89) < 1
+    assert 60 < out[:, :24].mean() < 89 < out[:, 24:].mean() < 118
 
 
 # --- faults: a second writer, SIGTERM, SIGKILL ------------------------------------------------------

@@ -91,16 +91,13 @@ def split_list(text: str) -> list[str]:
 
 
 def parse_corruptions(text: str) -> tuple[str, ...]:
-    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones."""
-    from cema_cli.corruptions import ALL, COMMON, EXTRA
+    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones
+    (corruptions.expand_names: the same words in every command); 'none' for ImageNet-R."""
+    from cema_cli.corruptions import expand_names
 
-    names: list[str] = []
-    for part in split_list(text):
-        expanded = {"all": COMMON, "extra": EXTRA, "all19": ALL}.get(part, (part,))
-        names.extend(n for n in expanded if n not in names)
-    if not names:
-        raise CemaError("--corruption is empty; give a name, a comma list, or 'all'.")
-    return tuple(names)
+    if not split_list(text):
+        raise CemaError("--corruption is empty; give a name, a comma list, 'all' (15) or 'extra' (4).")
+    return expand_names(text, also=("none",))
 
 
 def parse_severities(text: str) -> tuple[int, ...]:

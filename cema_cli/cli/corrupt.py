@@ -12,28 +12,14 @@ from typing import Any, Optional
 import typer
 
 from cema_cli.cli.common import user_errors
-from cema_cli.errors import CemaError, unknown_name
-
-_GROUPS = ("all", "common", "extra")
-
+from cema_cli.errors import CemaError
 
 def parse_corruptions(text: str) -> list[str]:
-    """"all", "common", "extra" or a comma-separated list of corruption names."""
-    from cema_cli.corruptions import ALL, COMMON, EXTRA
+    """"all" (the 15 common corruptions), "extra" (the 4 others) or comma-separated names: the
+    same words as bench and compare (corruptions.expand_names)."""
+    from cema_cli.corruptions import expand_names
 
-    groups = {"all": ALL, "common": COMMON, "extra": EXTRA}
-    names: list[str] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        for name in groups.get(part, (part,)):
-            if name not in ALL:
-                raise unknown_name("corruption", name, (*ALL, *_GROUPS))
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise CemaError("no corruption given; pass --corruption all, common, extra or names such as gaussian_noise,fog.")
-    return names
+    return list(expand_names(text))
 
 
 def parse_severities(text: str) -> list[int]:
@@ -62,12 +48,13 @@ def parse_severities(text: str) -> list[int]:
 def corrupt_command(
     input: Path = typer.Option(..., "--input", "-i", help="Class-folder image tree (<class>/<file>) or an .npy array (N, H, W, 3) uint8 with labels.npy beside it."),
     output: Path = typer.Option(..., "--output", help="Output folder: <out>/<corruption>/<severity>/<class>/<file> for a tree, <out>/<corruption>.npy + labels.npy for an .npy."),
-    corruption: str = typer.Option("all", "--corruption", "-c", help="all, common (15), extra (4), or comma-separated names, e.g. gaussian_noise,fog."),
-    severity: str = typer.Option("1,2,3,4,5", "--severity", "-s", help="Comma-separated severities 1-5 (ranges like 1-5 work too)."),
-    seed: int = typer.Option(0, "--seed", help="Seed; each image's randomness derives from (seed, corruption, severity, image index)."),
+    corruption: str = typer.Option("all", "--corruption", "-c", help="all (the 15 common ones), extra (the 4 others), or comma-separated names, e.g. gaussian_noise,fog."),
+    severity: str = typer.Option("1,2,3,4,5", "--severity", "-s", help="Comma-separated severities 1-5 (ranges like 1-5 work too); an .npy input takes all 5 (CIFAR-10-C layout)."),
+    seed: int = typer.Option(0, "--seed", help="Seed, 0 to 2**63-1; each image's randomness derives from (seed, corruption, severity, image index)."),
     jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="Write JPEG at this quality (the published ImageNet-C used 85). Default: keep each file's format (JPEG inputs at 85)."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes; output is identical for any count."),
     constants: str = typer.Option("auto", "--constants", help="Corruption constants: auto (by image size: <=32 px cifar, else imagenet), imagenet or cifar."),
+    no_resize: bool = typer.Option(False, "--no-resize", help="Keep the image size; by default images for the ImageNet constants are resized to 256 and centre-cropped to 224 first, as ImageNet-C was made."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
 ) -> None:
     """Write corrupted copies of a dataset in the ImageNet-C or CIFAR-10-C layout (resumable)."""
@@ -76,7 +63,8 @@ def corrupt_command(
         severities = parse_severities(severity)
         if not input.exists():
             raise CemaError(f"input {input} does not exist; pass a class-folder image tree or an .npy file with --input.")
-        write_copies(input, output, names, severities, seed=seed, jpeg_quality=jpeg_quality, workers=workers, constants=constants)
+        write_copies(input, output, names, severities, seed=seed, jpeg_quality=jpeg_quality, workers=workers,
+                     constants=constants, resize=not no_resize)
 
 
 def write_copies(input: Path, output: Path, names: list[str], severities: list[int], **options: Any) -> None:
@@ -97,9 +85,18 @@ def write_copies(input: Path, output: Path, names: list[str], severities: list[i
         )
     console.print(
         f"{summary.layout}: wrote {summary.written} images, skipped {summary.skipped} existing, under {output} "
-        f"({len(names)} corruptions x {len(severities)} severities; source: generated).", markup=False, highlight=False,
+        f"({len(names)} corruptions x {len(severities)} severities; source: {_source(names)}).", markup=False, highlight=False,
     )
     if summary.unreadable:
         first, why = next(iter(summary.unreadable.items()))
         console.print(f"skipped {len(summary.unreadable)} unreadable image(s), e.g. {first} ({why}); "
                       "they have no corrupted copy.", style="yellow", markup=False, highlight=False)
+
+
+def _source(names: list[str]) -> str:
+    """The corruption source, naming the frost substitute when it is used (spec section 8)."""
+    from cema_cli.corruptions import generated_source
+
+    if "frost" in names and generated_source("frost") != "generated":
+        return "generated; frost with procedural textures (pip install imagecorruptions for the photographs)"
+    return "generated"

@@ -4,6 +4,9 @@ Public API (stable; the rest of cema only uses these names):
 
 - ``COMMON``: the 15 common corruptions in the standard order; ``EXTRA``: the 4 extra ones;
   ``ALL = COMMON + EXTRA``; ``CONSTANT_SETS``: "imagenet" (224 px) and "cifar" (32 px).
+- ``GROUPS`` and ``expand_names(text)``: the names every command accepts: "all" = the 15
+  common corruptions, "extra" = the 4 others, or corruption names, comma-separated.
+- ``generated_source(name)``: what a result row records as its corruption source.
 - ``corrupt(images, name, severity, *, seed, indices, constants)``: images uint8 (N, 3, H, W)
   on the CPU or a GPU -> uint8 (N, 3, H, W) on the same device. Sample i's randomness derives
   only from (seed, name, severity, indices[i]), so results do not depend on batching.
@@ -20,7 +23,8 @@ JPEG, defocus_blur with the ImageNet kernels (CPU tensors) and spatter's water m
 OpenCV's C kernels on the CPU, as the reference does, and so do the Gaussian filters of CPU
 images of 64 px and more (sepFilter2D); results return to the images' device.
 Random draws use per-sample CPU generators and are moved to the device, so CPU and CUDA see the
-same numbers. frost uses procedurally generated textures: "frost (procedural)" (frost.py).
+same numbers. frost blends the original frost photographs when the ``imagecorruptions`` package
+is installed, else procedurally generated substitutes, "frost (procedural)" (frost.py).
 Images of any size are accepted; the constants stay in absolute pixel units (like the
 imagecorruptions package) and sizes a kernel or texture cannot handle are refused.
 """
@@ -37,8 +41,8 @@ from cema_cli.corruptions.digital import jpeg_roundtrip
 from cema_cli.errors import CemaError, unknown_name
 
 __all__ = [
-    "ALL", "COMMON", "CONSTANT_SETS", "EXTRA", "constants_for_size", "corrupt", "jpeg_roundtrip",
-    "sample_generators", "validate",
+    "ALL", "COMMON", "CONSTANT_SETS", "EXTRA", "GROUPS", "constants_for_size", "corrupt", "expand_names",
+    "generated_source", "jpeg_roundtrip", "sample_generators", "validate",
 ]
 
 COMMON: tuple[str, ...] = (
@@ -48,6 +52,7 @@ COMMON: tuple[str, ...] = (
 )
 EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL: tuple[str, ...] = COMMON + EXTRA
+GROUPS: dict[str, tuple[str, ...]] = {"all": COMMON, "extra": EXTRA}  # the same words in every command
 CONSTANT_SETS: tuple[str, ...] = ("imagenet", "cifar")
 
 Corruption = Callable[[torch.Tensor, int, str, list[torch.Generator]], torch.Tensor]
@@ -77,6 +82,30 @@ _DETERMINISTIC = frozenset(
     ("defocus_blur", "zoom_blur", "gaussian_blur", "brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
 )
 _MIN_SIDE = 8  # below this no corruption is meaningful (and several 3x3/5x5 borders break)
+
+
+def expand_names(text: str, also: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Comma-separated corruption names and groups ("all" = the 15 common ones in the standard
+    order, "extra" = the 4 others) as names, each once, in the order given; ``also`` are
+    further names a command accepts (e.g. "none")."""
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        for name in GROUPS.get(part, (part,) if part else ()):
+            if name not in ALL and name not in also:
+                raise unknown_name("corruption", name, (*GROUPS, *ALL, *also))
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise CemaError("no corruption given; pass a name, a comma list such as gaussian_noise,fog, 'all' (15) or 'extra' (4).")
+    return tuple(names)
+
+
+def generated_source(name: str) -> str:
+    """The corruption_source of a generated domain: "generated", or "generated, procedural
+    frost" when frost's photographs are not installed (the substitute of spec section 8)."""
+    if name == "frost" and frost.texture_source() == "procedural":
+        return "generated, procedural frost"
+    return "generated"
 
 
 def constants_for_size(side: int) -> str:

@@ -1,19 +1,29 @@
-"""frost (procedural): the frost corruption with generated textures (spec sections 4.9 and 8).
+"""frost: the image blended with crops of frost photographs (spec sections 4.9 and 8).
 
-The reference blends the image with crops of five frost photographs that cema does not ship.
-This module generates five substitute textures at the photographs' sizes with the recipe of
-section 8 (a power-law Gaussian random field plus a layer of branched "ice needles", coloured
-with each photograph's per-channel mean and standard deviation), from fixed seeds, so every
-run and every machine gets the same textures. They match the photographs' first- and
-second-order statistics, not their exact look: results are "frost (procedural)" and not
-comparable to published frost numbers. frost2 and frost3 are identical (as in the reference),
-keeping the 5-way texture index and its mixture weights.
+The reference blends the image with crops of five frost photographs. They ship inside the
+``imagecorruptions`` package (Apache-2.0; the ``photos`` extra): when it is
+installed, its ``frost/`` files are read as the reference reads them (OpenCV, colour, alpha
+dropped; CIFAR: OpenCV's 0.2x bilinear resize), without importing the package. Otherwise this
+module generates five substitute textures at the photographs' sizes with the recipe of section 8
+(a power-law Gaussian random field plus a layer of branched "ice needles", coloured with each
+photograph's per-channel mean and standard deviation), from fixed seeds. They match the
+photographs' first- and second-order statistics, not their exact look: results are "frost
+(procedural)" and not comparable to published frost numbers; rows and metadata say which
+textures were used (:func:`texture_source`). frost2 and frost3 are identical either way, keeping
+the 5-way texture index and its mixture weights.
+
+The texture index and crop offsets are NumPy's legacy ``randint`` draws on the sample's MT19937
+stream, as the reference and imagecorruptions draw them, so with ``np.random.seed`` set to the
+sample's seed imagecorruptions picks the same photograph and crop (its frost differs only by the
+1.1x enlargement of section 6).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +55,7 @@ TEXTURES: tuple[TextureSpec, ...] = (
 )
 # The reference's index 0..4 selects frost1, frost2, frost3 (= frost2), frost4, frost5.
 _INDEX_TO_TEXTURE = (0, 1, 1, 2, 3)
+PHOTOGRAPHS = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")  # frost6.jpg is never drawn
 _SEED = 20190505  # fixed: the textures are part of the definition of "frost (procedural)"
 CIFAR_DECIMATION = 5  # OpenCV's 0.2x bilinear resize keeps rows/columns 2, 7, 12, ...
 
@@ -133,13 +144,48 @@ def _texture_bank() -> tuple[np.ndarray, ...]:
     return tuple(generate_texture(spec, _SEED + i) for i, spec in enumerate(TEXTURES))
 
 
-@lru_cache(maxsize=None)
-def frost_textures(constants: str) -> tuple[torch.Tensor, ...]:
-    """The five reachable textures (index 0..4) as uint8 (3, H, W) CPU tensors for a constants set.
+def photographs_folder() -> Path | None:
+    """The ``frost/`` folder of an installed ``imagecorruptions`` package holding the five
+    reachable photographs, or None. Found without importing the package (its import needs
+    scikit-image, SciPy and pkg_resources)."""
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "frost"
+    return folder if all((folder / name).is_file() for name in PHOTOGRAPHS) else None
 
-    CIFAR: OpenCV's 0.2x bilinear resize samples source position 5k + 2 exactly, so it is a pure
-    decimation (section 4.9 step 3); the output size is round(0.2 * size) like OpenCV's.
-    """
+
+def texture_source() -> str:
+    """"photographs" when imagecorruptions' frost photographs are installed, else "procedural"."""
+    return "photographs" if photographs_folder() is not None else "procedural"
+
+
+def texture_label() -> str:
+    """What the metadata records: the photographs with the package version, or the substitute."""
+    if texture_source() == "procedural":
+        return "frost (procedural)"
+    from importlib.metadata import version
+
+    return f"photographs (imagecorruptions {version('imagecorruptions')})"
+
+
+def _read_photograph(path: Path, constants: str) -> np.ndarray:
+    """Section 4.9 steps 2-3: OpenCV's 8-bit colour read (alpha dropped), BGR -> RGB; for the
+    CIFAR constants OpenCV's 0.2x bilinear resize (a pure decimation at this factor)."""
+    from cema_cli.corruptions._ops import opencv
+
+    cv2 = opencv()
+    texture = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if texture is None:
+        raise OSError(f"cannot read the frost photograph {path}; reinstall imagecorruptions")
+    if constants == "cifar":
+        texture = cv2.resize(texture, (0, 0), fx=0.2, fy=0.2)
+    return np.ascontiguousarray(texture[..., ::-1].transpose(2, 0, 1))
+
+
+def _procedural(constants: str) -> list[np.ndarray]:
+    """The substitutes; CIFAR: OpenCV's 0.2x bilinear resize samples source position 5k + 2
+    exactly, so it is a pure decimation (section 4.9 step 3); size round(0.2 * size) as OpenCV's."""
     bank = []
     for which in _INDEX_TO_TEXTURE:
         tex = _texture_bank()[which]
@@ -147,12 +193,39 @@ def frost_textures(constants: str) -> tuple[torch.Tensor, ...]:
             h, w = tex.shape[:2]
             rows, cols = int(round(h / CIFAR_DECIMATION)), int(round(w / CIFAR_DECIMATION))
             tex = tex[2::CIFAR_DECIMATION, 2::CIFAR_DECIMATION][:rows, :cols]
-        bank.append(torch.from_numpy(np.ascontiguousarray(tex.transpose(2, 0, 1))))
-    return tuple(bank)
+        bank.append(np.ascontiguousarray(tex.transpose(2, 0, 1)))
+    return bank
+
+
+@lru_cache(maxsize=None)
+def _bank(constants: str, source: str) -> tuple[torch.Tensor, ...]:
+    folder = photographs_folder() if source == "photographs" else None
+    arrays = [_read_photograph(folder / name, constants) for name in PHOTOGRAPHS] if folder else _procedural(constants)
+    return tuple(torch.from_numpy(a) for a in arrays)
+
+
+def frost_textures(constants: str, source: str | None = None) -> tuple[torch.Tensor, ...]:
+    """The five reachable textures (index 0..4) as uint8 (3, H, W) CPU tensors for a constants
+    set, from ``source`` ("photographs" or "procedural"; default :func:`texture_source`)."""
+    return _bank(constants, source or texture_source())
+
+
+def crop_draws(g: torch.Generator, shapes: list[tuple[int, int]], h: int, w: int) -> tuple[int, int, int]:
+    """(texture index, row offset, column offset) of one sample (section 4.9, random draws).
+
+    NumPy's legacy ``randint`` on the MT19937 stream of the sample's fresh generator (torch's
+    CPU generator is the same engine, seeded the same way, spec section 5): ``randint(5)``, then
+    ``randint(0, Ht - H)`` and ``randint(0, Wt - W)``, exactly as the reference draws them.
+    """
+    draws = np.random.RandomState(g.initial_seed() & 0xFFFFFFFF)
+    index = int(draws.randint(5))
+    height, width = shapes[index]
+    return index, int(draws.randint(0, height - h)), int(draws.randint(0, width - w))
 
 
 def frost_max_side(constants: str) -> tuple[int, int]:
-    """Largest (H, W) a crop can have: the crop offset range [0, size - S) must be non-empty."""
+    """Largest (H, W) a crop can have: the crop offset range [0, size - S) must be non-empty
+    (the same for both sources: the substitutes have the photographs' sizes)."""
     bank = frost_textures(constants)
     return min(t.shape[1] for t in bank) - 1, min(t.shape[2] for t in bank) - 1
 
@@ -172,24 +245,20 @@ def _blend_table(ai: float, af: float) -> torch.Tensor:
 
 
 def frost(images: torch.Tensor, severity: int, constants: str, gens: list[torch.Generator]) -> torch.Tensor:
-    """Section 4.9 with the procedural textures: clip(ai * U + af * crop, 0, 255) on the 0..255 scale.
-
-    Draws per sample: texture index in {0..4}, row offset in [0, Ht - H), column offset in
-    [0, Wt - W) (exclusive upper bounds, as the reference). In chunks (in_chunks).
-    """
+    """Section 4.9: clip(ai * U + af * crop, 0, 255) on the 0..255 scale, with the photographs
+    or the procedural textures (:func:`texture_source`); the draws of :func:`crop_draws`. In
+    chunks (in_chunks)."""
     ai, af = K.FROST[constants][severity - 1]
-    bank = frost_textures(constants)
+    arrays = [tex.numpy() for tex in frost_textures(constants)]  # NumPy slicing: less per-sample overhead
+    shapes = [a.shape[1:] for a in arrays]
     h, w = images.shape[-2:]
-    arrays = [tex.numpy() for tex in bank]  # NumPy slicing: less per-sample overhead
     table = _blend_table(ai, af).to(images.device)
 
     def frost_chunk(chunk: torch.Tensor, chunk_gens: list[torch.Generator]) -> torch.Tensor:
         crops = np.empty(chunk.shape, dtype=np.uint8)
         for g, crop in zip(chunk_gens, crops):
-            tex = arrays[int(torch.randint(0, 5, (), generator=g))]
-            top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
-            left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
-            crop[...] = tex[:, top:top + h, left:left + w]
+            index, top, left = crop_draws(g, shapes, h, w)
+            crop[...] = arrays[index][:, top:top + h, left:left + w]
         pair = chunk.to(torch.int32).mul_(256).add_(torch.from_numpy(crops).to(chunk.device))
         return lookup(table, pair)
 

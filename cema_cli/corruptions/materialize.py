@@ -5,7 +5,12 @@ Two input kinds, two published layouts:
 - a class-folder image tree ``<in>/<class>/<file>`` -> the ImageNet-C layout
   ``<out>/<corruption>/<severity>/<class>/<file>``;
 - an ``.npy`` array (N, H, W, 3) uint8 with ``labels.npy`` beside it -> the CIFAR-10-C layout
-  ``<out>/<corruption>.npy`` (severity-major rows) and ``<out>/labels.npy``.
+  ``<out>/<corruption>.npy`` (all 5 severities, severity-major rows, as ``--dataset cifar10-c``
+  and the published files have them) and ``<out>/labels.npy``.
+
+As make_imagenet_c.py does (spec 2.1), images corrupted with the ImageNet constants are first
+resized (shorter side 256, bilinear) and centre-cropped to 224 x 224, unless ``resize=False``
+(``--no-resize``); the CIFAR constants take the images as they are (make_cifar_c.py).
 
 Sample i (its position in the sorted class/file enumeration, or its row) is corrupted with the
 randomness of (seed, corruption, severity, i) only, so the output is byte-identical for the
@@ -59,7 +64,14 @@ METADATA_NAME = "cema_corruption.json"
 # single Pillow call (taken for one image at a time) runs the vertical pass first on images
 # much taller than wide in recent Pillow (e.g. 64 x 30, 100 x 20 px), and such images got
 # different bytes alone than in a batch; square and wide images are unchanged.
-RECIPE_VERSION = 6
+# 7: frost draws its texture index and crop offsets with NumPy's legacy randint on the sample's
+# MT19937 stream (as the reference and imagecorruptions do), and blends the original frost
+# photographs when imagecorruptions is installed (the record's "frost" says which); images for
+# the ImageNet constants are resized to 256 and centre-cropped to 224 first (the record's
+# "resize_crop"); an .npy input is written with all 5 severities.
+RECIPE_VERSION = 7
+IMAGENET_RESIZE, IMAGENET_CROP = 256, 224  # make_imagenet_c.py: Resize(256), CenterCrop(224)
+SEVERITIES = (1, 2, 3, 4, 5)
 Progress = Callable[[int], None]
 
 
@@ -100,19 +112,22 @@ def _save_image(array: np.ndarray, path: Path, jpeg_quality: int | None) -> None
         tmp.unlink(missing_ok=True)
 
 
-def _write_metadata(output: Path, layout: str, corruptions: Sequence[str], severities: Sequence[int],
-                    seed: int, constants: str, jpeg_quality: int | None) -> None:
+def _recipe(layout: str, seed: int, constants: str, jpeg_quality: int | None, resize: bool) -> dict:
+    """What decides a folder's bytes: one recipe per folder."""
+    from cema_cli.corruptions.frost import texture_label
+
+    return {"layout": layout, "seed": seed, "constants": constants, "jpeg_quality": jpeg_quality,
+            "resize_crop": [IMAGENET_RESIZE, IMAGENET_CROP] if resize else None, "frost": texture_label(),
+            "recipe_version": RECIPE_VERSION}
+
+
+def _write_metadata(output: Path, corruptions: Sequence[str], severities: Sequence[int], recipe: dict) -> None:
     record = {
         "source": "generated",
-        "layout": layout,
         "corruptions": list(corruptions),
-        "severities": list(severities),
-        "seed": seed,
-        "constants": constants,
-        "jpeg_quality": jpeg_quality,
-        "frost": "frost (procedural)",
+        "severities": sorted(severities),
+        **recipe,
         "truncation": "floor",
-        "recipe_version": RECIPE_VERSION,
         "libraries": _library_versions(),
     }
     path = output / METADATA_NAME
@@ -134,14 +149,13 @@ def _read_metadata(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _refuse_other_recipe(output: Path, layout: str, seed: int, constants: str, jpeg_quality: int | None) -> None:
+def _refuse_other_recipe(output: Path, wanted: dict) -> None:
     """Existing outputs are skipped, so a folder written with another seed, constants set, JPEG
-    quality or recipe version would end up holding two recipes' bytes under one record: refuse."""
+    quality, resize, frost textures or recipe version would end up holding two recipes' bytes
+    under one record: refuse."""
     earlier = _read_metadata(output / METADATA_NAME)
     if not earlier:
         return
-    wanted = {"layout": layout, "seed": seed, "constants": constants, "jpeg_quality": jpeg_quality,
-              "recipe_version": RECIPE_VERSION}  # what decides the bytes: one recipe per folder
     differ = [f"{key} {earlier.get(key)!r} there, {value!r} now" for key, value in wanted.items() if earlier.get(key) != value]
     if differ:
         raise CemaError(f"{output} already holds corruptions made with other settings ({'; '.join(differ)}), and "
@@ -212,49 +226,93 @@ def _output_name(file: Path, jpeg_quality: int | None) -> str:
     return file.name
 
 
-def _read_rgb(src: str) -> np.ndarray | str:
-    """The image as H x W x 3 uint8, or why it cannot be read (skipped and counted, as the
-    benchmark's loaders do with the same exceptions, data/loading.py)."""
+def _as_rgb(image):
+    """An 8-bit RGB PIL image. 16-bit greyscale (Pillow's I;16 modes) keeps its top 8 bits, as
+    Pillow does for 16-bit colour (convert("RGB") would clip it to white); 32-bit integer and
+    float pixels have no fixed range and are refused."""
     from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        raise ValueError(f"{image.mode!r} pixels (32-bit) have no fixed range; save the image with 8 or 16 bits per channel")
+    return image.convert("RGB")
+
+
+def imagenet_crop(image):
+    """make_imagenet_c.py's preprocessing (spec 2.1): torchvision's Resize(256) (shorter side to
+    256, bilinear) then CenterCrop(224) on the PIL image."""
+    from torchvision.transforms import functional as F
+
+    return F.center_crop(F.resize(image, IMAGENET_RESIZE), IMAGENET_CROP)
+
+
+def _read_image(src: str, constants: str, resize: bool) -> tuple[np.ndarray, str] | str:
+    """(H x W x 3 uint8, resolved constants set), resized and cropped for the ImageNet constants
+    when ``resize``; or why the file cannot be read (skipped and counted, as the benchmark's
+    loaders do with the same exceptions, data/loading.py)."""
+    from PIL import Image
+
+    from cema_cli.corruptions import constants_for_size
 
     try:
         with Image.open(src) as image:
-            return np.asarray(image.convert("RGB"))
+            rgb = _as_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return " ".join(f"{type(error).__name__}: {error}".split())
+    if constants == "auto":
+        constants = constants_for_size(min(rgb.size))
+    if resize and constants == "imagenet":
+        rgb = imagenet_crop(rgb)
+    return np.asarray(rgb), constants
 
 
 def _tree_unit(name: str, severity: int, items: list[tuple[int, str, str]], seed: int,
-               jpeg_quality: int | None, constants: str) -> tuple[int, dict[str, str]]:
-    """Corrupt and save a chunk of tree images; images of equal size are batched together.
-    Returns (images written, unreadable source file -> why)."""
+               jpeg_quality: int | None, constants: str, resize: bool) -> tuple[int, dict[str, str]]:
+    """Corrupt and save a chunk of tree images; images of equal size and constants are batched
+    together. Returns (images written, unreadable source file -> why)."""
     import torch
 
     from cema_cli.corruptions import corrupt
 
-    groups: dict[tuple[int, int], list[tuple[int, np.ndarray, Path, int | None]]] = {}
+    groups: dict[tuple[int, int, str], list[tuple[int, np.ndarray, Path, int | None]]] = {}
     unreadable: dict[str, str] = {}
     for index, src, dst in items:
-        array = _read_rgb(src)
-        if isinstance(array, str):
-            unreadable[src] = array
+        read = _read_image(src, constants, resize)
+        if isinstance(read, str):
+            unreadable[src] = read
             continue
+        array, resolved = read
         quality = jpeg_quality
         if quality is None and Path(dst).suffix.lower() in JPEG_SUFFIXES:
             quality = DEFAULT_JPEG_QUALITY
-        groups.setdefault(array.shape[:2], []).append((index, array, Path(dst), quality))
-    for members in groups.values():
+        groups.setdefault((*array.shape[:2], resolved), []).append((index, array, Path(dst), quality))
+    for (_, _, resolved), members in groups.items():
         images = torch.from_numpy(np.stack([m[1] for m in members])).permute(0, 3, 1, 2).contiguous()
-        out = corrupt(images, name, severity, seed=seed, indices=[m[0] for m in members], constants=constants)
+        out = corrupt(images, name, severity, seed=seed, indices=[m[0] for m in members], constants=resolved)
         for (_, _, dst, quality), result in zip(members, out.permute(0, 2, 3, 1).numpy()):
             _save_image(np.ascontiguousarray(result), dst, quality)
     return len(items) - len(unreadable), unreadable
 
 
+def _first_readable(samples: list[tuple[str, Path]], constants: str, resize: bool) -> None:
+    """Refuse a tree in which no image can be read, before anything is written."""
+    reasons = {}
+    for _, file in samples:
+        read = _read_image(str(file), constants, resize)
+        if not isinstance(read, str):
+            return
+        reasons.setdefault(file, read)
+    first, why = next(iter(reasons.items()))
+    raise CemaError(f"none of the {len(samples)} images under {first.parent.parent} can be read (e.g. {first}: {why}); "
+                    "check the files, or pass another --input.")
+
+
 def _materialize_tree(input: Path, output: Path, corruptions: Sequence[str], severities: Sequence[int], seed: int,
-                      jpeg_quality: int | None, workers: int, constants: str, batch_size: int,
+                      jpeg_quality: int | None, workers: int, constants: str, resize: bool, batch_size: int,
                       progress: Progress | None, on_total: Callable[[int], None] | None) -> Summary:
     samples = _enumerate_tree(input)
+    _first_readable(samples, constants, resize)
     summary = Summary(layout="imagenet-c")
     units = []
     for name in corruptions:
@@ -266,11 +324,11 @@ def _materialize_tree(input: Path, output: Path, corruptions: Sequence[str], sev
                     summary.skipped += 1
                 else:
                     todo.append((index, str(file), str(dst)))
-            units += [(name, severity, list(chunk), seed, jpeg_quality, constants) for chunk in _chunks(todo, batch_size)]
+            units += [(name, severity, list(chunk), seed, jpeg_quality, constants, resize) for chunk in _chunks(todo, batch_size)]
             summary.outputs.append(str(output / name / str(severity)))
     if on_total:
         on_total(sum(len(u[2]) for u in units))
-    _write_metadata(output, "imagenet-c", corruptions, severities, seed, constants, jpeg_quality)
+    _write_metadata(output, corruptions, severities, _recipe("imagenet-c", seed, constants, jpeg_quality, resize))
 
     def done(unit: tuple, result: tuple[int, dict[str, str]]) -> None:
         count, unreadable = result
@@ -308,22 +366,41 @@ def _load_npy(input: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _npy_unit(name: str, severity: int, start: int, stop: int, input: str, seed: int, constants: str) -> np.ndarray:
+def _npy_rows(images: np.ndarray, resize: bool) -> np.ndarray:
+    """Rows as corrupted: resized and cropped to 224 x 224 when ``resize`` (ImageNet constants)."""
+    if not resize:
+        return np.array(images)
+    from PIL import Image
+
+    return np.stack([np.asarray(imagenet_crop(Image.fromarray(row))) for row in images])
+
+
+def _npy_unit(name: str, severity: int, start: int, stop: int, input: str, seed: int, constants: str,
+              resize: bool) -> np.ndarray:
     import torch
 
     from cema_cli.corruptions import corrupt
 
     images = np.load(input, mmap_mode="r")
-    chunk = torch.from_numpy(np.array(images[start:stop])).permute(0, 3, 1, 2).contiguous()
+    chunk = torch.from_numpy(_npy_rows(images[start:stop], resize)).permute(0, 3, 1, 2).contiguous()
     out = corrupt(chunk, name, severity, seed=seed, indices=list(range(start, stop)), constants=constants)
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], severities: Sequence[int], seed: int,
-                     jpeg_quality: int | None, workers: int, constants: str, batch_size: int,
+                     jpeg_quality: int | None, workers: int, constants: str, resize: bool, batch_size: int,
                      progress: Progress | None, on_total: Callable[[int], None] | None) -> Summary:
+    """The CIFAR-10-C layout: every file holds the 5 severities (``severities`` is SEVERITIES)."""
+    from cema_cli.corruptions import constants_for_size
+
     images, labels = _load_npy(input)
+    if sorted(severities) != list(SEVERITIES):
+        raise CemaError(f"an .npy input is written in the CIFAR-10-C layout, whose <corruption>.npy stacks all 5 severities "
+                        f"(rows (s-1)N to sN-1), so it cannot hold only severities {list(severities)}; drop --severity.")
     n = images.shape[0]
+    resolved = constants_for_size(min(images.shape[1:3])) if constants == "auto" else constants
+    crop = resize and resolved == "imagenet"  # make_imagenet_c.py's resize and crop
+    side = (IMAGENET_CROP, IMAGENET_CROP) if crop else images.shape[1:3]
     summary = Summary(layout="cifar-10-c")
     output.mkdir(parents=True, exist_ok=True)
     todo = []
@@ -336,26 +413,21 @@ def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], seve
             todo.append(name)
     if on_total:
         on_total(n * len(severities) * len(todo))
-    _write_metadata(output, "cifar-10-c", corruptions, severities, seed, constants, jpeg_quality)
-    labels_path = output / "labels.npy"
-    if not labels_path.exists():
-        tmp = _atomic_target(labels_path)
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.tile(labels, len(severities)))
-        os.replace(tmp, labels_path)
+    _write_metadata(output, corruptions, severities, _recipe("cifar-10-c", seed, constants, jpeg_quality, resize))
+    _write_labels(output / "labels.npy", np.tile(labels, len(SEVERITIES)))
     # One output file per corruption, filled chunk by chunk and moved into place when full.
-    shape = (n * len(severities), *images.shape[1:])
+    shape = (n * len(severities), *side, 3)
     temps = {name: _atomic_target(output / f"{name}.npy") for name in todo}
     arrays = {name: np.lib.format.open_memmap(temps[name], mode="w+", dtype=np.uint8, shape=shape) for name in todo}
     remaining = {name: n * len(severities) for name in todo}
     units = [
-        (name, severity, start, min(start + batch_size, n), str(input), seed, constants)
+        (name, severity, start, min(start + batch_size, n), str(input), seed, resolved, crop)
         for name in todo for severity in severities for start in range(0, n, batch_size)
     ]
 
     def done(unit: tuple, result: np.ndarray) -> None:
         name, severity, start, stop = unit[:4]
-        row = severities.index(severity) * n
+        row = (severity - 1) * n  # severity-major, whatever order --severity listed them in
         if jpeg_quality is not None:
             result = _jpeg_rows(result, jpeg_quality)
         arrays[name][row + start:row + stop] = result
@@ -376,6 +448,16 @@ def _materialize_npy(input: Path, output: Path, corruptions: Sequence[str], seve
     return summary
 
 
+def _write_labels(path: Path, labels: np.ndarray) -> None:
+    """labels.npy of the CIFAR-10-C layout (the test labels once per severity), atomically."""
+    if path.exists():
+        return
+    tmp = _atomic_target(path)
+    with open(tmp, "wb") as handle:
+        np.save(handle, labels)
+    os.replace(tmp, path)
+
+
 def _jpeg_rows(rows: np.ndarray, quality: int) -> np.ndarray:
     import torch
 
@@ -388,16 +470,57 @@ def _jpeg_rows(rows: np.ndarray, quality: int) -> np.ndarray:
 # ------------------------------------------------------------------------------- entry
 
 
+def _check_options(input: Path, output: Path, corruptions: Sequence[str], severities: Sequence[int], seed: int,
+                   jpeg_quality: int | None, workers: int, constants: str) -> None:
+    """Refuse bad arguments before anything is read or written (CemaError naming the fix)."""
+    from cema_cli.corruptions import ALL, CONSTANT_SETS
+    from cema_cli.errors import unknown_name
+
+    if not input.exists():
+        raise CemaError(f"input {input} does not exist; pass a class-folder image tree or an .npy file.")
+    for name in corruptions:
+        if name not in ALL:
+            raise unknown_name("corruption", name, ALL)
+    bad = [s for s in severities if s not in SEVERITIES]
+    if bad or not severities:
+        raise CemaError(f"severities {list(severities)} must be taken from 1-5; pass e.g. --severity 1,2,3,4,5.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+        raise CemaError(f"seed {seed!r} is outside 0 to 2**63-1; pass a non-negative whole number, e.g. --seed 0.")
+    if constants not in (*CONSTANT_SETS, "auto"):
+        raise unknown_name("constants set", constants, (*CONSTANT_SETS, "auto"))
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise CemaError(f"JPEG quality {jpeg_quality} is outside 1-100; the published ImageNet-C used 85.")
+    if workers < 1:
+        raise CemaError(f"workers must be at least 1; got {workers}.")
+    if output.exists() and not output.is_dir():
+        raise CemaError(f"output {output} is a file; give a folder for the corrupted copies.")
+    if input.is_file() and input.suffix.lower() != ".npy":
+        raise CemaError(f"{input} is a file but not an .npy array; pass an .npy file or a class-folder image tree.")
+    _refuse_output_in_input(input, output)
+
+
+def _refuse_output_in_input(input: Path, output: Path) -> None:
+    """The copies must not land in the input: a tree would read them as classes next time, and
+    an .npy input's labels.npy would be taken for the output's."""
+    source = input.resolve() if input.is_dir() else input.resolve().parent
+    target = output.resolve()
+    if target == source or source in target.parents:
+        where = "is" if target == source else "is inside"
+        raise CemaError(f"output {output} {where} the input folder {source}; the corrupted copies would mix with the "
+                        "input images. Choose an output folder outside it.")
+
+
 def materialize(
     input: Path,
     output: Path,
     corruptions: Sequence[str],
-    severities: Sequence[int],
+    severities: Sequence[int] = SEVERITIES,
     *,
     seed: int = 0,
     jpeg_quality: int | None = None,
     workers: int = 1,
     constants: str = "auto",
+    resize: bool = True,
     batch_size: int = 64,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
@@ -407,33 +530,15 @@ def materialize(
     ``progress(k)`` is called after every k images written; ``on_total(n)`` once, first, with
     the number of images to write. ``jpeg_quality`` writes JPEG files at that quality (tree) or
     applies that JPEG round trip to the arrays (npy); without it files keep their format (JPEG
-    inputs are written at quality 85). ``constants`` is "auto" (by image size), "imagenet" or
-    "cifar". Raises CemaError for bad input.
+    inputs are written at quality 85, as ImageNet-C was). ``constants`` is "auto" (by the
+    image's shorter side), "imagenet" or "cifar"; ``resize`` resizes images for the ImageNet
+    constants to 256 and centre-crops them to 224 first. An .npy input takes all 5 severities.
+    Raises CemaError for bad input.
     """
-    from cema_cli.corruptions import ALL, CONSTANT_SETS
-    from cema_cli.errors import unknown_name
-
     input, output = Path(input), Path(output)
-    if not input.exists():
-        raise CemaError(f"input {input} does not exist; pass a class-folder image tree or an .npy file.")
-    for name in corruptions:
-        if name not in ALL:
-            raise unknown_name("corruption", name, ALL)
-    bad = [s for s in severities if s not in (1, 2, 3, 4, 5)]
-    if bad or not severities:
-        raise CemaError(f"severities {list(severities)} must be taken from 1-5; pass e.g. --severity 1,2,3,4,5.")
-    if constants not in (*CONSTANT_SETS, "auto"):
-        raise unknown_name("constants set", constants, (*CONSTANT_SETS, "auto"))
-    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
-        raise CemaError(f"JPEG quality {jpeg_quality} is outside 1-100; the published ImageNet-C used 85.")
-    if workers < 1:
-        raise CemaError(f"workers must be at least 1; got {workers}.")
-    if output.exists() and not output.is_dir():
-        raise CemaError(f"output {output} is a file; give a folder for the corrupted copies.")
-    args = (input, output, list(corruptions), list(severities), seed, jpeg_quality, workers, constants, batch_size,
-            progress, on_total)
-    if input.is_file() and input.suffix.lower() != ".npy":
-        raise CemaError(f"{input} is a file but not an .npy array; pass an .npy file or a class-folder image tree.")
+    _check_options(input, output, corruptions, severities, seed, jpeg_quality, workers, constants)
     layout = "cifar-10-c" if input.is_file() else "imagenet-c"
-    _refuse_other_recipe(output, layout, seed, constants, jpeg_quality)
+    _refuse_other_recipe(output, _recipe(layout, seed, constants, jpeg_quality, resize))
+    args = (input, output, list(corruptions), list(severities), seed, jpeg_quality, workers, constants, resize,
+            batch_size, progress, on_total)
     return _materialize_npy(*args) if input.is_file() else _materialize_tree(*args)

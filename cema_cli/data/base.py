@@ -15,8 +15,16 @@ class DomainInfo:
     corruption: str
     severity: int
     samples: int
-    corruption_source: str  # "generated" or "files"
+    corruption_source: str  # "files", "generated" or "generated, procedural frost" (source_of)
     constants: str  # "cifar", "imagenet" or "" for files
+
+
+def source_of(kind: str, corruption: str) -> str:
+    """A row's corruption_source: "files", or how the generated domain was made
+    (corruptions.generated_source names the procedural frost substitute)."""
+    from cema_cli.corruptions import generated_source
+
+    return generated_source(corruption) if kind == "generated" else kind
 
 
 def stream_order(n: int, seed: int) -> torch.Tensor:

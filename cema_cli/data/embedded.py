@@ -14,7 +14,7 @@ from functools import lru_cache
 import torch
 
 from cema_cli import corruptions
-from cema_cli.data.base import DomainInfo, chosen_order, tensor_batches
+from cema_cli.data.base import DomainInfo, chosen_order, source_of, tensor_batches
 from cema_cli.errors import CemaError
 
 SPLIT_SEED = 0
@@ -116,7 +116,7 @@ class EmbeddedDigits:
         return torch.cat(chunks)
 
     def domain_info(self, corruption: str, severity: int, samples: int) -> DomainInfo:
-        return DomainInfo(corruption, severity, samples, self.corruption_source, self.constants)
+        return DomainInfo(corruption, severity, samples, source_of(self.corruption_source, corruption), self.constants)
 
     def domain_size(self, corruption: str, severity: int) -> int:
         return len(self.images)

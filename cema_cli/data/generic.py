@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from cema_cli import corruptions
-from cema_cli.data.base import DomainInfo, chosen_order, stream_order
+from cema_cli.data.base import DomainInfo, chosen_order, source_of, stream_order
 from cema_cli.data.loading import (
     DEFAULT_OPTIONS,
     UNREADABLE,
@@ -90,7 +90,7 @@ class OnDiskDataset:
         """Raise a CemaError naming what is missing for this domain (generated: nothing)."""
 
     def domain_info(self, corruption: str, severity: int, samples: int) -> DomainInfo:
-        return DomainInfo(corruption, severity, samples, self.corruption_source, self.constants)
+        return DomainInfo(corruption, severity, samples, source_of(self.corruption_source, corruption), self.constants)
 
     def clean_samples(self, count: int, seed: int = 0) -> torch.Tensor:
         """EATA's Fisher set: ``count`` clean images from --clean-root (a class tree or an npy pair)."""

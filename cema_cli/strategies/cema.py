@@ -23,7 +23,9 @@ from cema_cli.strategies.common import (
     optimised_values, sample_weights, weighted_entropy_loss,
 )
 from cema_cli.strategies.eata import REDUNDANCY_MARGINS
-from cema_cli.strategies.options import at_most, non_negative, non_negative_int, one_of, positive, positive_int, unit_interval
+from cema_cli.strategies.options import (
+    InvalidOption, at_most, non_negative, non_negative_int, one_of, positive, positive_int, unit_interval,
+)
 from cema_cli.strategies.precision import minimise
 from cema_cli.strategies.tbr import TBR_MOMENTS, running_moments, set_running_moments, use_batch_renorm
 
@@ -55,6 +57,7 @@ class CEMAConfig:
     kl_weight: float = 3.0
     ce_weight: float = 1.0
     tbr_moments: str = "welford"  # TBR's batch variance: torch.var; "two-pass" is faster on CPU, differs in the last bits
+    replay_seed: int = -1  # seeds the replay draws alone; -1: the run seed (which also sets the stream)
 
     def validate(self) -> None:
         for name in ("e_max_factor", "e_max_lambda", "temperature"):
@@ -69,6 +72,8 @@ class CEMAConfig:
         for name in ("warmup_samples", "replay_batch", "replay_min"):
             non_negative_int(name, getattr(self, name))
         one_of("tbr_moments", self.tbr_moments, TBR_MOMENTS)
+        if not -1 <= self.replay_seed <= 2**63 - 1:
+            raise InvalidOption("replay_seed", self.replay_seed, "must be -1 (the run seed) or a seed from 0 to 2**63-1")
         self.validate_replay()
 
     def validate_replay(self) -> None:
@@ -229,7 +234,8 @@ class CEMA(CloudEdgeStrategy):
         super().__init__(context, config)
         student = copy.deepcopy(context.edge_model)
         self.edge_half = CEMAEdge(context.edge_model, config, context.num_classes)
-        self.cloud = CEMACloud(context.cloud_model(), student, config, context.num_classes, context.seed, self.work)
+        replay_seed = context.seed if config.replay_seed == -1 else config.replay_seed
+        self.cloud = CEMACloud(context.cloud_model(), student, config, context.num_classes, replay_seed, self.work)
         self.trained_values = optimised_values(self.cloud.student_opt)  # the edge model's values; the foundation's are not sent
         self.moments_sent = False
 

@@ -293,28 +293,68 @@ def test_fog_matches_reference(constants, side, severity):
     assert_close_u8(hwc(out[0]), expected)
 
 
+@pytest.fixture(params=["photographs", "procedural"])
+def frost_source(request, monkeypatch):
+    """Run a frost test with the photographs (imagecorruptions installed) and with the substitute."""
+    from cema_cli.corruptions import frost
+
+    if request.param == "photographs" and frost.photographs_folder() is None:
+        pytest.skip("imagecorruptions (the frost photographs) is not installed")
+    if request.param == "procedural":
+        monkeypatch.setattr(frost, "photographs_folder", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("constants,side", [("cifar", 32), ("imagenet", 224)])
-def test_frost_blend_and_crop(constants, side):
+def test_frost_blend_and_crop(constants, side, frost_source):
     images = batch(side, 2)
     out = run(images, "frost", 3, constants)
-    bank = frost_textures(constants)
+    bank = frost_textures(constants, frost_source)
     ai, af = K.FROST[constants][2]
     for i, g in enumerate(gens_for("frost", 3, 2)):
-        index = int(torch.randint(0, 5, (), generator=g))
-        tex = bank[index]
-        top = int(torch.randint(0, tex.shape[1] - side, (), generator=g))
-        left = int(torch.randint(0, tex.shape[2] - side, (), generator=g))
+        # Section 4.9's draws with NumPy's legacy generator, as the reference makes them.
+        draws = np.random.RandomState(g.initial_seed() & 0xFFFFFFFF)
+        tex = bank[draws.randint(5)]
+        top, left = draws.randint(0, tex.shape[1] - side), draws.randint(0, tex.shape[2] - side)
         crop = hwc(tex[:, top:top + side, left:left + side]).astype(np.float64)
-        assert_close_u8(hwc(out[i]), ref.to_uint8(ref.frost(hwc(images[i]), ai, af, crop)))
+        assert np.array_equal(hwc(out[i]), ref.to_uint8(ref.frost(hwc(images[i]), ai, af, crop)))
 
 
-def test_frost_cifar_textures_are_decimated_by_five():
-    full, small = frost_textures("imagenet"), frost_textures("cifar")
+def test_frost_records_which_textures_it_used(frost_source):
+    from cema_cli.corruptions import generated_source
+
+    expected = "generated" if frost_source == "photographs" else "generated, procedural frost"
+    assert generated_source("frost") == expected and generated_source("fog") == "generated"
+
+
+@pytest.mark.parametrize("source", ["photographs", "procedural"])
+def test_frost_cifar_textures_are_decimated_by_five(source):
+    from cema_cli.corruptions.frost import photographs_folder
+
+    if source == "photographs" and photographs_folder() is None:
+        pytest.skip("imagecorruptions (the frost photographs) is not installed")
+    full, small = frost_textures("imagenet", source), frost_textures("cifar", source)
+    assert [tuple(t.shape[1:]) for t in full] == [(600, 900), (315, 560), (315, 560), (350, 527), (495, 660)]
     sizes = [tuple(t.shape[1:]) for t in small]
     assert sizes == [(120, 180), (63, 112), (63, 112), (70, 105), (99, 132)]
     for f, s in zip(full, small):
         assert torch.equal(s, f[:, 2::5, 2::5][:, : s.shape[1], : s.shape[2]])
     assert torch.equal(full[1], full[2])  # frost2 = frost3, as in the reference
+
+
+def test_frost_photographs_are_read_as_the_reference_reads_them():
+    """Section 4.9 step 2: OpenCV's colour read (the PNGs' alpha dropped), BGR -> RGB."""
+    from cema_cli.corruptions.frost import PHOTOGRAPHS, photographs_folder
+
+    folder = photographs_folder()
+    if folder is None:
+        pytest.skip("imagecorruptions (the frost photographs) is not installed")
+    import cv2
+
+    for name, tex in zip(PHOTOGRAPHS, frost_textures("imagenet", "photographs")):
+        assert np.array_equal(hwc(tex), cv2.imread(str(folder / name))[..., ::-1])
+    frost2 = hwc(frost_textures("imagenet", "photographs")[1]).reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(frost2.mean(0), (201, 205, 214), atol=1)  # section 8's table
 
 
 def test_frost_procedural_texture_statistics():

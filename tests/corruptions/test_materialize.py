@@ -14,7 +14,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from cema_cli.cli.corrupt import corrupt_command, parse_severities
+from cema_cli.cli.corrupt import corrupt_command, parse_corruptions, parse_severities
 from cema_cli.corruptions import corrupt
 from cema_cli.corruptions.materialize import METADATA_NAME, RECIPE_VERSION, materialize
 from cema_cli.errors import CemaError
@@ -88,31 +88,55 @@ def test_tree_jpeg_quality_and_workers_identical(tmp_path):
 
 def test_npy_layout_resume_and_workers(tmp_path):
     src = make_npy(tmp_path / "in")
-    summary = materialize(src, tmp_path / "a", NAMES, [1, 2, 5], seed=3, batch_size=2)
-    assert summary.layout == "cifar-10-c" and summary.written == 2 * 3 * 5
+    summary = materialize(src, tmp_path / "a", NAMES, seed=3, batch_size=2)
+    assert summary.layout == "cifar-10-c" and summary.written == 2 * 5 * 5
     arr = np.load(tmp_path / "a" / "gaussian_noise.npy")
-    assert arr.shape == (15, 32, 32, 3) and arr.dtype == np.uint8
+    assert arr.shape == (25, 32, 32, 3) and arr.dtype == np.uint8
     labels = np.load(tmp_path / "a" / "labels.npy")
-    assert np.array_equal(labels, np.tile(np.arange(5), 3))
-    # Severity-major rows: row 2*5 + 3 is image 3 at severity 5.
+    assert np.array_equal(labels, np.tile(np.arange(5), 5))
+    # Severity-major rows: row 4*5 + 3 is image 3 at severity 5.
     clean = torch.from_numpy(np.load(src)[3]).permute(2, 0, 1)[None]
     expected = corrupt(clean, "gaussian_noise", 5, seed=3, indices=[3], constants="cifar")[0].permute(1, 2, 0).numpy()
-    assert np.array_equal(arr[13], expected)
-    materialize(src, tmp_path / "b", NAMES, [1, 2, 5], seed=3, workers=2, batch_size=3)
+    assert np.array_equal(arr[23], expected)
+    materialize(src, tmp_path / "b", NAMES, [5, 4, 3, 2, 1], seed=3, workers=2, batch_size=3)  # any order: same rows
     assert read_tree(tmp_path / "a") == read_tree(tmp_path / "b")
-    again = materialize(src, tmp_path / "a", NAMES, [1, 2, 5], seed=3)
-    assert again.written == 0 and again.skipped == 30
+    again = materialize(src, tmp_path / "a", NAMES, seed=3)
+    assert again.written == 0 and again.skipped == 50
+
+
+def test_npy_layout_holds_all_five_severities(tmp_path):
+    """CIFAR-10-C stacks the 5 severities in every file; a file of fewer could not be read as it."""
+    src = make_npy(tmp_path / "in", 2)
+    with pytest.raises(CemaError, match=r"stacks all 5 severities.*only severities \[5\]; drop --severity"):
+        materialize(src, tmp_path / "out", ["fog"], [5])
+    assert not (tmp_path / "out").exists()
+
+
+def test_npy_written_is_what_cifar10_c_reads(tmp_path):
+    """Round trip: cema corrupt's CIFAR layout read by --dataset cifar10-c, severity by severity."""
+    from cema_cli.data.loading import DataOptions
+    from cema_cli.data.published import Cifar10C
+
+    src = make_npy(tmp_path / "in", 4)
+    materialize(src, tmp_path / "out", ["fog", "contrast"], seed=2)
+    dataset = Cifar10C(data_root=str(tmp_path / "out"), options=DataOptions(workers=0))
+    clean = torch.from_numpy(np.load(src)).permute(0, 3, 1, 2).contiguous()
+    for severity in (1, 3, 5):
+        expected = corrupt(clean, "fog", severity, seed=2, indices=[0, 1, 2, 3], constants="cifar")
+        order = list(range(4))
+        (images, labels), = dataset.stream("fog", severity, 0, 4, 4, order=order)
+        assert torch.equal(images, expected) and labels.tolist() == [0, 1, 2, 3]
 
 
 def test_npy_jpeg_quality_applies_roundtrip(tmp_path):
     src = make_npy(tmp_path / "in", 2)
-    materialize(src, tmp_path / "out", ["contrast"], [1], seed=0, jpeg_quality=85)
+    materialize(src, tmp_path / "out", ["contrast"], seed=0, jpeg_quality=85)
     plain = corrupt(torch.from_numpy(np.load(src)).permute(0, 3, 1, 2).contiguous(), "contrast", 1, seed=0,
                     indices=[0, 1], constants="cifar")
     from cema_cli.corruptions import jpeg_roundtrip
 
     expected = jpeg_roundtrip(plain, 85).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(np.load(tmp_path / "out" / "contrast.npy"), expected)
+    assert np.array_equal(np.load(tmp_path / "out" / "contrast.npy")[:2], expected)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +148,9 @@ def test_npy_jpeg_quality_applies_roundtrip(tmp_path):
         ("npy", {"severities": [0]}, "must be taken from 1-5"),
         ("npy", {"severities": [6]}, "must be taken from 1-5"),
         ("npy", {"corruptions": ["fogg"]}, "Did you mean 'fog'"),
-        ("tiny", {"corruptions": ["defocus_blur"], "severities": [5], "constants": "imagenet"}, "defocus kernel"),
+        ("tiny", {"corruptions": ["defocus_blur"], "constants": "imagenet", "resize": False}, "defocus kernel"),
+        ("npy", {"seed": -1}, "seed -1 is outside 0 to 2**63-1"),
+        ("npy", {"seed": 2**63}, "is outside 0 to 2**63-1"),
         ("emptydir", {}, "no images found"),
     ],
 )
@@ -139,7 +165,7 @@ def test_bad_input(tmp_path, setup, kwargs, message):
     elif setup == "emptydir":
         src = tmp_path / "in"
         (src / "n01").mkdir(parents=True)
-    args = {"corruptions": ["contrast"], "severities": [1]}
+    args = {"corruptions": ["contrast"], "severities": [1] if setup in ("none", "emptydir") else [1, 2, 3, 4, 5]}
     args.update(kwargs)
     with pytest.raises(CemaError) as info:
         materialize(src, tmp_path / "out", args.pop("corruptions"), args.pop("severities"), **args)
@@ -160,10 +186,10 @@ def _app() -> typer.Typer:
 def test_cli_writes_npy_layout(tmp_path):
     src = make_npy(tmp_path / "in", 3)
     result = CliRunner().invoke(_app(), ["corrupt", "--input", str(src), "--output", str(tmp_path / "out"),
-                                         "--corruption", "contrast,fog", "--severity", "1-2", "--seed", "1"])
+                                         "--corruption", "contrast,fog", "--seed", "1"])
     assert result.exit_code == 0, result.output
-    assert np.load(tmp_path / "out" / "fog.npy").shape == (6, 32, 32, 3)
-    assert "wrote 12 images" in result.output
+    assert np.load(tmp_path / "out" / "fog.npy").shape == (15, 32, 32, 3)
+    assert "wrote 30 images" in result.output
 
 
 @pytest.mark.parametrize("args,message", [
@@ -180,6 +206,18 @@ def test_cli_bad_options_are_one_line_exit_2(tmp_path, args, message):
 def test_cli_missing_input(tmp_path):
     result = CliRunner().invoke(_app(), ["corrupt", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_all_and_extra_mean_the_same_corruptions_in_every_command():
+    from cema_cli.cli.common import parse_corruptions as bench_corruptions
+    from cema_cli.corruptions import COMMON, EXTRA
+
+    assert len(COMMON) == 15 and len(EXTRA) == 4
+    assert tuple(parse_corruptions("all")) == bench_corruptions("all") == COMMON
+    assert tuple(parse_corruptions("extra")) == bench_corruptions("extra") == EXTRA
+    assert tuple(parse_corruptions("extra,all,fog")) == EXTRA + COMMON
+    with pytest.raises(CemaError, match="unknown corruption 'all19'"):
+        bench_corruptions("all19")
 
 
 def test_parse_severities():
@@ -209,3 +247,74 @@ def test_folder_of_another_recipe_is_refused_and_extensions_are_recorded(tmp_pat
     materialize(tmp_path / "in", tmp_path / "out", ["gaussian_noise"], [2], seed=4)
     metadata = json.loads((tmp_path / "out" / METADATA_NAME).read_text())
     assert metadata["corruptions"] == ["contrast", "gaussian_noise"] and metadata["severities"] == [1, 2]
+
+
+def jpeg_tree(root: Path, size: tuple[int, int] = (500, 375)) -> Path:
+    """One ImageNet-style JPEG of W x H pixels under <root>/n01440764/."""
+    (root / "n01440764").mkdir(parents=True)
+    path = root / "n01440764" / "ILSVRC2012_val_00000293.JPEG"
+    Image.fromarray(natural_image(size[1], 0, size[0])).save(path, quality=90)
+    return path
+
+
+def test_imagenet_images_are_resized_to_256_and_cropped_to_224_first(tmp_path):
+    """make_imagenet_c.py: Resize(256), CenterCrop(224), corrupt, save JPEG quality 85 under the
+    original file name."""
+    from torchvision import transforms
+
+    src = jpeg_tree(tmp_path / "in")
+    materialize(tmp_path / "in", tmp_path / "out", ["contrast", "frost"], [1, 5], seed=3)
+    with Image.open(src) as image:
+        prepared = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])(image.convert("RGB"))
+    clean = torch.from_numpy(np.array(prepared)).permute(2, 0, 1)[None].contiguous()
+    for name in ("contrast", "frost"):
+        for severity in (1, 5):
+            written = tmp_path / "out" / name / str(severity) / "n01440764" / src.name
+            with Image.open(written) as image:
+                assert image.size == (224, 224) and image.format == "JPEG"
+            expected = corrupt(clean, name, severity, seed=3, indices=[0], constants="imagenet")[0].permute(1, 2, 0).numpy()
+            again = tmp_path / "expected.jpg"
+            Image.fromarray(expected).save(again, quality=85, optimize=True)
+            assert written.read_bytes() == again.read_bytes()
+    record = json.loads((tmp_path / "out" / METADATA_NAME).read_text())
+    assert record["resize_crop"] == [256, 224] and record["frost"].startswith(("photographs (imagecorruptions", "frost (procedural)"))
+
+
+def test_no_resize_keeps_the_size_and_is_a_recipe_of_its_own(tmp_path):
+    jpeg_tree(tmp_path / "in", (120, 90))
+    materialize(tmp_path / "in", tmp_path / "out", ["contrast"], [1], resize=False)
+    with Image.open(next((tmp_path / "out" / "contrast" / "1").rglob("*.JPEG"))) as image:
+        assert image.size == (120, 90)
+    assert json.loads((tmp_path / "out" / METADATA_NAME).read_text())["resize_crop"] is None
+    with pytest.raises(CemaError, match=r"resize_crop None there, \[256, 224\] now"):
+        materialize(tmp_path / "in", tmp_path / "out", ["contrast"], [1])
+
+
+def test_cifar_sized_images_are_not_resized_and_npy_follows_the_constants(tmp_path):
+    src = make_npy(tmp_path / "in", 2)
+    materialize(src, tmp_path / "cifar", ["contrast"])  # 32 px: the CIFAR constants, no resize
+    assert np.load(tmp_path / "cifar" / "contrast.npy").shape == (10, 32, 32, 3)
+    materialize(src, tmp_path / "imagenet", ["contrast"], constants="imagenet")
+    rows = np.load(tmp_path / "imagenet" / "contrast.npy")
+    assert rows.shape == (10, 224, 224, 3)
+    from cema_cli.corruptions.materialize import imagenet_crop
+
+    clean = np.array(imagenet_crop(Image.fromarray(np.load(src)[1])))
+    expected = corrupt(torch.from_numpy(clean).permute(2, 0, 1)[None].contiguous(), "contrast", 2, seed=0, indices=[1],
+                       constants="imagenet")[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(rows[2 + 1], expected)
+
+
+def test_procedural_frost_is_recorded_in_the_record_the_summary_and_the_rows(tmp_path, monkeypatch):
+    from cema_cli.config import RunConfig
+    from cema_cli.corruptions import frost
+    from cema_cli.run.api import run_benchmark
+
+    monkeypatch.setattr(frost, "photographs_folder", lambda: None)  # as without imagecorruptions
+    src = make_npy(tmp_path / "in", 2)
+    result = CliRunner().invoke(_app(), ["corrupt", "--input", str(src), "--output", str(tmp_path / "out"), "-c", "frost"])
+    assert result.exit_code == 0, result.output
+    assert "frost with procedural textures (pip install imagecorruptions" in " ".join(result.output.split())
+    assert json.loads((tmp_path / "out" / METADATA_NAME).read_text())["frost"] == "frost (procedural)"
+    config = RunConfig(methods=("source",), corruptions=("frost", "fog"), samples=64, device="cpu")
+    assert [row["corruption_source"] for row in run_benchmark(config)] == ["generated, procedural frost", "generated"]

@@ -214,3 +214,43 @@ def test_matches_imagecorruptions_at_224(name):
                 # spatter's coverage varies a lot from draw to draw (two images only).
                 tolerance = 0.5 if name == "spatter" else 0.15
                 assert abs(ours_change - their_change) < tolerance * their_change + 0.5, (severity, ours_change, their_change)
+
+
+class _WithoutResize:
+    """OpenCV for imagecorruptions' frost with its texture resize taken out: the one step in
+    which its frost differs from the reference's (1.1x enlargement, spec section 6)."""
+
+    def __init__(self, cv2):
+        self.cv2 = cv2
+
+    def __getattr__(self, name):
+        return getattr(self.cv2, name)
+
+    def resize(self, image, *args, **kwargs):
+        return image
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_frost_with_photographs_is_byte_identical_to_imagecorruptions_at_the_same_seed(monkeypatch, severity):
+    """Same photographs, same texture index and crop offsets from the same MT19937 seed, same
+    blend: the bytes are equal once imagecorruptions' 1.1x texture enlargement is taken out
+    (with it, every crop differs: that step is not in the reference, make_imagenet_c.py)."""
+    from cema_cli.corruptions import frost
+
+    ic = import_imagecorruptions()
+    if ic is None or frost.photographs_folder() is None:
+        pytest.skip("imagecorruptions is not installed (test extra)")
+    import cv2
+    import imagecorruptions.corruptions as ic_functions
+
+    images = batch(224, 3)
+    ours = corrupt(images, "frost", severity, seed=11, indices=[0, 1, 2], constants="imagenet")
+    for i, g in enumerate(sample_generators(11, "frost", severity, [0, 1, 2])):
+        np.random.seed(g.initial_seed() & 0xFFFFFFFF)  # the sample's MT19937 seed (spec section 5)
+        enlarged = ic.corrupt(hwc(images[i]), severity, "frost")
+        with monkeypatch.context() as patch:
+            patch.setattr(ic_functions, "cv2", _WithoutResize(cv2))
+            np.random.seed(g.initial_seed() & 0xFFFFFFFF)
+            theirs = ic.corrupt(hwc(images[i]), severity, "frost")
+        assert np.array_equal(hwc(ours[i]), theirs)
+        assert not np.array_equal(hwc(ours[i]), enlarged)

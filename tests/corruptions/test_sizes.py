@@ -75,9 +75,9 @@ def replay(name, constants, severity, u, g):
         angle = float(-135 + 90 * torch.rand((), generator=g, dtype=torch.float64))
         return ref.to_uint8(ref.snow(u, p(K.SNOW), normal, angle))
     if name == "frost":
-        tex = frost_textures(constants)[int(torch.randint(0, 5, (), generator=g))]
-        top = int(torch.randint(0, tex.shape[1] - h, (), generator=g))
-        left = int(torch.randint(0, tex.shape[2] - w, (), generator=g))
+        draws = np.random.RandomState(g.initial_seed() & 0xFFFFFFFF)  # section 4.9: NumPy's legacy randint
+        tex = frost_textures(constants)[draws.randint(5)]
+        top, left = draws.randint(0, tex.shape[1] - h), draws.randint(0, tex.shape[2] - w)
         crop = hwc(tex[:, top:top + h, left:left + w]).astype(np.float64)
         return ref.to_uint8(ref.frost(u, *p(K.FROST), crop))
     if name == "fog":
