@@ -27,6 +27,7 @@ value while the method ran (min-max over rounds): on a shared machine, read rati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import time
@@ -148,28 +149,38 @@ def with_plain_batchnorm(passes: list[Pass]) -> list[Pass] | None:
             for call in passes]
 
 
-def replay(passes: list[Pass]) -> tuple[float, float]:
-    """(wall, CPU) seconds of the recorded passes alone: each forward, and its backward where one was taken."""
+def replay(passes: list[Pass], autocast=None) -> tuple[float, float]:
+    """(wall, CPU) seconds of the recorded passes alone: each forward, and its backward where one
+    was taken; on the models' device (synchronised around each pass on CUDA), forwards under
+    ``autocast`` (a context factory, --amp) when given."""
     inputs: dict[tuple, torch.Tensor] = {}
     wall = cpu = 0.0
     for call in passes:
-        key = (call.shape, call.dtype)
+        device = next(call.model.parameters()).device
+        key = (call.shape, call.dtype, device)
         if key not in inputs:
-            inputs[key] = torch.randint(0, 256, call.shape, dtype=torch.uint8).to(call.dtype)
+            inputs[key] = torch.randint(0, 256, call.shape, dtype=torch.uint8).to(device=device, dtype=call.dtype)
         for module, mode in zip(call.model.modules(), call.modes):
             module.training = mode
         params = [p for p in call.model.parameters() if p.requires_grad]
         for p in params:
             p.grad = None  # the methods zero (set_to_none) before each backward
         context = torch.inference_mode() if call.inference else torch.enable_grad() if call.grad else torch.no_grad()
+        sync(device)
         start, start_cpu = time.perf_counter(), time.process_time()
-        with context:
+        with context, autocast() if autocast is not None else contextlib.nullcontext():
             logits = call.model(inputs[key])
         if call.backward:
             logits.backward(torch.ones_like(logits))
+        sync(device)
         wall += time.perf_counter() - start
         cpu += time.process_time() - start_cpu
     return wall, cpu
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(config: RunConfig) -> tuple[float, float, float]:

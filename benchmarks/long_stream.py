@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--preset", default=None)
     args = parser.parse_args()
     RepeatedDigits.repeat = args.repeat
-    api.open_dataset = lambda config, pin_memory=False: RepeatedDigits(config.constants)
+    api.open_dataset = lambda config, device="cpu": RepeatedDigits(config.constants)
     last: dict[tuple[str, str], list[int]] = {}
 
     def on_batch(record: dict) -> None:

@@ -204,8 +204,8 @@ class RunConfig:
                 raise CemaError(f"{flag} {path}: no such file; give a saved state_dict (torch.save(model.state_dict(), path)).")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise unknown_name("--amp dtype", self.amp, AMP_DTYPES)
-        if self.amp is not None and self.device not in ("auto", "cuda"):
-            raise CemaError(f"--amp runs on CUDA only; this run asks for --device {self.device}. Drop --amp or use --device cuda.")
+        if self.amp is not None and self.device not in ("auto", "cuda", "cpu"):
+            raise CemaError(f"--amp runs on CUDA (or the CPU); this run asks for --device {self.device}. Drop --amp or use --device cuda.")
         if self.input_size is not None and self.input_size < 8:
             raise CemaError(f"--input-size {self.input_size} is too small; give a side in pixels, e.g. 32 or 224.")
         if self.workers is not None and self.workers < 0:

@@ -81,7 +81,7 @@ def test_top5_counts_labels_among_the_five_highest_logits_from_100_classes_up():
     assert top5_hits(logits, labels).tolist() == [True, True, False]
     assert top5_hits(torch.zeros(3, 99), labels) is None  # fewer than 100 classes: no top-5
     tally = Tally()
-    tally.count(torch.tensor([True, False, False]), 1.0, top5_hits(logits, labels))
+    tally.count(torch.tensor([True, False, False]), 1.0, top5=top5_hits(logits, labels))
     assert (tally.accuracy, tally.top5_accuracy) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
     assert Tally().top5_accuracy is None
 

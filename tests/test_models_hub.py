@@ -156,7 +156,7 @@ def test_a_model_with_other_classes_is_refused():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"amp": "bf16", "device": "cpu"}, "--amp runs on CUDA only"),
+        ({"amp": "bf16", "device": "mps"}, r"--amp runs on CUDA \(or the CPU\)"),
         ({"amp": "fp8"}, "unknown --amp dtype 'fp8'"),
         ({"random_init": True, "edge_checkpoint": __file__}, "contradict"),
         ({"edge_checkpoint": "/nonexistent.pt"}, "--edge-checkpoint /nonexistent.pt: no such file"),
@@ -168,11 +168,13 @@ def test_real_run_options_are_validated(overrides, message):
         RunConfig(methods=("source",), **overrides).validate()
 
 
-def test_amp_is_refused_when_auto_resolves_to_cpu():
+def test_amp_autocasts_on_the_run_device_and_is_refused_on_mps():
     from cema_cli.run.api import autocast_for
 
-    with pytest.raises(CemaError, match="this run is on cpu"):
-        autocast_for("bf16", torch.device("cpu"))
+    with autocast_for("bf16", torch.device("cpu"))():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with pytest.raises(CemaError, match="this run is on mps"):
+        autocast_for("fp16", torch.device("mps"))
     assert autocast_for(None, torch.device("cpu")) is None
 
 

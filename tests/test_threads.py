@@ -53,3 +53,20 @@ def test_a_busy_neighbour_is_seen_now_and_this_process_is_not_counted():
         assert max(threads.runnable_elsewhere() for _ in range(20)) >= 1  # the spinner is running
     finally:
         spinner.kill()
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cores", "load", "torch_threads", "expected"),
+    [
+        (True, 16, 0.0, 1, 15),  # a GPU run: every idle core but the one driving the GPU
+        (True, 64, 0.0, 1, 16),  # at most 16
+        (True, 16, 12.0, 1, 3),  # others' work leaves 4 idle cores
+        (True, 2, 2.0, 1, 1),  # at least one worker beside the main process
+        (False, 2, 0.0, 2, 0),  # a CPU run whose threads take every idle core: read between steps
+        (False, 8, 0.0, 4, 4),  # cores beyond the threads go to the loader
+        (False, 8, 6.0, 2, 0),
+    ],
+)
+def test_loader_workers_follow_the_idle_cores(monkeypatch, accelerator, cores, load, torch_threads, expected):
+    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: load)
+    assert threads.loader_workers(accelerator, torch_threads, cores) == expected

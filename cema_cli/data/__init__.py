@@ -34,14 +34,16 @@ def dataset_preset(dataset: Any) -> str:
     return declared or {10: "cifar10", 100: "cifar100"}.get(dataset.num_classes, "imagenet")
 
 
-def open_dataset(config: Any, pin_memory: bool = False) -> Any:
-    """The dataset of a RunConfig; on-disk datasets also get the loading options, and every
-    domain of the run is checked to exist before any model loads."""
+def open_dataset(config: Any, device: str = "cpu", worker_policy: Any = None) -> Any:
+    """The dataset of a RunConfig; on-disk datasets also get the loading options (``device``:
+    the device type the models run on; ``worker_policy``: how many loader workers a stream
+    starts when --workers is not given, see DataOptions), and every domain of the run is
+    checked to exist before any model loads."""
     dataset_cls = DATASETS.get(config.dataset)
     if getattr(dataset_cls, "on_disk", False):
         from cema_cli.data.loading import DataOptions
 
-        options = DataOptions(config.subset, config.clean_root, config.workers, pin_memory, config.seed)
+        options = DataOptions(config.subset, config.clean_root, config.workers, device, config.seed, worker_policy=worker_policy)
         dataset = dataset_cls(constants=config.constants, data_root=config.data_root, options=options)
         for corruption, severity in config.domains():
             dataset.check_domain(corruption, severity)

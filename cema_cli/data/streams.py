@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cema_cli.data.base import stream_order
+from cema_cli.data.loading import LoaderStream
 from cema_cli.errors import CemaError
 
 MIN_CHUNK = 10  # MD's min_size_thresh (spec section 3.2 step 1)
@@ -177,6 +178,14 @@ class MixedStream:
         self.leg, self.batch_size = leg, batch_size
         wanted = [[i for d, i in leg.order if d == k] for k in range(len(leg.domains))]
         self.sources = [dataset.stream(c, s, seed, None, batch_size, order=wanted[k]) for k, (c, s) in enumerate(leg.domains)]
+        for source in self.sources:
+            if isinstance(source, LoaderStream):
+                source.share = len(self.sources)  # the domains' loaders run side by side: one worker pool split among them
+
+    @property
+    def workers(self) -> int:
+        """Loader processes of the leg, all its domains together."""
+        return sum(getattr(source, "workers", None) or 0 for source in self.sources)
 
     def skipped_in(self, domain: int) -> int:
         """Unreadable images skipped in one source domain (on-disk datasets count them)."""

@@ -46,11 +46,18 @@ class SmallResNet(nn.Module):
         return self.fc(features.mean(dim=(2, 3)))
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 when it is half precision (autocast's output), else ``x`` itself."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class Classifier(nn.Module):
     """uint8 (N, 3, H, W) images -> logits: scale to [0, 1], normalise with the model's own
     mean/std, resize (bilinear, antialiased) when ``input_size`` is set and the images' size
     differs (None: the images' own size, the dataset's native one),
-    run the network, and optionally keep only a subset of the classes (shared/spec/data.md)."""
+    run the network, and optionally keep only a subset of the classes (shared/spec/data.md).
+    The logits are float32 also when the network ran under autocast (--amp), so that every
+    entropy, softmax and loss computed from them is float32 (strategies/precision.py)."""
 
     def __init__(
         self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], class_subset=None,
@@ -71,7 +78,7 @@ class Classifier(nn.Module):
             x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.net(x)
+        logits = at_least_float32(self.net(x))
         return logits if self.class_subset is None else logits[:, self.class_subset]
 
     def fed_size(self, image_size: tuple[int, ...]) -> tuple[int, int]:
@@ -113,7 +120,7 @@ class Classifier(nn.Module):
         full = seen.get("out")
         if full is not None and self.class_subset is not None:
             full = full[:, self.class_subset]
-        if full is None or full.shape != logits.shape or not torch.equal(full, logits):
+        if full is None or full.shape != logits.shape or not torch.equal(at_least_float32(full), logits):
             raise CemaError(f"model {type(self.net).__name__}'s last nn.Linear is not its classifier head; LAME and T3A "
                             "need a network whose logits come from a final linear layer.")
         return seen["in"].reshape(len(logits), -1), logits

@@ -25,7 +25,8 @@ RESULT_COLUMNS = (
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "edge_weights_sha256", "cloud_weights_sha256", "edge_input_size", "cloud_input_size",
-    "skipped_images", "amp", "trained_values",
+    "skipped_images", "amp", "amp_dtype", "loss_scaling", "channels_last", "tf32", "trained_values",
+    "data_wait_seconds", "loader_workers", "corruption_device",  # measured / how the data was read (cema_cli/data/loading.py)
     "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
 )
 

@@ -23,6 +23,7 @@ from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
 from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
+from cema_cli.run.threads import loader_workers
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_source
 from cema_cli.results.schema import SCHEMA_VERSION
@@ -198,7 +199,7 @@ def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any
 
 def open_session(config: RunConfig, events: Events, inputs: Any = None) -> Session:
     device = resolve_device(config.device)
-    dataset = inputs.open(config, device.type == "cuda") if inputs is not None else open_dataset(config, pin_memory=device.type == "cuda")
+    dataset = inputs.open(config, device.type) if inputs is not None else open_dataset(config, device.type, loader_workers)
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
     if not edge_name:
@@ -228,14 +229,28 @@ def stream_columns(config: RunConfig, segment: int) -> dict[str, Any]:
             "gradual": config.gradual, "window": config.window}
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_for(amp: str | None, device: torch.device) -> Callable[[], Any] | None:
-    """--amp bf16|fp16: a CUDA autocast context around each strategy step; refused elsewhere."""
+    """--amp bf16|fp16: an autocast context around each strategy step (CUDA; the CPU too, where
+    it is mostly slower: for checks). Under fp16 every optimiser step is loss-scaled
+    (strategies/precision.py); refused on other devices."""
     if amp is None:
         return None
-    if device.type != "cuda":
-        raise CemaError(f"--amp runs on CUDA only; this run is on {device.type}. Drop --amp or use --device cuda.")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
+    if device.type not in ("cuda", "cpu"):
+        raise CemaError(f"--amp runs on CUDA (or the CPU); this run is on {device.type}. Drop --amp or use --device cuda.")
+    return functools.partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def precision_columns(config: RunConfig, device: torch.device) -> dict[str, Any]:
+    """How the models computed (recorded in every row): --amp, the autocast dtype, the loss
+    scaling of the optimiser steps, the memory format, and whether cuDNN may run float32
+    convolutions in TF32 (PyTorch's default on CUDA, not changed by cema)."""
+    dtype = AMP_DTYPES.get(config.amp, torch.float32)
+    return {"amp": config.amp or "none", "amp_dtype": str(dtype).removeprefix("torch."),
+            "loss_scaling": "dynamic" if config.amp == "fp16" else "none", "channels_last": config.channels_last,
+            "tf32": device.type == "cuda" and torch.backends.cudnn.allow_tf32}
 
 
 @dataclass
@@ -306,9 +321,10 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
-        return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment)]
+        return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment,
+                           stream_workers(stream))]
     return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued) | compute,
-                       stream.skipped_in(tag), leg.segment) for tag, part in sorted(tally.parts.items())]
+                       stream.skipped_in(tag), leg.segment, stream_workers(stream)) for tag, part in sorted(tally.parts.items())]
 
 
 def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
@@ -425,8 +441,21 @@ def model_identity(role: str, name: str, options: ModelOptions, model: torch.nn.
     return {f"{role}_weights": source.label, f"{role}_weights_sha256": source.sha256(), f"{role}_input_size": f"{height}x{width}" if image_shape else ""}
 
 
+def stream_workers(stream: Any) -> int:
+    """The loader processes a stream read with (0: the main process, or an in-memory dataset)."""
+    return getattr(stream, "workers", None) or 0
+
+
+def corruption_device(dataset: Any, corruption: str) -> str:
+    """Where a generated corruption was computed (cpu or cuda); '' for published files and clean data."""
+    if getattr(dataset, "corruption_source", "") != "generated" or corruption == "none":
+        return ""
+    options = getattr(dataset, "options", None)
+    return options.corruption_device if options is not None else "cpu"  # the embedded default corrupts once, on the CPU
+
+
 def result_row(session: Session, method: str, method_config: Any, corruption: str, severity: int, tally: Tally,
-               traffic: dict[str, Any], skipped: int, segment: int = 0) -> dict[str, Any]:
+               traffic: dict[str, Any], skipped: int, segment: int = 0, workers: int = 0) -> dict[str, Any]:
     """One tidy results.csv row: the scores, the channel traffic, and what reproduces them."""
     config = session.config
     info = session.dataset.domain_info(corruption, severity, tally.seen)
@@ -440,7 +469,8 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "threads": torch.get_num_threads(),
         "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(config, segment),
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
-        "skipped_images": skipped, "amp": config.amp or "none", "status": tally.status,
+        "skipped_images": skipped, **precision_columns(config, session.device), "status": tally.status,
+        "data_wait_seconds": tally.wait_seconds, "loader_workers": workers, "corruption_device": corruption_device(session.dataset, corruption),
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "preset": session.preset, "method_config": json.dumps(asdict(method_config), sort_keys=True),

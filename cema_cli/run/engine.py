@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ class Tally:
     top5_correct: int | None = None  # counted when the logits have at least TOP5_CLASSES classes
     batches: int = 0
     seconds: float = 0.0
+    wait_seconds: float = 0.0  # waiting for the next batch (loading, decoding, on-device corruption)
     classes: list[tuple[Counter, Counter]] = field(default_factory=list)  # per batch: predictions, labels per class
     non_finite_batch: int | None = None  # the first batch whose logits were not all finite
     status: str = OK
@@ -48,19 +49,22 @@ class Tally:
         if not finite and self.non_finite_batch is None:
             self.non_finite_batch = self.batches
 
-    def count(self, hits: torch.Tensor, seconds: float, top5: torch.Tensor | None = None) -> None:
+    def count(self, hits: torch.Tensor, seconds: float, wait: float = 0.0, top5: torch.Tensor | None = None) -> None:
         self.correct += int(hits.sum())
         if top5 is not None:
             self.top5_correct = (self.top5_correct or 0) + int(top5.sum())
         self.seen += len(hits)
         self.batches += 1
         self.seconds += seconds
+        self.wait_seconds += wait
 
-    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float, top5: torch.Tensor | None = None) -> None:
-        """Per source domain; the batch's time is shared in proportion to its samples."""
+    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float, wait: float = 0.0,
+                    top5: torch.Tensor | None = None) -> None:
+        """Per source domain; the batch's times are shared in proportion to its samples."""
         for tag in tags.unique().tolist():
             mine = tags == tag
-            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * float(mine.float().mean()), None if top5 is None else top5[mine])
+            share = float(mine.float().mean())
+            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * share, wait * share, None if top5 is None else top5[mine])
 
 
 TOP5_CLASSES = 100  # top-5 accuracy is reported where there are at least this many classes (ImageNet, CIFAR-100)
@@ -109,7 +113,8 @@ def run_stream(
     collapse_share: float = COLLAPSE_SHARE,
 ) -> Tally:
     """Feed every batch to the strategy without its labels, score the returned logits, tick the
-    channel once per batch. Time covers the strategy and scoring, not the data loading.
+    channel once per batch. Time covers the strategy and scoring, not the data loading; the time
+    spent waiting for each batch is counted apart (``Tally.wait_seconds``).
     ``autocast`` (--amp) builds the mixed-precision context each step runs in. A batch may carry
     a third tensor, each sample's source domain (mixed streams): the tally then splits by it.
     ``window`` (batch size 1): MD's sliding window decides what each step sees. The verdict
@@ -142,7 +147,7 @@ def stream_steps(
     ``step`` and runs the cloud at the yield; a lone edge's ``strategy.step`` does both."""
     tally = Tally()
     step = step or strategy.step
-    for images, labels, *tags in batches:
+    for (images, labels, *tags), wait in timed(batches):
         start = time.perf_counter()
         with autocast() if autocast is not None else contextlib.nullcontext():
             images = images.to(device, non_blocking=True)
@@ -150,10 +155,10 @@ def stream_steps(
         predicted = logits.argmax(dim=1).cpu()
         hits, top5 = predicted == labels, top5_hits(logits, labels)
         seconds = time.perf_counter() - start
-        tally.count(hits, seconds, top5)
+        tally.count(hits, seconds, wait, top5)
         tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
         if tags:
-            tally.count_parts(hits, tags[0], seconds, top5)
+            tally.count_parts(hits, tags[0], seconds, wait, top5)
         tally.image_shape = tuple(images.shape[1:])
         yield
         channel.tick()
@@ -164,6 +169,19 @@ def stream_steps(
     for part in tally.parts.values():  # a mixed stream's rows share its verdict
         part.status = tally.status
     return tally
+
+
+def timed(batches: Iterable[Any]) -> Iterator[tuple[Any, float]]:
+    """Each batch with the seconds the loop waited for it (on a GPU: the time it idles, since
+    every step ends with its predictions copied to the host)."""
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - start
 
 
 def stream_status(tally: Tally, models: dict[str, nn.Module], collapse_share: float) -> str:

@@ -32,6 +32,7 @@ the capacity) run as independent edges on the same tick.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -310,7 +311,7 @@ class Fleet:
             job, = self.queue.pick(1)  # one at a time: the credit is known only after each step
             self.stats.waits.append(self.stats.ticks - job.tick)
             learner: Any = edges[0].strategy if pooled else by_index[job.edge].strategy
-            learnt, spent = metered_learn(learner, job.images)
+            learnt, spent = metered_learn(learner, job.images, self.edges[0].session.autocast)
             changed |= {job.edge} if learnt else set()
             served.add(job.edge)
             steps, gflops = steps + 1, gflops + spent
@@ -319,7 +320,7 @@ class Fleet:
         for edge in idle:
             if (self.queue.capacity is not None and steps >= self.queue.capacity) or not self.credit.allows_a_step():
                 break
-            learnt, spent = metered_learn(edge.strategy, None)  # e.g. CEMA's replay-only distillation
+            learnt, spent = metered_learn(edge.strategy, None, edge.session.autocast)  # e.g. CEMA's replay-only distillation
             self.spend(spent)
             gflops += spent
             if learnt:
@@ -336,12 +337,13 @@ class Fleet:
         self.stats.largest_step_gflops = max(self.stats.largest_step_gflops, gflops)
 
 
-def metered_learn(strategy: Any, images: torch.Tensor | None) -> tuple[bool, float]:
-    """The cloud's learning on a job, timed and counted by the learner's meter (cloud_meter.py):
-    whether the cloud copy changed, and the counted GFLOPs it took."""
+def metered_learn(strategy: Any, images: torch.Tensor | None, autocast: Any = None) -> tuple[bool, float]:
+    """The cloud's learning on a job, timed and counted by the learner's meter (cloud_meter.py),
+    under the run's --amp autocast as a lone edge's cloud half runs: whether the cloud copy
+    changed, and the counted GFLOPs it took."""
     meter = strategy.context.cloud_meter
     before = meter.gflops
-    with meter:
+    with meter, autocast() if autocast is not None else contextlib.nullcontext():
         changed = strategy.learn(images)
     return changed, meter.gflops - before
 

@@ -31,6 +31,7 @@ import torch
 
 from cema_cli.config import RunConfig
 from cema_cli.data import DATASETS, ON_DISK_OPTIONS, open_dataset
+from cema_cli.run.threads import loader_workers
 
 # Method options that ask for clean in-distribution images (EATA's Fisher set).
 CLEAN_COUNT_OPTIONS = ("fisher_samples",)
@@ -53,9 +54,9 @@ class CellInputs:
     clean: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)  # (count, seed) -> clean images
     cache: dict[Any, Any] = field(default_factory=dict)  # the Session.cache of this worker for the cell's setting
 
-    def open(self, config: RunConfig, pin_memory: bool) -> Any:
+    def open(self, config: RunConfig, device: str) -> Any:
         """The dataset as ``open_dataset`` gives it, with the shared parts already computed."""
-        dataset = self.dataset if self.dataset is not None else open_dataset(config, pin_memory)
+        dataset = self.dataset if self.dataset is not None else open_dataset(config, device, loader_workers)
         return WithCleanSets(dataset, self.clean) if self.clean else dataset
 
 
@@ -103,11 +104,11 @@ def session_cache(config: RunConfig) -> dict[Any, Any]:
     return SESSION_CACHES[key]
 
 
-def pin_memory(config: RunConfig) -> bool:
+def device_type(config: RunConfig) -> str:
     """What ``api.open_session`` passes to ``open_dataset`` for this configuration."""
     from cema_cli.run.api import resolve_device
 
-    return resolve_device(config.device).type == "cuda"
+    return resolve_device(config.device).type
 
 
 def dataset_key(config: RunConfig) -> str:
@@ -198,7 +199,7 @@ class SharedInputs:
         key = dataset_key(config)
         if key not in self.datasets:
             try:
-                self.datasets[key] = open_dataset(config, pin_memory(config))
+                self.datasets[key] = open_dataset(config, device_type(config), loader_workers)
             except Exception as error:  # noqa: BLE001 - remembered: every cell of this setting meets it alone
                 self.datasets[key] = error
         found = self.datasets[key]

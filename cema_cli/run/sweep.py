@@ -38,7 +38,8 @@ from cema_cli.results.schema import SCHEMA_VERSION
 MACHINE_FIELDS = ("device", "workers", "data_root", "clean_root")
 # Differ between two runs of the same cell; everything else in a row must be identical.
 # (The modelled staleness and cost read the measured cloud seconds unless --cloud-throughput is given.)
-TIMING_COLUMNS = ("seconds", "images_per_s", "threads", "cloud_seconds", "param_delay_seconds", "cloud_cost")
+TIMING_COLUMNS = ("seconds", "images_per_s", "threads", "cloud_seconds", "param_delay_seconds", "cloud_cost",
+                  "data_wait_seconds", "loader_workers")  # the loader's workers follow the idle cores (threads.py)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,22 @@ def threads_per_worker(workers: int = 1, override: int | None = None, cores: int
     return max(1, free // max(1, workers))
 
 
+MAX_LOADER_WORKERS = 16
+
+
+def loader_workers(accelerator: bool, threads: int, cores: int | None = None) -> int:
+    """DataLoader worker processes for a stream when --workers is not given, from the cores idle
+    now (as ``threads_per_worker``). With the models on an accelerator the host's cores serve
+    the loader: the idle cores less the one that drives the device, at least 1, at most 16. On
+    the CPU the models' ``threads`` come first and the loader gets only the idle cores beyond
+    them; 0 reads in the main process between steps, so no worker competes with the models'
+    threads for a core (the stall measured in issue 14)."""
+    free = idle_cores(cores if cores is not None else usable_cores())
+    if accelerator:
+        return max(1, min(MAX_LOADER_WORKERS, free - 1))
+    return max(0, free - threads)
+
+
 def cpu_workers(threads: int, cells: int, cores: int | None = None) -> int:
     """Worker processes for CPU cells: the usable cores // threads per cell, no more than the cells."""
     return max(1, min(cells, (cores if cores is not None else usable_cores()) // max(1, threads)))

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from cema_cli.strategies.precision import float32_region
+
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue", "gamma")
 
 
@@ -103,7 +105,9 @@ def apply_params(x: torch.Tensor, params: AugmentParams, noise: torch.Tensor, ra
 
 
 def cotta_augment(images: torch.Tensor, gen: torch.Generator, ranges: AugmentRanges = DEFAULT) -> torch.Tensor:
-    """One augmentation draw of a uint8-scale batch: images / 255 -> section 6.1 -> x 255 (float)."""
+    """One augmentation draw of a uint8-scale batch: images / 255 -> section 6.1 -> x 255 (float32,
+    also under --amp: the blur's convolution is image preparation, not a model pass)."""
     params = draw_params(gen, images.shape[-1], ranges)
     noise = torch.randn(images.shape, generator=gen)
-    return 255.0 * apply_params(images.float() / 255.0, params, noise, ranges)
+    with float32_region(images.device.type):
+        return 255.0 * apply_params(images.float() / 255.0, params, noise, ranges)

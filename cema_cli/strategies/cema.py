@@ -26,6 +26,7 @@ from cema_cli.strategies.eata import REDUNDANCY_MARGINS
 from cema_cli.strategies.options import (
     InvalidOption, at_most, non_negative, non_negative_int, one_of, positive, positive_int, unit_interval,
 )
+from cema_cli.strategies.precision import minimise
 from cema_cli.strategies.tbr import TBR_MOMENTS, running_moments, set_running_moments, use_batch_renorm
 
 
@@ -202,9 +203,7 @@ class CEMACloud:
         loss = weighted_entropy_loss(self.foundation(batch), self.e_max0)
         self.work.cloud_forward += len(batch)
         self.work.cloud_backward += len(batch)
-        self.foundation_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.foundation_opt.step()
+        minimise(self.foundation_opt, loss)
         self.steps["foundation"] += 1
 
     def distil(self, batch: torch.Tensor) -> None:
@@ -216,9 +215,7 @@ class CEMACloud:
         loss = distillation_loss(self.student(batch), teacher, self.e_max0, self.config)
         self.work.cloud_forward += 2 * len(batch)  # teacher and student
         self.work.cloud_backward += len(batch)
-        self.student_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.student_opt.step()
+        minimise(self.student_opt, loss)
         self.steps["distill"] += 1
 
 

@@ -22,6 +22,7 @@ from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
 from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer, optimised_values
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive_int, unit_interval
+from cema_cli.strategies.precision import minimise
 from cema_cli.strategies.randomness import batch_generator
 
 PLACEMENTS = ("cloud", "edge")
@@ -125,10 +126,7 @@ class CoTTACore:
         """Items 1 and 3-7 on one batch; returns the teacher's logits (computed before the update)."""
         student_logits = student(images)
         teacher_logits = self.teacher_logits(teacher, images, augment, index)
-        loss = cotta_loss(student_logits, teacher_logits, self.config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        minimise(optimizer, cotta_loss(student_logits, teacher_logits, self.config.loss))
         ema_update(teacher, student, self.config.teacher_momentum)
         stochastic_restore(student, source, self.config.restore_prob, batch_generator(self.seed, index, RESTORE_STREAM))
         return teacher_logits

@@ -14,6 +14,7 @@ from torch import nn
 
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import entropy, entropy_threshold, make_optimizer
+from cema_cli.strategies.precision import minimise
 from cema_cli.strategies.randomness import batch_generator
 from cema_cli.strategies.sar import LR_RULES, OPTIMIZERS, PLACEMENTS, SAR_SUBSET, check_options, lr_for_run
 from cema_cli.strategies.subsets import SubsetCloudEdge, subset_model, values_in
@@ -186,9 +187,7 @@ class DeYOLearner:
             return
         ent = entropy(logits)
         loss = (self.weights(ent, drop) * ent).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        minimise(self.optimizer, loss)
 
 
 def make_deyo(context: StrategyContext, config: DeYOConfig) -> Strategy:

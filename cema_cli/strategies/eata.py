@@ -15,6 +15,7 @@ from cema_cli.strategies.common import (
     RedundancyFilter, entropy, entropy_threshold, make_optimizer, optimised_values, weighted_entropy_loss,
 )
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive, positive_int, unit_interval
+from cema_cli.strategies.precision import float32_region, minimise
 from cema_cli.strategies.tent import ADAM_CIFAR, PLACEMENTS, BatchStatsCloudEdge, tent_model
 
 # The redundancy margin d_margin by dataset (fidelity/reference.md, "Published settings"): 0.05
@@ -66,15 +67,17 @@ class EATAConfig(ETAConfig):
 
 def fisher_diagonal(model: nn.Module, params: list[nn.Parameter], images: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Diagonal Fisher of ``params``: squared gradients of the cross-entropy against the model's
-    own predicted labels, accumulated per batch and divided by the number of batches (step 4)."""
+    own predicted labels, accumulated per batch and divided by the number of batches (step 4).
+    Always float32, also under --amp: a one-off set-up whose squared float16 gradients would underflow."""
     fisher = [torch.zeros_like(p) for p in params]
     batches = list(torch.split(images, batch_size))
-    for batch in batches:
-        logits = model(batch)
-        loss = F.cross_entropy(logits, logits.argmax(dim=1))
-        grads = torch.autograd.grad(loss, params)
-        for f, g in zip(fisher, grads):
-            f += g.detach() ** 2
+    with float32_region(images.device.type):
+        for batch in batches:
+            logits = model(batch)
+            loss = F.cross_entropy(logits, logits.argmax(dim=1))
+            grads = torch.autograd.grad(loss, params)
+            for f, g in zip(fisher, grads):
+                f += g.detach() ** 2
     return [f / len(batches) for f in fisher]
 
 
@@ -108,9 +111,7 @@ class EATALearner:
         loss = weighted_entropy_loss(logits, self.e0)
         if self.anchor is not None:
             loss = loss + self.anchor.penalty()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        minimise(self.optimizer, loss)
         return len(logits)
 
 

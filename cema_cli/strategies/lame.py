@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.options import non_negative, one_of, positive, positive_int
+from cema_cli.strategies.precision import float32_region
 
 AFFINITIES = ("rbf", "kNN", "linear")
 
@@ -104,7 +105,8 @@ class LAME(Strategy):
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         features, logits = self.model.features_and_logits(images)
-        probs = lame_probabilities(features.float(), logits.float(), self.config)
+        with float32_region(features.device.type):  # the affinities and iterations in float32, also under --amp
+            probs = lame_probabilities(features.float(), logits.float(), self.config)
         return torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))  # softmax(log Y) = Y
 
     def step(self, images: torch.Tensor) -> torch.Tensor:

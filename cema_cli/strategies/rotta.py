@@ -20,11 +20,13 @@ from torch import nn
 
 from cema_cli.link.channel import encode_uplink
 from cema_cli.errors import CemaError
+from cema_cli.models.nets import at_least_float32
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import CloudEdgeStrategy, make_optimizer, optimised_values
 from cema_cli.strategies.cotta import PLACEMENTS, SGD_MOMENTUM, frozen_copy
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, positive_int, unit_interval
+from cema_cli.strategies.precision import minimise
 from cema_cli.strategies.randomness import batch_generator
 
 METADATA_BYTES = 6  # class as int16, uncertainty as float32, per sample (section 12.6)
@@ -59,7 +61,8 @@ class RoTTAConfig:
 
 class RobustBN(nn.Module):
     """Section 12.1: train mode normalises with (1 - alpha) running + alpha batch moments (biased
-    variance; gradient through the batch part) and stores them; eval mode uses the running ones."""
+    variance; gradient through the batch part) and stores them; eval mode uses the running ones.
+    Moments and normalisation in float32, the output in the input's dtype (--amp)."""
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, alpha: float) -> None:
         super().__init__()
@@ -75,14 +78,14 @@ class RobustBN(nn.Module):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if self.training:
             dims = [0, *range(2, x.ndim)]
-            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+            var, mean = torch.var_mean(at_least_float32(x), dim=dims, unbiased=False)
             mean = (1 - self.alpha) * self.running_mean + self.alpha * mean
             var = (1 - self.alpha) * self.running_var + self.alpha * var
             self.running_mean, self.running_var = mean.detach().clone(), var.detach().clone()
         else:
             mean, var = self.running_mean, self.running_var
-        x = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-        return x * self.weight.view(shape) + self.bias.view(shape)
+        out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return (out * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
 
 
 def use_robust_bn(model: nn.Module, alpha: float) -> nn.Module:
@@ -240,9 +243,7 @@ class RoTTALearner:
         student_logits = self.student(strong)
         weights = timeliness_weights(ages).to(student_logits.device)
         loss = (weights * -(teacher_logits.softmax(1) * student_logits.log_softmax(1)).sum(1)).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        minimise(self.optimizer, loss)
         self.student.eval(), self.teacher.eval()
         self.ema()
         self.updated_samples += len(memory)

@@ -14,6 +14,7 @@ from torch import nn
 from cema_cli.errors import CemaError
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import entropy, entropy_threshold, make_optimizer
+from cema_cli.strategies.precision import backward, scaler_for, step, unscale_finite
 from cema_cli.strategies.subsets import (
     NameRule, SubsetCloudEdge, SubsetRule, load_parameter_state, parameter_state, subset_model, values_in,
 )
@@ -121,11 +122,12 @@ class SAM:
         self.base.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def descend(self) -> None:
-        """Put the remembered values back, then one base step with the gradients of theta + eps."""
+    def descend(self, scaler: torch.amp.GradScaler | None = None) -> None:
+        """Put the remembered values back, then one base step with the gradients of theta + eps
+        (through ``scaler`` under float16 autocast: skipped when they are not finite)."""
         for p, old in self.saved:
             p.copy_(old)
-        self.base.step()
+        step(self.base, scaler)
         self.base.zero_grad(set_to_none=True)
 
 
@@ -174,17 +176,24 @@ class SARLearner:
         self.resets = 0
 
     def step(self, images: torch.Tensor) -> SARStep:
+        """Under float16 autocast both backward passes are scaled by the base optimiser's
+        GradScaler; the ascent reads unscaled gradients, and a first pass that overflowed skips
+        the batch's update as a scaled step would be skipped (precision.py)."""
         logits = self.model(images)
         ent = entropy(logits)
         reliable = ent.detach() < self.e0
-        ent[reliable].mean().backward()  # NaN loss, zero gradients when S1 is empty (7.2)
+        scaler = scaler_for(self.sam.base, images.device.type)
+        backward(ent[reliable].mean(), scaler)  # NaN loss, zero gradients when S1 is empty (7.2)
+        if not unscale_finite(self.sam.base, scaler):
+            self.sam.base.zero_grad(set_to_none=True)
+            return SARStep(logits.detach(), int(reliable.sum()), 0)
         self.sam.ascend()
         ent2 = entropy(self.model(images))[reliable]
         kept = ent2.detach() < self.e0
         loss2 = ent2[kept].mean()
         self.recovery.update(loss2.item())
-        loss2.backward()
-        self.sam.descend()  # the momentum still moves the parameters when S1 or S2 is empty
+        backward(loss2, scaler)
+        self.sam.descend(scaler)  # the momentum still moves the parameters when S1 or S2 is empty
         if self.recovery.reset_due():
             self.reset()
         return SARStep(logits.detach(), int(reliable.sum()), int(kept.sum()))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import entropy
 from cema_cli.strategies.options import positive_int
+from cema_cli.strategies.precision import float32_region
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,12 @@ class T3A(Strategy):
 
     def adjusted_logits(self, images: torch.Tensor, adapt: bool) -> torch.Tensor:
         """With ``adapt`` the support set is updated for good; without it (``predict``), the
-        same computation runs on a copy, so predict and step score alike."""
+        same computation runs on a copy, so predict and step score alike. The prototypes and
+        scores are float32, also under --amp."""
         features, logits = self.model.features_and_logits(images)
         features, logits = features.float(), logits.float()
         supports = self.supports if adapt else SupportSet(self.supports.features, self.supports.labels, self.supports.entropies)
-        supports.append(features, logits.argmax(dim=1), entropy(logits))
-        supports.filter(self.config.filter_k, self.num_classes)
-        return features @ supports.prototypes(self.num_classes).T
+        with float32_region(features.device.type):
+            supports.append(features, logits.argmax(dim=1), entropy(logits))
+            supports.filter(self.config.filter_k, self.num_classes)
+            return features @ supports.prototypes(self.num_classes).T

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cema_cli.models.nets import at_least_float32
+
 TBR_MOMENTS = ("welford", "two-pass")  # how batch moments are computed; welford: torch.var, the default
 
 
@@ -38,7 +40,9 @@ class TestTimeBatchRenorm(nn.modules.batchnorm._BatchNorm):
         """(mu_B, unbiased var_B) per channel: ``welford`` with torch.var (on CPU a sequential
         Welford pass accumulated in float64, about 10 ns per value: most of TBR's cost), or
         ``two-pass``: the squared deviations from the mean summed in the input's dtype (several
-        times faster on CPU; the variance differs in the last bits, about 1e-7 relative)."""
+        times faster on CPU; the variance differs in the last bits, about 1e-7 relative). In
+        float32 also when ``x`` is half precision (--amp)."""
+        x = at_least_float32(x)
         dims = [0] + list(range(2, x.ndim))
         mean = x.mean(dims)
         if self.moments == "welford":
@@ -67,7 +71,7 @@ class TestTimeBatchRenorm(nn.modules.batchnorm._BatchNorm):
             scale, shift = 1.0 / sigma_r, -self.running_mean / sigma_r
         if self.affine:
             scale, shift = scale * self.weight, shift * self.weight + self.bias
-        return torch.addcmul(self._shape(shift, x), x, self._shape(scale, x))
+        return torch.addcmul(self._shape(shift, x), x, self._shape(scale, x)).to(x.dtype)  # float32 moments, x's dtype out
 
     @torch.no_grad()
     def _initialise(self, x: torch.Tensor) -> None:

@@ -14,6 +14,7 @@ from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics
 from cema_cli.strategies.common import CloudEdgeStrategy, entropy, make_optimizer, optimised_values
 from cema_cli.strategies.options import OPTIMIZERS, non_negative, one_of, unit_interval
+from cema_cli.strategies.precision import minimise
 
 PLACEMENTS = ("cloud", "edge")
 
@@ -46,10 +47,7 @@ def tent_model(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
 def entropy_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor) -> torch.Tensor:
     """One forward pass, loss = mean entropy, one optimiser step; return the forward's logits."""
     logits = model(images)
-    loss = entropy(logits).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    minimise(optimizer, entropy(logits).mean())
     return logits.detach()
 
 
