@@ -104,6 +104,7 @@ def run_grid(grid: GridPlan, events: StudyEvents, command: str) -> tuple[pd.Data
     """Lock the folder, record the grid, run the missing cells; return the merged rows and the
     failed cells. The lock goes whatever happens."""
     folder = grid.folder
+    created = not folder.out.exists()
     folder.out.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(folder.out)
     if lock.note():
@@ -120,6 +121,8 @@ def run_grid(grid: GridPlan, events: StudyEvents, command: str) -> tuple[pd.Data
         return folder.merge(driver.order), driver.failed
     finally:
         lock.release()
+        if created and not any(folder.out.iterdir()):  # stopped before anything was written (a full disk)
+            folder.out.rmdir()
 
 
 def now() -> str:

@@ -32,7 +32,7 @@ import pandas as pd
 
 from cema_cli.config import MACHINE_FIELDS, ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError
-from cema_cli.results.run_folder import LOCK_NAME
+from cema_cli.results.run_folder import LOCK_NAME, refuse_live_holder
 from cema_cli.results.schema import SCHEMA_VERSION
 from cema_cli.run.record import StudyRecord, record_of
 
@@ -140,10 +140,12 @@ class SweepFolder:
         return (self.out / "grid.json").exists() or self.cells_dir.is_dir()
 
     def check(self, force: bool = False) -> None:
-        """Refuse, before anything is written: a file, a `cema bench` folder, a study of another
-        schema version, and (without --force) a folder of unrelated files."""
+        """Refuse, before anything is written: a file, a folder another live run holds, a `cema
+        bench` folder, a study of another schema version, and (without --force) unrelated files."""
         if self.out.exists() and not self.out.is_dir():
             raise CemaError(f"--out {self.out} is a file; give a folder for the study (e.g. --out {self.out.with_suffix('')}-study).")
+        if (self.out / LOCK_NAME).exists():
+            refuse_live_holder(self.out)  # another sweep writes here now: say so first
         if not self.holds_study():
             if (self.out / "results.csv").exists() or (self.out / "run.json").exists():
                 raise CemaError(f"{self.out} is a `cema bench/compare` folder, not a sweep; give a new --out folder.")
