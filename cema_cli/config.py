@@ -28,6 +28,10 @@ UPLINK_PRIORITIES = ("lowest-entropy-first", "stream-order")
 AMP_DTYPES = ("bf16", "fp16")
 # Published per-dataset method settings (fidelity/reference.md, "Published settings by dataset").
 PRESETS = ("imagenet", "cifar10", "cifar100")
+# RunConfig fields that say where a run happens, not what it computes (left out of a cell's id).
+MACHINE_FIELDS = ("device", "workers", "data_root", "clean_root")
+SEED_LIMIT = 2**63  # seeds are 0 to 2**63-1: torch.manual_seed takes a signed 64-bit seed
+MAX_SEED_COUNT = 1000  # --seeds N as a count: seeds 0 to N-1
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,9 @@ class RunConfig:
         from cema_cli.data import DATASETS
         from cema_cli.strategies import STRATEGIES
 
+        for name, example in (("methods", "cema"), ("corruptions", "gaussian_noise"), ("severities", "5")):
+            if not getattr(self, name):
+                raise CemaError(f"the run lists no {name}; give at least one (e.g. {example}).")
         for method in self.methods:
             STRATEGIES.check(method)
         DATASETS.check(self.dataset)
@@ -154,8 +161,7 @@ class RunConfig:
                 raise CemaError(f"severity {severity} is outside 1-5; pass e.g. --severity 5 or 1,3,5.")
         if self.samples is not None and self.samples < 1:
             raise CemaError(f"--samples {self.samples} must be a positive count of samples per domain.")
-        if not 0 <= self.seed < 2**63:  # torch.manual_seed takes a 64-bit signed seed
-            raise CemaError(f"--seed {self.seed} is outside 0 to 2**63-1; give e.g. --seed 0.")
+        check_seed(self.seed)
         if self.batch_size < 1:
             raise CemaError(f"--batch-size {self.batch_size} must be at least 1.")
         self.validate_stream()
@@ -217,6 +223,46 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """A seed of 0 to 2**63-1, or the error that names it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise CemaError(f"{flag} {seed} is outside 0 to 2**63-1; give a seed in that range, e.g. 0.")
+    return seed
+
+
+def seed_list(value: str | int | list[int], flag: str = "--seeds") -> tuple[int, ...]:
+    """Several seeds: a count (``5`` or ``"5"``: seeds 0-4, at most MAX_SEED_COUNT) or a list
+    (``"0,1,2"`` or ``[0, 1, 2]``, each 0 to 2**63-1; repeats dropped)."""
+    bad = CemaError(f"{flag} {value!r} is not a count or a list; use e.g. 5 (seeds 0-4) or 0,1,2.")
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise bad
+        values = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return seed_count(value, flag)
+    else:
+        try:
+            values = [int(part) for part in str(value).split(",") if part.strip()]
+        except ValueError:
+            raise bad from None
+        if len(values) == 1:
+            return seed_count(values[0], flag)
+    if not values:
+        raise bad
+    if min(values) < 0:
+        raise CemaError(f"{flag} {value!r} needs seeds of 0 or more; use e.g. 0,1,2.")
+    return tuple(check_seed(v, f"{flag}: the seed") for v in dict.fromkeys(values))
+
+
+def seed_count(count: int, flag: str) -> tuple[int, ...]:
+    if count < 1:
+        raise CemaError(f"{flag} {count} is not a positive count; use e.g. {flag} 3 (seeds 0, 1, 2) or a list 0,1,2.")
+    if count > MAX_SEED_COUNT:
+        raise CemaError(f"{flag} {count} asks for more than {MAX_SEED_COUNT} seeds as a count; give at most "
+                        f"{MAX_SEED_COUNT}, or a list of seeds (e.g. 0,1,2).")
+    return tuple(range(count))
 
 
 def parse_rate(text: str, frame_rate: float | None, batch_size: int) -> int | None:

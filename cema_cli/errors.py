@@ -40,3 +40,18 @@ class Diverged(CemaError):
     onto one or two classes): exit 3. The rows are kept, each with its ``status``."""
 
     exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a study, after its folder was claimed: says truly what was kept
+    (``kept`` finished rows, or cells, in ``where``)."""
+
+    def __init__(self, signal_name: str, kept: int, where: object, unit: str = "row") -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.kept, self.where, self.unit = signal_name, kept, where, unit
+
+    def __str__(self) -> str:
+        if not self.kept:
+            return (f"stopped by {self.signal_name} before any {self.unit} finished: no result was kept "
+                    f"({self.where}/run.json records the stop).")
+        return f"stopped by {self.signal_name}; the {self.kept} finished {self.unit}(s) are kept in {self.where}."

@@ -8,11 +8,14 @@ covering the inputs that were already refused cleanly before issue 15.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,6 +157,25 @@ def cifar_c(tmp: Path) -> str:
     return str(cifar_c_files(tmp / "cc"))
 
 
+def study(tmp: Path) -> str:
+    """A finished study at tmp/run (bn, 64 samples, seeds 0 and 1, versus bn), copied from one made once."""
+    if "study" not in STUDY:
+        made = Path(tempfile.mkdtemp(prefix="cema-bad-input-")) / "study"
+        atexit.register(shutil.rmtree, made.parent, True)
+        result = invoke("sweep", "--methods", "bn", *FAST, "--seeds", "2", "--executor", "serial", "--threads", "1", "--out", str(made))
+        assert result.exit_code == 0, result.output
+        STUDY["study"] = made
+    shutil.copytree(STUDY["study"], tmp / "run")
+    return str(tmp / "run")
+
+
+def torn_grid(tmp: Path) -> str:
+    folder = Path(study(tmp))
+    (folder / "grid.json").write_text((folder / "grid.json").read_text()[:80])
+    return str(folder)
+
+
+STUDY: dict[str, Path] = {}
 OUT = ("--out", "{out}")
 CASES = [
     # item 2: cema check and --min-accuracy
@@ -265,6 +287,42 @@ CASES = [
     ("unknown-flag", lambda t: ["bench", "--nope", *OUT], "No such option: --nope"),
     ("flag-given-a-value", lambda t: ["bench", "--random-init", "yes", *OUT], "unexpected extra argument"),
     ("list-typo", lambda t: ["list", "method"], "Did you mean 'methods'"),
+    # issue 22 item 9: sweeps, resumes, TOML files, seeds and --out (each refused before anything runs)
+    ("sweep-out-unrelated-files", lambda t: ["sweep", "--methods", "bn", *FAST, "--out", non_empty(t)], "holds files that are not a cema study"),
+    ("sweep-out-locked", lambda t: ["sweep", "--methods", "bn", *FAST, "--out", locked(t)], f"another cema run (pid {os.getpid()}"),
+    ("severity-empty", lambda t: ["bench", "--severity", "", *OUT], "--severity '' is empty"),
+    ("config-corruptions-empty", lambda t: ["bench", "--config", toml(t, "corruptions = []\n"), *OUT], "corruptions = [] lists nothing"),
+    ("config-sweep-not-a-table", lambda t: ["sweep", "--config", toml(t, "sweep = 5\n"), *OUT], "sweep must be a table"),
+    ("config-sweep-seeds-text", lambda t: ["sweep", "--config", toml(t, "[sweep]\nseeds = 'abc'\n"), *OUT], "is not a count or a list"),
+    ("config-sweep-budget-float", lambda t: ["sweep", "--config", toml(t, "[sweep]\nuplink_budgets = [1.5]\n"), *OUT],
+     "uplink_budgets = [1.5] is not of type"),
+    ("config-budget-in-two-places", lambda t: ["sweep", "--config", toml(t, "[sweep]\nuplink_budgets = ['0']\n[channel]\nuplink_budget_bytes = 5\n"), *OUT],
+     "both set the uplink_budgets; give them in one place"),
+    ("config-seed-in-two-places", lambda t: ["sweep", "--config", toml(t, "seed = 3\n[sweep]\nseeds = 2\n"), *OUT], "[sweep] seeds and seed both"),
+    ("config-table-of-a-method-not-listed", lambda t: ["sweep", "--config", toml(t, "[sweep]\nmethods = ['bn']\n[methods.tent]\nlr = 0.001\n"), *OUT],
+     "[methods.tent] gives options for tent"),
+    ("config-methods-list-and-tables", lambda t: ["compare", "--config", toml(t, "methods = ['bn']\n[methods.tent]\n"), *OUT], "cannot both be given"),
+    ("config-methods-empty", lambda t: ["compare", "--config", toml(t, "methods = []\n"), *OUT], "must list method names"),
+    ("seeds-count-2-to-64", lambda t: ["sweep", "--methods", "bn", *FAST, "--seeds", str(2**64), *OUT], "more than 1000 seeds as a count"),
+    ("seeds-count-in-compare", lambda t: ["compare", "--methods", "bn", *FAST, "--seeds", str(2**64), *OUT], "more than 1000 seeds as a count"),
+    ("seeds-list-out-of-range", lambda t: ["sweep", "--methods", "bn", *FAST, "--seeds", f"0,{2**63}", *OUT], "is outside 0 to 2**63-1"),
+    ("seed-and-seeds", lambda t: ["compare", "--methods", "bn", *FAST, "--seed", "3", "--seeds", "2", *OUT], "--seed and --seeds both"),
+    ("sweep-threads-negative", lambda t: ["sweep", "--methods", "source,bn", *FAST, "--threads", "-1", *OUT], "--threads -1 must be at least 1"),
+    ("sweep-threads-0", lambda t: ["sweep", "--methods", "source,bn", *FAST, "--threads", "0", *OUT], "--threads 0 must be at least 1"),
+    ("sweep-versus-typo", lambda t: ["sweep", "--methods", "source,bn", *FAST, "--versus", "tnet", *OUT], "--versus tnet is not a method"),
+    ("sweep-bad-option-before-any-cell", lambda t: ["sweep", "--methods", "bn,eata", *FAST, "-o", "eata.fisher_beta=abc", *OUT], "fisher_beta"),
+    ("edges-10000", lambda t: ["compare", "--methods", "bn", *FAST, "--edges", "10000", *OUT], "at most 256 edges"),
+    ("out-empty", lambda t: ["bench", *FAST, "--out", ""], "--out '' names no folder"),
+    ("sweep-out-empty", lambda t: ["sweep", "--methods", "bn", *FAST, "--out", ""], "--out '' names no folder"),
+    ("resume-empty", lambda t: ["sweep", "--resume", ""], "--resume '' names no folder"),
+    ("resume-not-a-study", lambda t: ["sweep", "--resume", non_empty(t)], "no study there"),
+    ("resume-and-force", lambda t: ["sweep", "--resume", study(t), "--force"], "give one of them"),
+    ("resume-other-samples", lambda t: ["sweep", "--resume", study(t), "--samples", "128", "--dry-run"], "samples 128 (the study: 64)"),
+    ("resume-other-option", lambda t: ["sweep", "--resume", study(t), "-o", "bn.prior=8"], "options of bn {'prior': '8'} (the study: {})"),
+    ("resume-other-models", lambda t: ["sweep", "--resume", study(t), "--edge", "timm:resnet10t"], "models timm:resnet10t/default"),
+    ("rerun-into-study-other-samples", lambda t: ["sweep", "--methods", "bn", "--samples", "128", "--out", study(t)], "samples 128 (the study: 64)"),
+    ("resume-versus-typo", lambda t: ["sweep", "--resume", study(t), "--versus", "tnet"], "--versus tnet is not a method of the study (bn)"),
+    ("resume-torn-grid", lambda t: ["sweep", "--resume", torn_grid(t)], "grid.json is not valid JSON"),
     ("eata-without-clean-set", lambda t: ["compare", "--methods", "bn,eata", "--dataset", "folder", "--data-root", images_tree(t),
                                           "--edge", "torchvision:resnet18", "--cloud", "torchvision:resnet18", "--random-init",
                                           "--input-size", "32", *OUT], "needs clean in-distribution images"),
@@ -286,7 +344,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_folder(tmp_path, make, expec
 
 
 def test_there_are_many_bad_inputs():
-    assert len(CASES) >= 80 and len({case[0] for case in CASES}) == len(CASES)
+    assert len(CASES) >= 126 and len({case[0] for case in CASES}) == len(CASES)
 
 
 # --- what used to be refused or wrong and now works ----------------------------------------------

@@ -10,16 +10,18 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from cema_cli.cli import app
 from cema_cli.config import ChannelConfig, RunConfig
-from cema_cli.toml_config import apply_toml
+from cema_cli.cli.options import RunOptions, build_configs
+from cema_cli.toml_config import read_run_file
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # The run configurations (*.toml) run end to end in tests/test_example_configs.py.
-TESTED = {"quickstart.py", "custom_strategy.py", "ci-workflow.yml", *(p.name for p in EXAMPLES.glob("*.toml"))}
+TESTED = {"quickstart.py", "custom_strategy.py", "study.py", "ci-workflow.yml", *(p.name for p in EXAMPLES.glob("*.toml"))}
 
 
 @pytest.fixture
@@ -52,6 +54,17 @@ def test_quickstart_gets_a_dataframe_in_under_40_lines(run_example):
     assert line_count("quickstart.py") < 40
 
 
+def test_study_runs_seed_cells_and_resumes_from_python(run_example, tmp_path):
+    out = run_example("study.py", "--samples", "64", "--out", str(tmp_path / "study"))
+    assert "cells: 0 cells already done, 18 run" in out and "tent" in out
+    frame = pd.read_csv(tmp_path / "study" / "results.csv")
+    assert sorted(frame["seed"].unique()) == [0, 1, 2] and set(frame["method"]) == {"source", "bn", "tent"}
+    assert (tmp_path / "study" / "summary.csv").exists()
+    again = run_example("study.py", "--samples", "64", "--out", str(tmp_path / "study"))
+    assert "cells: 18 cells already done, 0 run" in again
+    assert line_count("study.py") < 40
+
+
 def test_custom_strategy_registers_and_runs_in_under_60_lines(run_example):
     out = run_example("custom_strategy.py", "--samples", "128")
     assert "bn-ema gaussian_noise" in out and '{"momentum": 0.8}' in out
@@ -71,14 +84,14 @@ def test_paper_toml_names_run_config_fields_and_real_method_options():
     for method, options in data["methods"].items():
         make_config(STRATEGIES.get(method), options, method)  # raises on an option the method lacks
     assert tuple(data["corruptions"]) == COMMON and data["severities"] == [5] and data["batch_size"] == 64
-    config = apply_toml(RunConfig(), EXAMPLES / "imagenet_c_paper.toml", explicit=set()).validate()
+    (config,) = build_configs(RunOptions(), read_run_file(EXAMPLES / "imagenet_c_paper.toml"))
     assert config.methods == ("cema", "tent", "eata", "source") and config.method_options["eata"]["fisher_beta"] == 2000.0
     assert (config.dataset, config.edge, config.cloud) == ("imagenet-c", "torchvision:resnet18@IMAGENET1K_V1", "torchvision:resnet101@IMAGENET1K_V1")
 
 
 def test_every_run_configuration_is_a_valid_config_with_published_numbers():
     for path in EXAMPLES.glob("*.toml"):
-        config = apply_toml(RunConfig(), path, explicit=set()).validate()
+        config = build_configs(RunOptions(), read_run_file(path))[0]
         data = tomllib.loads(path.read_text())
         assert data["expected"] and all(table["source"] for table in data["expected"]), path.name
         assert config.methods == tuple(data["methods"]), path.name

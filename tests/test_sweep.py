@@ -127,12 +127,13 @@ def test_dry_run_counts_cells_and_runs_nothing(cli, tmp_path):
 
 def test_a_failing_cell_is_recorded_and_the_others_finish(cli, tmp_path):
     out = tmp_path / "failing"
-    result = cli("sweep", "--methods", "bn,eata", "--samples", "64", "-o", "eata.fisher_beta=abc", "--out", str(out), "--executor", "serial")
+    # bn at batch size 1 fails once its edge model shows BatchNorm (in the cell); source runs
+    result = cli("sweep", "--methods", "bn,source", "--samples", "16", "--batch-size", "1", "--out", str(out), "--executor", "serial")
     assert result.exit_code == 3
     assert "1 cell(s) failed" in result.output
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "failed cells" and "fisher_beta" in next(iter(meta["failed"].values()))
-    assert list(pd.read_csv(out / "results.csv")["method"]) == ["bn"]
+    assert meta["status"] == "failed cells" and "--batch-size 1: bn" in next(iter(meta["failed"].values()))
+    assert list(pd.read_csv(out / "results.csv")["method"]) == ["source"]
 
 
 def test_kill_9_loses_only_the_cell_in_flight(serial_run, tmp_path):

@@ -2,8 +2,10 @@
 
 ``app.py`` assembles the Typer app from one module per command group (``run``: bench and compare,
 ``sweep``, ``results``: check, report and plot, ``corrupt``, ``catalog``: list and prepare). They
-share ``common`` (consoles, errors, run options), ``studies`` (one run or a fleet, with files) and
-``cells`` (a grid of resumable cells); a command module never imports another command module.
+share ``common`` (consoles, errors), ``options`` (the typed run options and their RunConfigs),
+``studies`` (options -> a Study for ``run.study.run_study``; fleet tables), ``cells`` (a grid's
+tables) and ``progress`` (progress drawn from the study's events); a command module never imports
+another command module.
 """
 
 from cema_cli.cli.app import app, main

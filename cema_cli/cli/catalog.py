@@ -57,7 +57,7 @@ def method_traits(name: str) -> str:
 
 def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     with user_errors(verbose):
-        from cema_cli.run.runner import prepare_models
+        from cema_cli.cli.progress import prepare_models
 
         start = time.perf_counter()
         paths = prepare_models(console)

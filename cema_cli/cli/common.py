@@ -1,16 +1,15 @@
-"""What every command module shares: the consoles, one-line error handling, and the run options
-of bench, compare and sweep with their parsing into RunConfigs. No torch import at module level."""
+"""What every command module shares: the consoles, one-line error handling, the default output
+folder. The run options of bench, compare and sweep are in options.py. No torch import."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -21,17 +20,13 @@ try:  # typer 0.2x vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors
 
-from cema_cli.config import ChannelConfig, CostModel, RunConfig, parse_bit_rate, parse_rate
-from cema_cli.errors import CemaError, unknown_name
-from cema_cli.results.health import COLLAPSE_SHARE
+from cema_cli.errors import CemaError, Interrupted
 
 
 console = Console()
 # Errors are one line wherever stderr goes (a log wraps nothing), and never read as rich markup.
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
-DEFAULT_METHOD = "cema"
-DEFAULT_COMPARE = "cema,tent,eata,source"
 
 # --- error handling ---------------------------------------------------------------------------
 
@@ -68,8 +63,8 @@ def user_errors(verbose: bool) -> Iterator[None]:
             traceback.print_exc()
         print_error(str(error))
         raise typer.Exit(error.exit_code) from None
-    except KeyboardInterrupt:
-        print_error("rows finished so far are kept in results.csv", "interrupted")
+    except KeyboardInterrupt as error:  # run.runner raises Interrupted, which says what was kept
+        print_error(str(error) if isinstance(error, Interrupted) else "stopped before any result was written.", "interrupted")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -83,221 +78,6 @@ def user_errors(verbose: bool) -> Iterator[None]:
             traceback.print_exc()
         print_error(f"{type(error).__name__}: {error} (an internal error: run with --verbose for the traceback and report it)")
         raise typer.Exit(1) from None
-
-# --- option parsing ---------------------------------------------------------------------------
-
-def split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def parse_corruptions(text: str) -> tuple[str, ...]:
-    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones
-    (corruptions.expand_names: the same words in every command); 'none' for ImageNet-R."""
-    from cema_cli.corruptions import expand_names
-
-    if not split_list(text):
-        raise CemaError("--corruption is empty; give a name, a comma list, 'all' (15) or 'extra' (4).")
-    return expand_names(text, also=("none",))
-
-
-def parse_severities(text: str) -> tuple[int, ...]:
-    if text.strip() == "all":
-        return (1, 2, 3, 4, 5)
-    try:
-        values = tuple(int(part) for part in split_list(text))
-    except ValueError:
-        raise CemaError(f"--severity {text!r} is not a number or list; use e.g. 5 or 1,3,5 or all.") from None
-    return values
-
-
-def checked_options(options: dict[str, dict[str, str]], methods: list[str]) -> dict[str, dict[str, str]]:
-    """An option for a method that does not run would be silently ignored: refuse it."""
-    for method in options:
-        if method not in methods:
-            raise CemaError(f"--option {method}.* is given but {method!r} is not run; add it to --method(s) ({', '.join(methods)}) or drop the option.")
-    return options
-
-
-def parse_options(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """``--option cema.warmup_samples=640`` -> {"cema": {"warmup_samples": "640"}}."""
-    options: dict[str, dict[str, str]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise CemaError(f"--option {pair!r} is not METHOD.NAME=VALUE; e.g. --option eata.fisher_beta=1000.")
-        options.setdefault(method.strip(), {})[name.strip()] = value.strip()
-    return options
-
-
-def check_metric(metric: str) -> None:
-    """--metric accuracy|error; anything else is refused by name (exit 2)."""
-    from cema_cli.results.report import METRICS
-
-    if metric not in METRICS:
-        raise unknown_name("metric", metric, METRICS)
-
-
-# --- the shared options of bench and compare ---------------------------------------------------
-
-def _run_options(
-    dataset: Annotated[str, typer.Option(help="Dataset name; see `cema list datasets`.")] = "mnist",
-    corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones).")] = "gaussian_noise",
-    severity: Annotated[str, typer.Option("--severity", "-s", help="1-5, a comma list, or 'all'.")] = "5",
-    samples: Annotated[Optional[int], typer.Option(help="Samples per domain (default: all); a mixed stream's total.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Edge batch size.")] = 64,
-    seed: Annotated[int, typer.Option(help="Fixes the stream order and every random draw.")] = 0,
-    edge: Annotated[Optional[str], typer.Option(help="Edge model (default: the dataset's).")] = None,
-    cloud: Annotated[Optional[str], typer.Option(help="Cloud foundation model (default: the dataset's).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    protocol: Annotated[str, typer.Option(help="reset-each-shift (fresh models per domain), continual, mixed, correlated, mixed-correlated or gradual.")] = "reset-each-shift",
-    order: Annotated[str, typer.Option(help="Stream permutation family: cema (torch, seeded) or md (Python random, as MD).")] = "cema",
-    dirichlet: Annotated[Optional[float], typer.Option(help="Label shift: Dirichlet concentration > 0 (default: class-sorted); correlated protocols.")] = None,
-    label_sampler: Annotated[str, typer.Option(help="Label-shift sampler: md or rotta (--dirichlet is RoTTA's gamma).")] = "md",
-    gradual: Annotated[str, typer.Option(help="Gradual severity variant: md (1..5..1 for every corruption) or cotta.")] = "md",
-    window: Annotated[Optional[int], typer.Option(help="Batch size 1: MD's sliding window of L samples (adapt every L).")] = None,
-    constants: Annotated[Optional[str], typer.Option(help="Corruption constants: imagenet or cifar (default: the dataset's).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Published method settings: imagenet, cifar10 or cifar100 (default: the dataset's).")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Root folder of an on-disk dataset.")] = None,
-    subset: Annotated[Optional[str], typer.Option(help="Image-tree datasets: a count (seeded choice) or a file listing <wnid>/<file> paths.")] = None,
-    clean_root: Annotated[Optional[str], typer.Option(help="Clean images for EATA's Fisher set (a class tree or images.npy + labels.npy).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data loader worker processes (default: from the idle cores; see README).")] = None,
-    edge_checkpoint: Annotated[Optional[str], typer.Option(help="Edge weights: a state_dict file (torch.load weights_only).")] = None,
-    cloud_checkpoint: Annotated[Optional[str], typer.Option(help="Cloud weights: a state_dict file (torch.load weights_only).")] = None,
-    random_init: Annotated[bool, typer.Option("--random-init", help="Random weights for both models (plumbing checks; recorded).")] = False,
-    input_size: Annotated[Optional[int], typer.Option(help="Resize images to this side in px (default: the dataset's native size, 224 ImageNet, 32 CIFAR).")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Autocast dtype on CUDA (or the CPU): bf16, or fp16 with loss scaling.")] = None,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for the models.")] = False,
-    uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8",
-    uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch (16kB), a link rate (8Mbit/s, with --frame-rate), or unlimited; a comma list sweeps.")] = "unlimited",
-    downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited; a comma list sweeps.")] = "unlimited",
-    uplink_delay: Annotated[int, typer.Option(help="Uplink delay in batches.")] = 0,
-    downlink_delay: Annotated[int, typer.Option(help="Downlink delay in batches.")] = 0,
-    sync_period: Annotated[int, typer.Option(help="Send parameters to the edge every K batches.")] = 1,
-    overflow: Annotated[str, typer.Option(help="When the budget is exhausted: drop or queue.")] = "drop",
-    frame_rate: Annotated[Optional[float], typer.Option(help="Stream images per second, to read budgets given as link rates (8Mbit/s).")] = None,
-    rtt: Annotated[Optional[float], typer.Option(help="Modelled link round-trip time in ms (cost columns; see README).")] = None,
-    uplink_rate: Annotated[Optional[str], typer.Option(help="Modelled uplink rate, e.g. 10Mbit (upload time, staleness in seconds).")] = None,
-    downlink_rate: Annotated[Optional[str], typer.Option(help="Modelled downlink rate, e.g. 50Mbit.")] = None,
-    batch_interval: Annotated[Optional[float], typer.Option(help="Seconds between two edge batches (the stream's clock, for --cloud-throughput).")] = None,
-    cloud_price: Annotated[Optional[float], typer.Option(help="Price of one cloud GPU-hour: adds cloud_cost per domain.")] = None,
-    cloud_throughput: Annotated[Optional[float], typer.Option(help="Cloud GFLOP/s: the parameter delay follows from compute (with --batch-interval), not --downlink-delay.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Method option METHOD.NAME=VALUE (repeatable).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML run configuration; flags given here win.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder, new or empty (default: cema-runs/<time>-<methods>).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the run files of an --out that already holds a run.")] = False,
-    min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 when a method's mean accuracy is below this, in percent (90 = 90%; values 0-1 are refused as ambiguous).")] = None,
-    metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
-    seeds: Annotated[Optional[str], typer.Option(help="Several seeds: a count (5 = seeds 0-4) or a list (0,1,2); adds mean ± 95% tables.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Torch threads per run (default: idle cores / workers; see README).")] = None,
-    executor: Annotated[Optional[str], typer.Option(help="Run as resumable cells: serial, process or ray (default with --seeds: process).")] = None,
-    collapse_share: Annotated[float, typer.Option(help="Exit 3 when this share of a domain's predictions falls in 2 classes and the labels' does not (see README).")] = COLLAPSE_SHARE,
-    edges: Annotated[Optional[int], typer.Option(help="A fleet of N edges sharing one cloud, edge i's corruption order rotated by i (protocol continual by default; see README).")] = None,
-    cloud_batching: Annotated[str, typer.Option(help="Fleet cloud batches: per-edge (one edge's uploads) or pooled (their union).")] = "per-edge",
-    student: Annotated[Optional[str], typer.Option(help="Fleet students: per-edge (one cloud copy per edge) or shared (default with pooled).")] = None,
-    foundation: Annotated[str, typer.Option(help="Fleet foundation model (CEMA): shared or per-edge.")] = "shared",
-    cloud_capacity: Annotated[Optional[int], typer.Option(help="Fleet cloud steps per tick (default: unlimited).")] = None,
-    cloud_gflops_per_tick: Annotated[Optional[float], typer.Option(help="Fleet cloud compute budget, counted GFLOPs per tick (default: unlimited; --edges 1 for one edge).")] = None,
-    scheduler: Annotated[str, typer.Option(help="Fleet cloud queue order: round-robin, fifo or lowest-entropy-first.")] = "round-robin",
-    independent: Annotated[bool, typer.Option("--independent/--no-independent", help="Fleet: also run each edge alone, for the collaboration gain.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
-) -> None:
-    """Template: its signature is shared by ``bench`` and ``compare``."""
-
-
-def with_run_options(first: inspect.Parameter) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command ``first`` plus every option of ``_run_options``."""
-
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        shared = inspect.signature(_run_options, eval_str=True)
-        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-        command.__signature__ = shared.replace(parameters=[context, first, *shared.parameters.values()])  # type: ignore[attr-defined]
-        # evaluated here: the command's own module need not import the names the options use
-        command.__annotations__ = {"ctx": typer.Context, first.name: first.annotation,
-                                   **inspect.get_annotations(_run_options, eval_str=True)}
-        return command
-
-    return decorate
-
-
-def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
-    """The run the flags describe, with unlimited budgets (``build_configs`` sets the points)."""
-    channel = ChannelConfig(
-        uplink_encoding=opts["uplink_encoding"], uplink_delay_batches=opts["uplink_delay"],
-        downlink_delay_batches=opts["downlink_delay"], sync_period_batches=opts["sync_period"], overflow=opts["overflow"],
-    )
-    return RunConfig(
-        methods=tuple(methods), dataset=opts["dataset"], corruptions=parse_corruptions(opts["corruption"]),
-        severities=parse_severities(opts["severity"]), samples=opts["samples"], batch_size=opts["batch_size"],
-        seed=opts["seed"], edge=opts["edge"], cloud=opts["cloud"], device=opts["device"], protocol=opts["protocol"],
-        constants=opts["constants"], preset=opts["preset"], data_root=opts["data_root"], channel=channel,
-        order=opts["order"], dirichlet=opts["dirichlet"], label_sampler=opts["label_sampler"], gradual=opts["gradual"], window=opts["window"],
-        subset=opts["subset"], clean_root=opts["clean_root"], workers=opts["workers"],
-        edge_checkpoint=opts["edge_checkpoint"], cloud_checkpoint=opts["cloud_checkpoint"], random_init=opts["random_init"],
-        input_size=opts["input_size"], amp=opts["amp"], channels_last=opts["channels_last"],
-        collapse_share=opts["collapse_share"], costs=cost_model(opts),
-        method_options=parse_options(opts["option"] or []),
-    )
-
-
-def cost_model(opts: dict[str, Any]) -> CostModel:
-    """The modelled cost columns' assumptions (README, "Cost columns")."""
-    rates = {f"{d}link_rate_bps": parse_bit_rate(opts[f"{d}link_rate"], f"--{d}link-rate") if opts[f"{d}link_rate"] is not None else None
-             for d in ("up", "down")}
-    return CostModel(rtt_ms=opts["rtt"], batch_interval_s=opts["batch_interval"], cloud_price_per_hour=opts["cloud_price"],
-                     cloud_throughput_gflops=opts["cloud_throughput"], **rates)
-
-
-def build_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
-    """One validated configuration per budget point: ``--uplink-budget 0,16kB,unlimited`` sweeps.
-    A ``--config`` file fills in what the flags did not set."""
-    from dataclasses import replace
-
-    base = build_config(methods, opts)
-    explicit = explicit_flags(opts["ctx"])
-    if opts["config"] is not None:
-        from cema_cli.toml_config import apply_toml
-
-        base = apply_toml(base, opts["config"], explicit)
-    base = without_repeats(base)
-    checked_options(parse_options(opts["option"] or []), list(base.methods))
-    rate = (opts["frame_rate"], base.batch_size)
-    ups, downs = (
-        budget_list(opts[flag], *rate) if flag in explicit or opts["config"] is None else [getattr(base.channel, field)]
-        for flag, field in (("uplink_budget", "uplink_budget_bytes"), ("downlink_budget", "downlink_budget_bytes"))
-    )
-    return [replace(base, channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate()
-            for up in ups for down in downs]
-
-
-def without_repeats(config: RunConfig) -> RunConfig:
-    """``--severity 5,5`` or ``--methods bn,bn`` runs each once: a results.csv holds one row per
-    method and domain (``cema report`` refuses repeats)."""
-    from dataclasses import replace
-
-    return replace(config, **{name: tuple(dict.fromkeys(getattr(config, name))) for name in ("methods", "corruptions", "severities")})
-
-
-def explicit_flags(context: typer.Context) -> set[str]:
-    """Names of the options the user typed (not defaults), so they win over a TOML file."""
-    return {name for name in context.params if getattr(context.get_parameter_source(name), "name", "") == "COMMANDLINE"}
-
-
-def budget_list(text: str, frame_rate: float | None, batch_size: int) -> list[int | None]:
-    points = list(dict.fromkeys(parse_rate(part, frame_rate, batch_size) for part in split_list(text)))
-    if not points:
-        raise CemaError("a budget option is empty; give e.g. 16kB, a comma list, or unlimited.")
-    return points
-
-
-def resolve_methods(text: str) -> list[str]:
-    from cema_cli.strategies import STRATEGIES
-
-    methods = STRATEGIES.names() if text.strip() == "all" else split_list(text)
-    if not methods:
-        raise CemaError("no method given; pass e.g. --methods cema,tent,source or all.")
-    return methods
-
 
 def default_out_dir(methods: list[str]) -> Path:
     from cema_cli.results.run_folder import unique_dir

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cema_cli.cli.cells import fail_on_cells, parse_seeds, run_configs
-from cema_cli.cli.common import check_metric, console, default_out_dir, print_error, user_errors
+from cema_cli.cli.cells import fail_on_cells, print_cells_run
+from cema_cli.cli.common import console, default_out_dir, print_error, user_errors
+from cema_cli.cli.options import check_metric
 from cema_cli.errors import CemaError
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ def check_command(
             raise CemaError(f"{' and '.join(rerun_flags)} only apply to a re-run of the baseline; drop them with --results.")
         if threads is not None and threads < 1:
             raise CemaError(f"--threads {threads} is not a positive count; give e.g. --threads 1.")
-        new_seeds = parse_seeds(seeds)
+        from cema_cli.config import seed_list
+
+        new_seeds = seed_list(seeds) if seeds is not None else None
         old = read_results(baseline)
         multi = is_multi_seed(old) or new_seeds is not None
         if results:
@@ -67,16 +70,17 @@ def check_command(
 
 def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":
     """Run the configuration recorded in the baseline's rows; return the new results.csv."""
-    from rich.markup import escape
-
+    from cema_cli.cli.progress import StudyDisplay
+    from cema_cli.cli.studies import print_written
     from cema_cli.results.schema import read_results
-    from cema_cli.run.runner import run_with_files
     from cema_cli.results.saved import config_from_results
+    from cema_cli.run.study import Study, run_study
 
-    config = config_from_results(baseline, device, data_root).validate()
+    config = config_from_results(baseline, device, data_root)
     out = out or default_out_dir(list(config.methods))
-    run_with_files([config], out, console, command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
-    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
+    with StudyDisplay(console) as display:
+        result = run_study(Study((config,)), out, events=display.events(), command=f"cema check (re-run of the baseline, {len(baseline)} rows)")
+    print_written(result)
     return read_results(out / "results.csv")
 
 
@@ -84,18 +88,19 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
                executor: Optional[str], threads: Optional[int]) -> "pd.DataFrame":
     """Re-run a multi-seed baseline's grid (its methods, domains, samples, protocol, channel
     points and seeds, or ``seeds``) as a sweep with the current code; return the merged rows."""
-    from cema_cli.run.api import check_method_options
+    from cema_cli.cli.progress import StudyDisplay
     from cema_cli.results.run_folder import check_out_dir
     from cema_cli.results.saved import configs_from_results
+    from cema_cli.run.study import Execution, Study, run_study
 
-    configs = configs_from_results(baseline, seeds, device, data_root)
-    check_method_options(configs[0])
-    out = out or default_out_dir(["check", *configs[0].methods])
+    study = Study(tuple(configs_from_results(baseline, seeds, device, data_root)), cells=True, execution=Execution(executor, threads))
+    out = out or default_out_dir(["check", *study.configs[0].methods])
     check_out_dir(out, False)  # a fresh folder: a re-run never reuses cells of another code version
-    rows, failed = run_configs(configs, out, console, executor, threads,
-                               f"cema check (re-run of the baseline's grid, {len(baseline)} rows)")
-    fail_on_cells(failed)
-    return rows
+    with StudyDisplay(console) as display:
+        result = run_study(study, out, events=display.events(), command=f"cema check (re-run of the baseline's grid, {len(baseline)} rows)")
+    print_cells_run(result, console)
+    fail_on_cells(result.failed)
+    return result.rows
 
 
 def report_command(

@@ -1,123 +1,104 @@
-"""Running a study with its files and progress: one run (``execute``) or a fleet
-(``cema bench|compare --edges N`` or a TOML ``[fleet]`` table). A fleet: run it (cema_cli/run/fleet.py),
-write its files and print its tables. Files under --out: results.csv (one row per edge and
-domain, with an ``edge`` column), batches.csv, independent.csv (each edge run alone), fleet.csv
-(one summary line per method) and run.json (with a ``fleet`` section), each written atomically."""
+"""From the options of bench, compare and sweep to a ``Study`` (run/study.py), and the study's
+result to the terminal: the fleet's tables and the budget-sweep table. Which kind of study runs
+(one run, cells or a fleet) is ``run_study``'s decision, not the command's. No torch import."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cema_cli.cli.common import build_configs, console, default_out_dir, explicit_flags
+from cema_cli.cli.common import console, default_out_dir
+from cema_cli.cli.options import SETTING_FLAGS, RunOptions, build_configs
 from cema_cli.errors import CemaError
-from cema_cli.run.fleet_config import FleetConfig, edge_configs, fleet_from_table, fleet_table, rotated_edges
 
 # Fleet flags and their defaults (None: the flag was not given).
 FLEET_FLAGS = {"cloud_batching": "per-edge", "student": None, "foundation": "shared", "cloud_capacity": None,
                "cloud_gflops_per_tick": None, "scheduler": "round-robin", "independent": True}
 
 
-def fleet_requested(opts: dict[str, Any]) -> bool:
-    """``--edges`` given, or a --config file with a [fleet] table; fleet flags alone are refused."""
-    wanted = opts.get("edges") is not None or bool(fleet_table(opts.get("config")))
-    stray = sorted(f for f in FLEET_FLAGS if f in explicit_flags(opts["ctx"]))
+def command_line() -> str:
+    return " ".join(["cema", *sys.argv[1:]])
+
+
+def study_from_options(options: RunOptions, sweep: bool = False) -> tuple[Any, Path]:
+    """The study the options describe, and its folder: --resume or --out (whose study, if it
+    holds one, takes the place of the defaults), else a new cema-runs/<time>-<methods>."""
+    from cema_cli.run.study import Execution, Study
+    from cema_cli.toml_config import read_run_file
+
+    file = read_run_file(options.config) if options.config is not None else None
+    fleet = fleet_of(options, file, sweep)
+    if fleet is not None and not options.typed("protocol"):
+        options = replace(options, protocol="continual")  # fleets stream continually by default (a --config protocol still wins)
+    wants_cells = sweep or options.seeds is not None or options.executor is not None or (file is not None and "seeds" in file.axes)
+    given = getattr(options, "resume", None) or options.out
+    record = stored_study(Path(given)) if given and wants_cells else None
+    as_stored = record is not None and not options.explicit & SETTING_FLAGS  # a plain resume: the grid as it is
+    configs = () if as_stored else tuple(build_configs(options, file, record))
+    execution = Execution(options.executor, options.threads, getattr(options, "cpus_per_cell", None),
+                          getattr(options, "gpus_per_cell", None), getattr(options, "ray_address", None))
+    study = Study(configs, fleet, wants_cells, execution, getattr(options, "versus", None))
+    if given:
+        return study, Path(given)
+    methods = list(configs[0].methods)
+    return study, default_out_dir(["sweep", *methods] if study.kind == "cells" else methods)
+
+
+def stored_study(out: Path) -> Any:
+    """The record of the study in ``out`` (None: no study there)."""
+    from cema_cli.run.sweep import SweepFolder
+
+    return SweepFolder(out).study()
+
+
+def fleet_of(options: RunOptions, file: Any, sweep: bool) -> Any:
+    """The fleet of --edges and the fleet flags, or of the file's [fleet] table (flags typed on
+    the command line win); None when no fleet is asked for (fleet flags alone are refused)."""
+    from cema_cli.run.fleet_config import FleetConfig, fleet_from_table, rotated_edges
+
+    table = file.fleet if file is not None else {}
+    wanted = options.edges is not None or bool(table)
+    stray = sorted(flag for flag in FLEET_FLAGS if options.typed(flag))
     if stray and not wanted:
         flags = ", ".join("--" + f.replace("_", "-") for f in stray)
         raise CemaError(f"{flags} configure a fleet; add --edges N (or a [fleet] table in --config), or drop them.")
-    return wanted
-
-
-def build_fleet(opts: dict[str, Any]) -> FleetConfig:
-    """The fleet of the flags and the [fleet] table; flags typed on the command line win."""
-    explicit = explicit_flags(opts["ctx"])
-    values: dict[str, Any] = fleet_from_table(opts["config"], fleet_table(opts["config"])) if opts.get("config") else {}
-    if opts.get("edges") is not None:
-        values["edges"] = rotated_edges(opts["edges"])
-    for flag, default in FLEET_FLAGS.items():
-        if flag in explicit or flag not in values:
-            values[flag] = opts.get(flag, default)
+    if not wanted:
+        return None
+    if sweep:
+        raise CemaError("cema sweep runs single-edge cells; run a fleet with `cema bench` or `cema compare` --edges N.")
+    if options.seeds is not None or options.executor is not None:
+        raise CemaError("--seeds and --executor run single-edge cells; run a fleet without them (one seed per command).")
+    values: dict[str, Any] = fleet_from_table(file.path, table) if table else {}
+    if options.edges is not None:
+        values["edges"] = rotated_edges(options.edges)
+    for flag in FLEET_FLAGS:
+        if options.typed(flag) or flag not in values:
+            values[flag] = getattr(options, flag)
     if values["student"] is None:  # pooled batching trains one cloud model: the shared student
         values["student"] = "shared" if values["cloud_batching"] == "pooled" else "per-edge"
     return FleetConfig(**values).validate()
 
 
-def execute_fleet(methods: list[str], opts: dict[str, Any], console: Console) -> Any:
-    """Validate, run the fleet with its files kept current, print the tables; return the result."""
-    from cema_cli.run.api import check_method_options
-    from cema_cli.results.run_folder import check_out_dir
+# --- rendering a result ------------------------------------------------------------------------------
 
-    if opts.get("seeds") is not None or opts.get("executor") is not None:
-        raise CemaError("--seeds and --executor run single-edge cells; run a fleet without them (one seed per command).")
-    fleet = build_fleet(opts)
-    if "protocol" not in explicit_flags(opts["ctx"]):
-        opts = {**opts, "protocol": "continual"}  # fleets stream continually by default (a --config protocol still wins)
-    configs = build_configs(methods, opts)
-    if len(configs) > 1:
-        raise CemaError("a fleet runs one uplink and one downlink budget; give one value each (or per edge in [[fleet.edges]]).")
-    config = configs[0]
-    check_method_options(config)
-    edge_configs(config, fleet)  # each edge's own settings, before the run folder exists
-    out = opts["out"] or default_out_dir(methods)
-    check_out_dir(out, opts["force"])
-    result = run_fleet_with_files(config, fleet, out, console, " ".join(["cema", *sys.argv[1:]]), opts["force"], opts["threads"])
-    files = ["results.csv", "fleet.csv", *(["independent.csv"] if result.independent else []), "batches.csv", "run.json"]
-    console.print(f"results written to [bold]{escape(str(out))}[/] ({', '.join(files)})")
-    console.print(edge_table(result.rows))
-    for table in fleet_summary_table(result.summary):
+def print_written(result: Any) -> None:
+    files = {"run": ["results.csv", "batches.csv", "run.json"],
+             "fleet": ["results.csv", "fleet.csv", *(["independent.csv"] if result.fleet and result.fleet.independent else []),
+                       "batches.csv", "run.json"]}[result.kind]
+    console.print(f"results written to [bold]{escape(str(result.out))}[/] ({', '.join(files)})")
+
+
+def print_fleet(result: Any) -> None:
+    print_written(result)
+    console.print(edge_table(result.fleet.rows))
+    for table in fleet_summary_table(result.fleet.summary):
         console.print(table)
-    return result
-
-
-def run_fleet_with_files(config: Any, fleet: FleetConfig, out: Path, console: Console, command: str, force: bool,
-                         threads: int | None) -> Any:
-    """runner.run_with_files for a fleet: a locked folder, rows written as they finish, the
-    summary and run.json at the end; a bad input before the first row leaves no folder."""
-    from cema_cli.results import report
-    from cema_cli.run.api import Events, environment, resolve_device
-    from cema_cli.run.fleet import run_fleet
-    from cema_cli.run.runner import FileSink, held_folder, new_progress, now, sigterm_as_interrupt
-    from cema_cli.run.threads import apply_threads, threads_per_worker
-
-    env = environment(resolve_device(config.device))
-    threads = threads_per_worker(1, threads)
-    apply_threads(threads)
-    with held_folder(out, force, lambda: FileSink(out, config, command)) as (held, sink):
-        sink.meta["fleet"] = fleet_meta(fleet)
-        sink.write_meta(environment=env, threads=threads)
-        with sigterm_as_interrupt(), new_progress(console) as progress:
-            task = progress.add_task("fleet", total=None)
-            def on_batch(record: dict[str, Any]) -> None:
-                sink.batches.append(record)
-                if record.get("edge", 0) == 0:  # the bar follows edge 0, whose domain sizes it shows
-                    progress.advance(task)
-
-            events = Events(on_row=sink.add_row, on_batch=on_batch,
-                            on_domain_start=lambda method, c, s, batches: progress.reset(task, total=batches, description=escape(f"{method} {c}-{s} (edge 0)")))
-            result = run_fleet(config, fleet, events)
-    if result.independent:
-        report.write_csv(report.results_frame(result.independent), out / "independent.csv")
-    import pandas as pd
-
-    report.write_csv(pd.DataFrame(result.summary), out / "fleet.csv")
-    sink.meta["fleet"]["summary"] = result.summary
-    sink.write_meta(status="finished", finished_rows=len(result.rows), finished=now())
-    held.release()
-    return result
-
-
-def fleet_meta(fleet: FleetConfig) -> dict[str, Any]:
-    """run.json's record of the fleet: its options and each edge's own settings."""
-    data = asdict(replace(fleet, edges=()))
-    data["edges"] = [asdict(e) for e in fleet.edges]
-    return data
 
 
 def edge_table(rows: list[dict[str, Any]]) -> Table:
@@ -162,19 +143,3 @@ def print_sweep(frame: Any) -> None:
 
     if report.budget_points(frame) > 1:
         console.print(report.sweep_table(frame))
-
-
-def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
-    from cema_cli.run.api import check_method_options
-    from cema_cli.results.run_folder import check_out_dir
-    from cema_cli.run.runner import run_with_files
-
-    configs = build_configs(methods, opts)
-    check_method_options(configs[0])  # before the run folder exists
-    out = opts["out"] or default_out_dir(methods)
-    check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
-    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"])
-    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
-    return rows
-

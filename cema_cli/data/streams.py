@@ -5,7 +5,8 @@ positions of one domain) into batches (``stream(..., order=...)``) and, for labe
 streams, tell the labels of a domain (``domain_labels``). Random families follow the spec's
 section 0: ``order="md"`` uses ``random.Random(seed)`` as MD seeds Python's ``random``;
 ``order="cema"`` uses ``torch.randperm`` seeded by ``seed``; label draws always use
-``np.random.RandomState(seed)``, the private twin of NumPy's seeded global state.
+``np.random.RandomState(seed)``, the private twin of NumPy's seeded global state (``label_rng``:
+a seed beyond NumPy's 32 bits seeds it with its two 32-bit words, so every seed of 0 to 2**63-1 runs).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def plan_stream(config: Any, dataset: Any) -> list[Leg]:
     if config.protocol in ("mixed", "mixed-correlated"):
         return [mixed_leg(config, dataset)]
     schedule = gradual_schedule(config.corruptions, config.gradual) if config.protocol == "gradual" else config.domains()
-    label_rng = np.random.RandomState(config.seed)  # RoTTA's one state through all domains
+    label_rng = numpy_state(config.seed)  # RoTTA's one state through all domains
     return [Leg(((c, s),), leg_order(config, dataset, c, s, label_rng), config.protocol == "reset-each-shift" or k == 0, k)
             for k, (c, s) in enumerate(schedule)]
 
@@ -157,7 +158,13 @@ def label_shifted(order: list, labels: np.ndarray, delta: float | None, seed: in
     """MD's correlated step: the class sort (no delta), else Dirichlet with NumPy seeded afresh."""
     if delta is None:
         return class_sorted(order, labels.tolist())
-    return sort_by_dirichlet(order, labels, delta, np.random.RandomState(seed))
+    return sort_by_dirichlet(order, labels, delta, numpy_state(seed))
+
+
+def numpy_state(seed: int) -> np.random.RandomState:
+    """``np.random.RandomState(seed)`` as the reference code seeds it, for seeds below 2**32 (NumPy's
+    legacy limit); a larger seed (up to 2**63-1) seeds it with its low and high 32-bit words."""
+    return np.random.RandomState(seed if seed < 2**32 else [seed & 0xFFFFFFFF, seed >> 32])
 
 
 def mixed_leg(config: Any, dataset: Any) -> Leg:

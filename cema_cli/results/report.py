@@ -40,10 +40,15 @@ def batches_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupted run never leaves a torn file."""
+    """Write via a temporary file and rename, so an interrupted run never leaves a torn file. A
+    write that fails (a full disk) removes the temporary file and names ``path`` in the error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, f"{error.strerror or error}; {path} keeps its previous contents", str(path)) from None
     os.replace(tmp, path)
 
 

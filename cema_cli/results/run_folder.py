@@ -87,16 +87,40 @@ def refuse_live_holder(out: Path) -> None:
                         "wait for it to finish, or give another --out.")
 
 
-def acquire_lock(out: Path) -> Path:
+@dataclass
+class Lock:
+    """``out/.cema.lock`` held by this process; ``stale``: the holder of a dead lock taken over."""
+
+    path: Path
+    stale: dict | None = None
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def note(self) -> str | None:
+        """The line that tells of a stale lock taken over (None when there was none)."""
+        if self.stale is None:
+            return None
+        return (f"{self.path.parent}: took over the lock of pid {self.stale.get('pid', '?')} on {self.stale.get('host', '?')}, "
+                "which is gone (killed or crashed); its finished results are kept.")
+
+
+def acquire_lock(out: Path) -> Lock:
     """Create ``out/.cema.lock``; a live holder is an error naming it, a dead one is replaced."""
     lock = out / LOCK_NAME
-    if _create_lock(lock):
-        return lock
+    try:
+        created = _create_lock(lock)
+    except OSError:  # a full disk: nothing half-written stays behind
+        lock.unlink(missing_ok=True)
+        raise
+    if created:
+        return Lock(lock)
     refuse_live_holder(out)
+    stale = _read_holder(lock)
     lock.unlink(missing_ok=True)  # stale: its process is gone
     if not _create_lock(lock):
         raise CemaError(f"--out {out} was claimed by another cema run just now; give another --out.")
-    return lock
+    return Lock(lock, stale)
 
 
 @dataclass
@@ -104,11 +128,11 @@ class Claim:
     """A folder held by this process: the lock, and whether the folder is ours to remove."""
 
     out: Path
-    lock: Path
+    lock: Lock
     created: bool
 
     def release(self) -> None:
-        self.lock.unlink(missing_ok=True)
+        self.lock.release()
 
     def discard(self) -> None:
         """Remove what this run wrote (nothing worth keeping) and the folder if it made it."""
@@ -126,7 +150,7 @@ def claim(out: Path, force: bool) -> Claim:
     out.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(out)
     if not force and any(path.name != LOCK_NAME for path in out.iterdir()):
-        lock.unlink(missing_ok=True)
+        lock.release()
         raise CemaError(f"--out {out} already holds files (a run that just finished?); give a new --out, or add --force.")
     for name in RUN_FILES if force else ():
         (out / name).unlink(missing_ok=True)

@@ -23,12 +23,16 @@ RESULT_COLUMNS = (
     "cloud_seconds",  # measured (device column)
     "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/link/costs.py)
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
-    "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
+    "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "git_commit", "git_dirty",
+    "torch_version", "torchvision_version", "timm_version", "numpy_version", "pillow_version", "opencv_version",
     "edge_weights", "cloud_weights", "edge_weights_sha256", "cloud_weights_sha256", "edge_input_size", "cloud_input_size",
     "skipped_images", "amp", "amp_dtype", "loss_scaling", "channels_last", "tf32", "trained_values",
     "data_wait_seconds", "loader_workers", "corruption_device",  # measured / how the data was read (cema_cli/data/loading.py)
     "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
 )
+
+# Which code produced a row (run/provenance.py): facts about the checkout, not numbers it computed.
+PROVENANCE_COLUMNS = ("git_commit", "git_dirty")
 
 BATCH_COLUMNS = (
     "schema_version", "method", "corruption", "severity", "uplink_budget_bytes", "batch", "seen", "correct", "accuracy", "uploads",

@@ -29,8 +29,34 @@ def _groups(frame: pd.DataFrame, keys: list[str]):
 
 
 def per_seed_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, point, seed): accuracy averaged over the domains of that seed."""
+    """One row per (method, point, seed): accuracy averaged over the domains of that seed (rows
+    of different settings are refused, never pooled: ``check_poolable``)."""
+    check_poolable(frame)
     return _groups(frame, ["method", *POINT, "seed"])["accuracy"].mean().reset_index()
+
+
+# What rows pooled over seeds must share: the settings of one study (run/record.py), as rows record them.
+POOLED_ALIKE = ("dataset", "batch_size", "protocol", "preset", "constants", "order", "dirichlet", "label_sampler", "gradual",
+                "window", "method_config", "edge_weights", "cloud_weights")
+FIXED_SIZE_PROTOCOLS = ("reset-each-shift", "continual", "gradual")  # each domain plays min(--samples, its size)
+REPEATS = ("seed", "segment", "edge")  # a row's key within a (method, domain, point): its seed, stream segment and fleet edge
+
+
+def check_poolable(frame: pd.DataFrame) -> None:
+    """Refuse rows whose seeds would pool two settings: a (method, domain, point) whose seed occurs
+    twice (e.g. a study re-run with another --samples), or whose fixed settings differ."""
+    from cema_cli.errors import CemaError
+
+    fixed = [c for c in POOLED_ALIKE if c in frame.columns]
+    if "samples" in frame.columns and frame.get("protocol", pd.Series(dtype=str)).isin(FIXED_SIZE_PROTOCOLS).all():
+        fixed.append("samples")  # elsewhere a domain's share of a stream may depend on the seed
+    for key, group in _groups(frame, CELL):
+        repeats = [c for c in REPEATS if c in group.columns]
+        differing = [c for c in fixed if group[c].nunique(dropna=False) > 1]
+        if differing or group.duplicated(repeats).any():
+            shown = ", ".join(f"{c} {sorted(map(str, group[c].unique()))}" for c in differing) or f"seed {group['seed'].iloc[0]} twice"
+            raise CemaError(f"{key[0]} {key[1]}-{key[2]}: the rows come from different settings ({shown}); seed statistics "
+                            "never pool them. Report each study's results.csv on its own, or rerun into a new --out.")
 
 
 def _interval_columns(accuracies: list[float], correct: float, samples: float) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """``run_benchmark(config) -> rows``: build the parts from the registries and run the engine.
 
-No printing and no files here: callers receive rows and per-batch records through ``Events``.
+No printing and no files here: callers receive rows and per-batch records through ``Events``
+(run/events.py). A study (one run, cells or a fleet, with its files) is ``study.run_study``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 import torch
 
-import cema_cli
 from cema_cli.link.channel import Channel, ComputeDelay
 from cema_cli.link.cloud_meter import CloudMeter
 from cema_cli.config import RunConfig
@@ -23,6 +23,8 @@ from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
 from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
+from cema_cli.run.events import Events
+from cema_cli.run.provenance import provenance
 from cema_cli.run.threads import loader_workers
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_source
@@ -30,16 +32,6 @@ from cema_cli.results.schema import SCHEMA_VERSION
 from cema_cli.results.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext, WorkCounts, make_config, placements_of
-
-
-@dataclass
-class Events:
-    """Optional callbacks: the CLI draws progress and writes files from these."""
-
-    on_row: Callable[[dict[str, Any]], None] = lambda row: None
-    on_batch: Callable[[dict[str, Any]], None] = lambda record: None
-    on_domain_start: Callable[[str, str, int, int], None] = lambda method, corruption, severity, batches: None
-    on_model_progress: Callable[[str, int, int], None] | None = None
 
 
 @dataclass
@@ -73,6 +65,11 @@ class Session:
         return copy.deepcopy(self._cloud_source).to(self.device)
 
 
+# What of the environment every row records (run.json records it all).
+ROW_ENVIRONMENT = ("device", "cema_version", "git_commit", "git_dirty", "torch_version", "torchvision_version", "timm_version",
+                   "numpy_version", "pillow_version", "opencv_version")
+
+
 def resolve_device(name: str) -> torch.device:
     """auto -> cuda when available, else mps, else cpu; an unavailable device is an error."""
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
@@ -87,7 +84,7 @@ def environment(device: torch.device) -> dict[str, str]:
     """Versions and hardware recorded in run.json and every result row."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {
-        "cema_version": cema_cli.__version__,
+        **provenance(),  # the git commit, and the versions of the libraries that compute the numbers
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
@@ -474,5 +471,5 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),
         "preset": session.preset, "method_config": json.dumps(asdict(method_config), sort_keys=True),
-        **{k: v for k, v in environment(session.device).items() if k in ("device", "cema_version", "torch_version")},
+        **{k: v for k, v in environment(session.device).items() if k in ROW_ENVIRONMENT},
     }

@@ -24,6 +24,9 @@ SCHEDULERS = ("round-robin", "fifo", "lowest-entropy-first")
 EDGE_RUN_KEYS = ("corruptions", "severities", "samples", "protocol", "order", "dirichlet", "label_sampler", "gradual",
                  "edge", "edge_checkpoint")
 EDGE_KEYS = EDGE_RUN_KEYS + ("channel",)
+# Each edge holds its own models, stream and link in one process: a bound keeps a typo (--edges 10000)
+# from filling the memory for hours without a word.
+MAX_EDGES = 256
 FLEET_KEYS = ("edges", "cloud_batching", "student", "foundation", "cloud_capacity", "cloud_gflops_per_tick", "scheduler",
               "independent")
 
@@ -56,6 +59,8 @@ class FleetConfig:
     def validate(self) -> "FleetConfig":
         if not self.edges:
             raise CemaError("a fleet needs at least one edge; give --edges 1 or more, or at least one [[fleet.edges]] entry.")
+        if len(self.edges) > MAX_EDGES:
+            raise too_many_edges(len(self.edges))
         for kind, value, valid in (("cloud batching", self.cloud_batching, CLOUD_BATCHING), ("student policy", self.student, STUDENTS),
                                    ("foundation policy", self.foundation, FOUNDATIONS), ("scheduler", self.scheduler, SCHEDULERS)):
             if value not in valid:
@@ -86,7 +91,14 @@ def rotated_edges(count: int) -> tuple[EdgeSpec, ...]:
     """``--edges N``: N edges on the run's stream, edge i's corruption order rotated by i (set by ``edge_config``)."""
     if count < 1:
         raise CemaError(f"--edges {count} must be 1 or more edges.")
+    if count > MAX_EDGES:
+        raise too_many_edges(count)
     return tuple(EdgeSpec(run={"rotate": i}) for i in range(count))
+
+
+def too_many_edges(count: int) -> CemaError:
+    return CemaError(f"--edges {count}: a fleet runs at most {MAX_EDGES} edges in one process (each holds its own models, "
+                     "stream and link); give fewer edges.")
 
 
 def edge_config(base: RunConfig, spec: EdgeSpec) -> RunConfig:

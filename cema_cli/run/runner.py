@@ -1,8 +1,10 @@
-"""CLI-side glue: run the API with a rich progress bar and keep the output files current.
+"""A run's folder kept current while it runs (``study.run_study`` calls these): a single run
+(``run_with_files``) or a fleet (``run_fleet_with_files``).
 
 results.csv is rewritten atomically after every finished (method, domain), so an interrupted
 run keeps every row it finished; run.json records the config, the environment and the status
-(run_folder.py: the folder policy, the lock and the statuses).
+(run_folder.py: the folder policy, the lock and the statuses). Progress goes to the caller's
+``Events``; nothing here prints.
 """
 
 from __future__ import annotations
@@ -14,26 +16,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from cema_cli.results import report
 from cema_cli.config import RunConfig
-from cema_cli.errors import CemaError
-from cema_cli.results.schema import SCHEMA_VERSION
+from cema_cli.errors import CemaError, Interrupted
+from cema_cli.results import report
 from cema_cli.results.run_folder import claim
-
-
-def new_progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    )
+from cema_cli.results.schema import SCHEMA_VERSION
+from cema_cli.run.events import Events, also
 
 
 class FileSink:
@@ -47,8 +39,10 @@ class FileSink:
                                      "pid": os.getpid(), "host": socket.gethostname(), "started": now(), "finished_rows": 0}
 
     def add_row(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        report.write_csv(report.results_frame(self.rows), self.out / "results.csv")
+        """Keep a finished row; it counts as kept once results.csv holds it."""
+        rows = [*self.rows, row]
+        report.write_csv(report.results_frame(rows), self.out / "results.csv")
+        self.rows = rows
         report.write_csv(report.batches_frame(self.batches), self.out / "batches.csv")
         self.write_meta(finished_rows=len(self.rows), updated=now(), models=model_records(self.rows))
 
@@ -97,88 +91,106 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def end_status(error: BaseException) -> dict[str, Any]:
     """run.json fields for a run that stopped early."""
     if isinstance(error, KeyboardInterrupt):
-        return {"status": "interrupted", "signal": "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"}
-    kind = "failed" if isinstance(error, CemaError) else "crashed"
+        return {"status": "interrupted", "signal": signal_name(error)}
+    kind = "failed" if isinstance(error, (CemaError, OSError)) else "crashed"  # OSError: a full disk, a permission
     return {"status": kind, "error": " ".join(f"{type(error).__name__}: {error}".split())}
 
 
+def signal_name(error: BaseException) -> str:
+    return "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
+
+
+def interrupted(error: BaseException, kept: int, out: Path, unit: str = "row") -> Interrupted:
+    """The interrupt as the caller reports it: what was kept, and where."""
+    return error if isinstance(error, Interrupted) else Interrupted(signal_name(error), kept, out, unit)
+
+
 @contextlib.contextmanager
-def held_folder(out: Path, force: bool, sink_for: Any) -> Iterator[tuple[Any, "FileSink"]]:
+def held_folder(out: Path, force: bool, sink_for: Any, events: Events) -> Iterator[tuple[Any, "FileSink"]]:
     """Lock ``out`` (run_folder.py) and make its sink with ``sink_for()``; on a stop, a bad input
     found before the first row leaves no folder, any other keeps the rows and says why in
-    run.json. The caller writes the finished status and releases the lock."""
+    run.json (if the disk lets it), and the lock always goes. The caller writes the finished
+    status and releases the lock."""
     held = claim(out, force)
+    if held.lock.note():
+        getattr(events, "on_note", lambda text: None)(held.lock.note())
     sink = sink_for()
     try:
         yield held, sink
     except BaseException as error:
         if isinstance(error, CemaError) and not sink.rows:
             held.discard()
-        else:
+            raise
+        try:
             sink.write_meta(**end_status(error), finished_rows=len(sink.rows), ended=now())
+        except OSError:
+            pass  # a full disk: the error being raised names the file that failed
+        finally:
             held.release()
+        if isinstance(error, KeyboardInterrupt):
+            raise interrupted(error, len(sink.rows), out) from None
         raise
 
 
-def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, force: bool = False,
-                   threads: int | None = None) -> list[dict[str, Any]]:
+def with_sink(events: Events, sink: FileSink) -> Events:
+    """The caller's events, after the sink has kept each row and batch record."""
+    return Events(on_row=also(sink.add_row, events.on_row), on_batch=also(sink.batches.append, events.on_batch),
+                  on_domain_start=events.on_domain_start, on_model_progress=events.on_model_progress)
+
+
+def run_with_files(configs: list[RunConfig], out: Path, command: str, force: bool = False, threads: int | None = None,
+                   events: Events | None = None) -> list[dict[str, Any]]:
     """Run each configuration (one per budget point of a sweep) into one set of files under
     ``out``, held with a lock (run_folder.py), with ``threads`` torch threads (default: the
     thread policy of threads.py). A bad input found before the first row leaves no folder
     behind; any other stop keeps the finished rows and says why in run.json."""
-    from cema_cli.run.api import environment, resolve_device
+    from cema_cli.run.api import environment, resolve_device, run_benchmark
     from cema_cli.run.threads import apply_threads, threads_per_worker
 
+    events = events or Events()
     env = environment(resolve_device(configs[0].device))
     threads = threads_per_worker(1, threads)
     apply_threads(threads)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
-    with held_folder(out, force, lambda: FileSink(out, configs[0], command)) as (held, sink):
+    with held_folder(out, force, lambda: FileSink(out, configs[0], command), events) as (held, sink):
         sink.write_meta(environment=env, budget_points=budgets, threads=threads)
         with sigterm_as_interrupt():
-            rows = run_with_progress(configs, sink, console)
-    sink.write_meta(status="finished", finished_rows=len(rows), finished=now())
+            rows = [row for point in configs for row in run_benchmark(point, with_sink(events, sink))]
+        sink.write_meta(status="finished", finished_rows=len(rows), finished=now())
     held.release()
     return rows
 
 
-def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console) -> list[dict[str, Any]]:
-    """Run every configuration with a progress bar per domain (and per model trained)."""
-    from cema_cli.run.api import Events, run_benchmark
+def run_fleet_with_files(config: RunConfig, fleet: Any, out: Path, command: str, force: bool = False,
+                         threads: int | None = None, events: Events | None = None) -> Any:
+    """``run_with_files`` for a fleet: rows written as they finish; independent.csv (each edge
+    alone), fleet.csv (one summary line per method) and run.json's ``fleet`` section at the end."""
+    import pandas as pd
 
-    with new_progress(console) as progress:
-        task = progress.add_task("starting", total=None)
-        model_tasks: dict[str, Any] = {}
+    from cema_cli.run.api import environment, resolve_device
+    from cema_cli.run.fleet import run_fleet
+    from cema_cli.run.threads import apply_threads, threads_per_worker
 
-        def on_model_progress(name: str, done: int, total: int) -> None:
-            if name not in model_tasks:
-                model_tasks[name] = progress.add_task(f"training {name} (first use, cached after)", total=total)
-            progress.update(model_tasks[name], completed=done)
+    events = events or Events()
+    env = environment(resolve_device(config.device))
+    threads = threads_per_worker(1, threads)
+    apply_threads(threads)
+    with held_folder(out, force, lambda: FileSink(out, config, command), events) as (held, sink):
+        sink.meta["fleet"] = fleet_meta(fleet)
+        sink.write_meta(environment=env, threads=threads)
+        with sigterm_as_interrupt():
+            result = run_fleet(config, fleet, with_sink(events, sink))
+        if result.independent:
+            report.write_csv(report.results_frame(result.independent), out / "independent.csv")
+        report.write_csv(pd.DataFrame(result.summary), out / "fleet.csv")
+        sink.meta["fleet"]["summary"] = result.summary
+        sink.write_meta(status="finished", finished_rows=len(result.rows), finished=now())
+    held.release()
+    return result
 
-        def on_domain_start(method: str, corruption: str, severity: int, batches: int) -> None:
-            progress.reset(task, total=batches, description=escape(f"{method} {corruption}-{severity}"))
 
-        events = Events(
-            on_row=sink.add_row,
-            on_batch=lambda record: (sink.batches.append(record), progress.advance(task)),
-            on_domain_start=on_domain_start,
-            on_model_progress=on_model_progress,
-        )
-        return [row for point in configs for row in run_benchmark(point, events)]
-
-
-def prepare_models(console: Console) -> list[Path]:
-    """Find the shipped (or cached) embedded models, training a recipe that has neither."""
-    from cema_cli.models import embedded
-
-    with new_progress(console) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(f"training {name}", total=total)
-            progress.update(tasks[name], completed=done)
-
-        for name in embedded.RECIPES:
-            embedded.load_or_train(name, on_progress)
-    return [embedded.checkpoint_path(name) for name in embedded.RECIPES]
+def fleet_meta(fleet: Any) -> dict[str, Any]:
+    """run.json's record of the fleet: its options and each edge's own settings."""
+    data = asdict(replace(fleet, edges=()))
+    data["edges"] = [asdict(e) for e in fleet.edges]
+    return data

@@ -30,12 +30,12 @@ from typing import Any
 
 import pandas as pd
 
-from cema_cli.config import ChannelConfig, CostModel, RunConfig
+from cema_cli.config import MACHINE_FIELDS, ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError
+from cema_cli.results.run_folder import LOCK_NAME, refuse_live_holder
 from cema_cli.results.schema import SCHEMA_VERSION
+from cema_cli.run.record import StudyRecord, record_of
 
-# Where the run happens, not what it computes: left out of a cell's id.
-MACHINE_FIELDS = ("device", "workers", "data_root", "clean_root")
 # Differ between two runs of the same cell; everything else in a row must be identical.
 # (The modelled staleness and cost read the measured cloud seconds unless --cloud-throughput is given.)
 TIMING_COLUMNS = ("seconds", "images_per_s", "threads", "cloud_seconds", "param_delay_seconds", "cloud_cost",
@@ -124,60 +124,117 @@ def run_cell(config: RunConfig, threads: int, layout: Any = None, *parts: Any) -
 
 # --- the output folder -----------------------------------------------------------------------
 
-class SweepFolder:
-    """The cell folders, the merged files and the grid of one study."""
+# What a study's folder holds besides unrelated files (--force replaces these).
+STUDY_FILES = ("run.json", "grid.json", "results.csv", "batches.csv", "summary.csv")
 
-    def __init__(self, out: Path) -> None:
+
+class SweepFolder:
+    """The cell folders, the merged files, the grid and the record of one study (record.py)."""
+
+    def __init__(self, out: Path, note: Any = None) -> None:
         self.out = Path(out)
         self.cells_dir = self.out / "cells"
         self.frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}  # finished cells, read back from disk
+        self.note = note or (lambda text: None)  # one line about a torn file set aside
 
-    def check(self) -> None:
-        """Refuse a folder of another schema version, or one that is not a sweep's."""
-        meta = self.out / "run.json"
-        if not meta.exists():
-            if (self.out / "results.csv").exists():
-                raise CemaError(f"{self.out} holds a results.csv but no sweep; give a new --out folder for the sweep.")
+    def holds_study(self) -> bool:
+        return (self.out / "grid.json").exists() or self.cells_dir.is_dir()
+
+    def check(self, force: bool = False) -> None:
+        """Refuse, before anything is written: a file, a folder another live run holds, a `cema
+        bench` folder, a study of another schema version, and (without --force) unrelated files."""
+        if self.out.exists() and not self.out.is_dir():
+            raise CemaError(f"--out {self.out} is a file; give a folder for the study (e.g. --out {self.out.with_suffix('')}-study).")
+        if (self.out / LOCK_NAME).exists():
+            refuse_live_holder(self.out)  # another sweep writes here now: say so first
+        if not self.holds_study():
+            if (self.out / "results.csv").exists() or (self.out / "run.json").exists():
+                raise CemaError(f"{self.out} is a `cema bench/compare` folder, not a sweep; give a new --out folder.")
+            if not force and self.out.is_dir() and any(p.name != LOCK_NAME for p in self.out.iterdir()):
+                raise CemaError(f"--out {self.out} holds files that are not a cema study; give a new or empty --out, "
+                                "or add --force to write the study beside them.")
             return
-        found = json.loads(meta.read_text()).get("schema_version")
-        if found != SCHEMA_VERSION:
-            raise CemaError(f"{self.out} was written by results schema version {found}; this cema writes version "
-                            f"{SCHEMA_VERSION}. Resume it with the cema that wrote it, or give a new --out folder.")
-        if not (self.out / "grid.json").exists():
-            raise CemaError(f"{self.out} is a `cema bench/compare` folder, not a sweep; give a new --out folder.")
+        for name in ("run.json", "grid.json"):
+            found = self.read_json(name, required=name == "grid.json").get("schema_version", SCHEMA_VERSION)
+            if found != SCHEMA_VERSION:
+                raise CemaError(f"{self.out} was written by results schema version {found}; this cema writes version "
+                                f"{SCHEMA_VERSION}. Resume it with the cema that wrote it, or give a new --out folder.")
+
+    def read_json(self, name: str, required: bool) -> dict[str, Any]:
+        """A JSON file of the folder ({} when absent). A torn grid.json is refused with the way
+        out; a torn run.json is noted (the driver rewrites it)."""
+        path = self.out / name
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except FileNotFoundError:
+            return {}
+        except (ValueError, UnicodeDecodeError) as error:
+            if required:
+                raise CemaError(f"{path} is not valid JSON ({error}); move it aside and run the sweep again: the grid is "
+                                f"rebuilt from the finished cells in {self.cells_dir}.") from None
+            self.note(f"{path} is not valid JSON ({error}); it is written anew.")
+            return {}
+
+    def clear(self) -> None:
+        """--force: replace a study's files and cells (unrelated files stay)."""
+        for name in STUDY_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.cells_dir, ignore_errors=True)
 
     def load_finished(self) -> set[str]:
-        """Ids of the cells finished in an earlier run (their rows are read back)."""
+        """Ids of the cells finished in an earlier run (their rows are read back); a cell whose
+        files are torn is noted and runs again."""
         if self.cells_dir.is_dir():
             for folder in sorted(self.cells_dir.iterdir()):
                 if folder.name.startswith(".") or not (folder / "cell.json").exists():
                     continue
-                meta = json.loads((folder / "cell.json").read_text())
+                meta = self.cell_meta(folder)
                 if meta.get("schema_version") != SCHEMA_VERSION:
                     raise CemaError(f"{folder} was written by results schema version {meta.get('schema_version')}; "
                                     f"this cema writes {SCHEMA_VERSION}. Give a new --out folder.")
-                if meta["status"] == "ok":
-                    self.frames[folder.name] = (pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "batches.csv"))
+                if meta.get("status") == "ok":
+                    self.read_cell(folder)
         return set(self.frames)
+
+    def cell_meta(self, folder: Path) -> dict[str, Any]:
+        try:
+            return json.loads((folder / "cell.json").read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            self.note(f"{folder / 'cell.json'} is not valid JSON ({error}); that cell runs again.")
+            return {"schema_version": SCHEMA_VERSION, "status": "torn"}
+
+    def read_cell(self, folder: Path) -> None:
+        try:
+            self.frames[folder.name] = (pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "batches.csv"))
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            self.note(f"{folder}: its rows cannot be read ({error}); that cell runs again.")
 
     def cell_seconds(self) -> list[float]:
         """Wall seconds of the finished cells (for --dry-run's estimate)."""
         return [json.loads((self.cells_dir / i / "cell.json").read_text())["seconds"] for i in self.frames]
 
     def write_cell(self, cell: Cell, result: CellResult) -> None:
-        """cells/<id>/: written beside, then renamed, so it exists whole or not at all."""
+        """cells/<id>/: written beside, then renamed, so it exists whole or not at all (a write
+        that fails, e.g. on a full disk, leaves nothing beside)."""
         from cema_cli.results import report
 
         final = self.cells_dir / cell.id
         staging = self.cells_dir / f".{cell.id}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
         meta = {"schema_version": SCHEMA_VERSION, "id": cell.id, "label": cell.label, "status": result.status,
                 "reason": result.reason, "seconds": result.seconds, "threads": result.threads, "config": cell.canonical()}
-        if result.status == "ok":
-            report.write_csv(report.results_frame(result.rows), staging / "results.csv")
-            report.write_csv(report.batches_frame(result.batches), staging / "batches.csv")
-        report.write_json(meta, staging / "cell.json")
+        try:
+            staging.mkdir(parents=True)
+            if result.status == "ok":
+                report.write_csv(report.results_frame(result.rows), staging / "results.csv")
+                report.write_csv(report.batches_frame(result.batches), staging / "batches.csv")
+            report.write_json(meta, staging / "cell.json")
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(final, ignore_errors=True)  # an earlier failed attempt
         os.replace(staging, final)
         if result.status == "ok":
@@ -199,16 +256,32 @@ class SweepFolder:
         return rows
 
     def stored_grid(self) -> list[Cell]:
-        path = self.out / "grid.json"
-        if not path.exists():
+        """The grid of every cell ever planned here; rebuilt from the finished cells when grid.json
+        is gone (moved aside after a crash tore it)."""
+        if not self.holds_study():
             raise CemaError(f"{self.out} holds no sweep (no grid.json); give the folder of an earlier `cema sweep --out`.")
-        return [Cell(config_from_dict(data)) for data in json.loads(path.read_text())["cells"]]
+        data = self.read_json("grid.json", required=True)
+        if data:
+            return [Cell(config_from_dict(config)) for config in data["cells"]]
+        self.load_finished()
+        return [Cell(config_from_dict(self.cell_meta(self.cells_dir / i)["config"])) for i in sorted(self.frames)]
 
-    def write_grid(self, cells: list[Cell]) -> None:
-        """grid.json: the union of every grid run into this folder (so --resume needs no flags)."""
+    def study(self) -> StudyRecord | None:
+        """The study's record (older folders: derived from their grid); None for a new folder."""
+        if not self.holds_study():
+            return None
+        recorded = self.read_json("grid.json", required=True).get("study")
+        cells = self.stored_grid()
+        if recorded:
+            return StudyRecord.from_json(recorded)
+        return record_of([cell.config for cell in cells]) if cells else None
+
+    def write_grid(self, cells: list[Cell], study: StudyRecord) -> None:
+        """grid.json: the union of every grid run into this folder (so --resume needs no flags),
+        and the study's record."""
         from cema_cli.results import report
 
-        known = self.stored_grid() if (self.out / "grid.json").exists() else []
+        known = self.stored_grid() if self.holds_study() else []
         union = {c.id: c for c in [*known, *cells]}
-        report.write_json({"schema_version": SCHEMA_VERSION, "cells": [asdict(c.config) for c in union.values()]},
-                          self.out / "grid.json")
+        report.write_json({"schema_version": SCHEMA_VERSION, "cells": [asdict(c.config) for c in union.values()],
+                           "study": study.to_json()}, self.out / "grid.json")

@@ -209,7 +209,7 @@ def test_cli_missing_input(tmp_path):
 
 
 def test_all_and_extra_mean_the_same_corruptions_in_every_command():
-    from cema_cli.cli.common import parse_corruptions as bench_corruptions
+    from cema_cli.cli.options import parse_corruptions as bench_corruptions
     from cema_cli.corruptions import COMMON, EXTRA
 
     assert len(COMMON) == 15 and len(EXTRA) == 4
