@@ -60,7 +60,8 @@ def check_command(
         console.print(report.check_table(diff, tolerance))
         check_valid(new, f"{results}" if results else "the re-run")
         fail_on_regression(diff, tolerance)
-        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
+        console.print(f"check passed: {len(diff)} rows against {baseline}; {report.check_rule(diff, tolerance)}", markup=False,
+                      soft_wrap=True)
 
 
 def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":

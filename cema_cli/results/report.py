@@ -80,7 +80,7 @@ def _caption(frame: pd.DataFrame, caption: str | None = CAPTION) -> str | None:
 # --- a result's status (cema_cli/results/health.py): shown wherever it is not "ok" -----------------------
 
 def invalid_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose ``status`` is not 'ok' (diverged, collapsed); files without the column have none."""
+    """Rows whose ``status`` is not 'ok' (diverged, collapsed, degraded); files without the column have none."""
     if "status" not in frame.columns:
         return frame.iloc[0:0]
     return frame[frame["status"].fillna("ok") != "ok"]
@@ -93,7 +93,8 @@ def status_text(group: pd.DataFrame) -> str:
 
 
 def status_notes(frame: pd.DataFrame) -> list[str]:
-    """A note naming up to three invalid results (their accuracy is no measurement)."""
+    """A note naming up to three results whose status is not ok: diverged or collapsed (their
+    accuracy is no measurement) or degraded (a measurement, flagged)."""
     bad = invalid_rows(frame)
     if bad.empty:
         return []
@@ -104,7 +105,7 @@ def status_notes(frame: pd.DataFrame) -> list[str]:
 
     names = "; ".join(name(row) for _, row in bad.head(3).iterrows())
     more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-    return [f"not valid (status): {names}{more}"]
+    return [f"status not ok: {names}{more}"]
 
 
 def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame) -> Table:
@@ -195,19 +196,41 @@ def _percent(value: float) -> str:
 
 
 def check_table(diff: pd.DataFrame, tolerance: float) -> Table:
-    """Baseline vs new accuracy per (method, domain); regressions beyond ``tolerance`` points in red."""
-    table = Table(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD)
+    """Baseline vs new accuracy per (method, domain), the limit each was held against, and the
+    rule in the caption; regressions in red."""
+    table = Table(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD, caption=check_rule(diff, tolerance))
     for name in ("method", "domain"):
         table.add_column(name, no_wrap=True)
-    for name in ("baseline %", "new %", "diff"):
-        table.add_column(name, justify="right")
-    table.add_column("status")
+    for name in ("baseline %", "new %", "diff", "limit %"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for _, row in diff.iterrows():
         table.add_row(
             row["method"], domain_label(row), f"{100 * row['accuracy_baseline']:.2f}", f"{100 * row['accuracy_new']:.2f}",
-            f"{row['diff_points']:+.2f}", row["status"], style="bold red" if row["status"] == "REGRESSED" else None,
+            f"{row['diff_points']:+.2f}", f"{100 * row['limit']:.2f}", row["status"],
+            style="bold red" if row["status"] == "REGRESSED" else None,
         )
     return table
+
+
+def check_rule(diff: pd.DataFrame, tolerance: float) -> str:
+    """The rule ``cema check`` applied (cema_cli/results/tables.py ``compare_seeds``) and the worst
+    difference it saw, in words."""
+    texts = {
+        "row": f"rule: each row's new accuracy >= its baseline's - {tolerance:g} points",
+        "paired": "rule: the baseline's own seeds re-run (seeds {seeds}), so paired: each mean over those seeds "
+                  f">= the baseline's mean - {tolerance:g} points",
+        "interval": "rule: other seeds ({seeds} against the baseline's {old}): each new mean over seeds >= the "
+                    f"baseline's lower 95% bound - {tolerance:g} points",
+    }
+    parts = []
+    for rule, group in diff.groupby("rule", sort=False):
+        first = group.iloc[0]
+        parts.append(texts[rule].format(seeds=first.get("seeds_new"), old=first.get("seeds_baseline")))
+    worst = diff.loc[diff["diff_points"].idxmin()] if len(diff) else None
+    if worst is not None:
+        parts.append(f"worst difference {worst['diff_points']:+.2f} points ({worst['method']} {domain_label(worst)})")
+    return "; ".join(parts)
 
 
 def markdown_table(table: Table) -> str:

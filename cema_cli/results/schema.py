@@ -22,10 +22,11 @@ RESULT_COLUMNS = (
     "cloud_gflops", "cloud_backward_gflops", "cloud_exposed_images", "cloud_exposed_share",  # counted
     "cloud_seconds",  # measured (device column)
     "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/link/costs.py)
-    "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
+    "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window", "segment_order",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
-    "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
+    "status",  # "ok", "diverged: ...", "collapsed: ..." or "degraded: ..." (cema_cli.results.health)
+    "reference_method", "reference_accuracy",  # the no-learning reference the row was held against
 )
 
 BATCH_COLUMNS = (

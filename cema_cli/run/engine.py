@@ -36,6 +36,12 @@ class Tally:
     def accuracy(self) -> float:
         return self.correct / self.seen if self.seen else 0.0
 
+    @property
+    def chance(self) -> float:
+        """The accuracy of always predicting the stream's most frequent label."""
+        labels = sum((l for _, l in self.classes), Counter())
+        return max(labels.values()) / self.seen if labels and self.seen else 0.0
+
     def watch(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
         """The verdict's bookkeeping for the batch just counted (cema_cli.results.health)."""
         self.classes.append((Counter(predicted.tolist()), Counter(labels.tolist())))
@@ -48,11 +54,13 @@ class Tally:
         self.batches += 1
         self.seconds += seconds
 
-    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float) -> None:
+    def count_parts(self, predicted: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor, seconds: float) -> None:
         """Per source domain; the batch's time is shared in proportion to its samples."""
         for tag in tags.unique().tolist():
             mine = tags == tag
-            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * float(mine.float().mean()))
+            part = self.parts.setdefault(tag, Tally())
+            part.count(predicted[mine] == labels[mine], seconds * float(mine.float().mean()))
+            part.watch(predicted[mine], labels[mine], True)
 
 
 class SlidingWindow:
@@ -135,7 +143,7 @@ def stream_steps(
         tally.count(hits, seconds)
         tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
         if tags:
-            tally.count_parts(hits, tags[0], seconds)
+            tally.count_parts(predicted, labels, tags[0], seconds)
         tally.image_shape = tuple(images.shape[1:])
         yield
         channel.tick()
