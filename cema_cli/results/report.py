@@ -15,6 +15,57 @@ from rich.table import Table
 from cema_cli.results.schema import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 
 MB = 1e6
+
+
+class FoldingTable(Table):
+    """A table that never cuts a cell short. Wider than the console (80 columns in a log or a
+    pipe), it prints as several tables in a row, each repeating its first ``keys`` columns
+    (method, domain) and the ``lead`` columns (the headline accuracy and the status) when it has
+    them, the rest in order; a cell that alone is wider than the console folds onto a next line
+    (never "…"). The caption goes under the last part."""
+
+    def __init__(self, *args: Any, keys: int = 1, lead: tuple[str, ...] = ("acc %", "status"), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keys, self.lead = keys, lead
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        for part in self.parts(console, options):
+            yield from Table.__rich_console__(part, console, options)
+
+    def natural_width(self, console: Any, options: Any, columns: list[Any]) -> int:
+        from rich.measure import Measurement
+
+        return Measurement.get(console, options.update(width=10**5), self.part(columns, 0, 1)).maximum
+
+    def parts(self, console: Any, options: Any) -> list[Table]:
+        """The sub-tables: as many columns in each as fit ``options.max_width``."""
+        if self.natural_width(console, options, self.columns) <= options.max_width:
+            return [self.part(self.columns, 0, 1)]
+        fixed = self.columns[: self.keys] + [c for c in self.columns[self.keys :] if str(c.header) in self.lead]
+        rest = [c for c in self.columns if c not in fixed]
+        groups: list[list[Any]] = [[]]
+        for column in rest:
+            if groups[-1] and self.natural_width(console, options, fixed + groups[-1] + [column]) > options.max_width:
+                groups.append([])
+            groups[-1].append(column)
+        return [self.part(fixed + group, index, len(groups)) for index, group in enumerate(groups)]
+
+    def part(self, columns: list[Any], index: int, count: int) -> Table:
+        import copy
+
+        part = copy.copy(self)
+        part.__class__ = Table
+        part.columns = [copy.copy(c) for c in sorted(columns, key=self.columns.index)]
+        for position, column in enumerate(part.columns):
+            column._index = position
+        if count > 1:
+            part.title = f"{self.title} ({index + 1} of {count})" if self.title else None
+            part.caption = self.caption if index == count - 1 else None
+        return part
 CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
 
 
@@ -45,7 +96,10 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 
 
 def domain_label(row: pd.Series) -> str:
-    return row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+    """'snow-5' ('none' for clean data), prefixed by the edge of a fleet's row: 'edge 1 snow-5'."""
+    domain = row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+    edge = row.get("edge")
+    return domain if edge is None or pd.isna(edge) else f"edge {int(edge)} {domain}"
 
 
 def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float) -> list[str]:
@@ -109,7 +163,7 @@ def status_notes(frame: pd.DataFrame) -> list[str]:
 
 
 def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption=_caption(frame), collapse_padding=True, pad_edge=False)
+    table = FoldingTable(title=title, box=box.SIMPLE_HEAD, caption=_caption(frame), collapse_padding=True, pad_edge=False, keys=len(tuple(first)))
     for name in first:
         table.add_column(name, no_wrap=True, min_width=len(name) if name == "method" else 16)
     for name in NUMBER_HEADERS:
@@ -169,7 +223,7 @@ def domain_table(frame: pd.DataFrame) -> Table:
     labelled = frame.assign(domain=frame.apply(domain_label, axis=1))
     pivot = labelled.pivot_table(index="method", columns="domain", values="accuracy", sort=False)
     means = pivot.mean(axis=1)
-    table = Table(title="accuracy % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
+    table = FoldingTable(title="accuracy % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
     if len(pivot.columns) > len(pivot.index):
         return _domains_as_rows(table, pivot, means)
     table.add_column("method", no_wrap=True)
@@ -198,7 +252,8 @@ def _percent(value: float) -> str:
 def check_table(diff: pd.DataFrame, tolerance: float) -> Table:
     """Baseline vs new accuracy per (method, domain), the limit each was held against, and the
     rule in the caption; regressions in red."""
-    table = Table(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD, caption=check_rule(diff, tolerance))
+    table = FoldingTable(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD, caption=check_rule(diff, tolerance),
+                         keys=2, lead=("diff", "status"))
     for name in ("method", "domain"):
         table.add_column(name, no_wrap=True)
     for name in ("baseline %", "new %", "diff", "limit %"):
@@ -287,7 +342,7 @@ def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def sweep_table(frame: pd.DataFrame) -> Table:
     """Accuracy against uploads and bytes per uplink budget; * marks the Pareto-best methods
     (no other method is as accurate for fewer uplink bytes) at that budget."""
-    table = Table(title="accuracy vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD)
+    table = FoldingTable(title="accuracy vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD, keys=2)
     for name in ("uplink budget", "method", "acc %", "uploads", "delivered", "ratio", "up MB"):
         table.add_column(name, justify="left" if name in ("uplink budget", "method") else "right")
     for _, row in sweep_frame(frame).iterrows():
@@ -321,8 +376,8 @@ def cost_table(frame: pd.DataFrame) -> Table | None:
     if "cloud_gflops" not in frame:
         return None
     device = ", ".join(str(d) for d in frame["device"].dropna().unique()) if "device" in frame else "this machine"
-    table = Table(title="cost per method (all domains)", box=box.SIMPLE_HEAD, caption=COST_CAPTION.format(device=device),
-                  collapse_padding=True, pad_edge=False)
+    table = FoldingTable(title="cost per method (all domains)", box=box.SIMPLE_HEAD, caption=COST_CAPTION.format(device=device),
+                         collapse_padding=True, pad_edge=False)
     table.add_column("method", no_wrap=True)
     for header, *_ in shown:
         table.add_column(header, justify="right")

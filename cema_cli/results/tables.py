@@ -13,7 +13,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cema_cli.results.report import budget_label, domain_label, invalid_rows, status_notes, status_text
+from cema_cli.results.report import FoldingTable, budget_label, domain_label, invalid_rows, status_notes, status_text
 from cema_cli.results.stats import paired_difference, t_interval, wilson_interval
 
 # A channel point and model pair: seeds of the same point are repetitions of one experiment.
@@ -71,8 +71,9 @@ def seed_table(frame: pd.DataFrame) -> Table:
     summary = summary_frame(frame)
     means = summary[summary["corruption"] == MEAN_DOMAIN]
     caption = "\n".join(["± = 95% interval: Student-t over seeds; Wilson from the sample count for one run", *status_notes(frame)])
-    table = Table(title="accuracy over seeds (mean over domains)", box=box.SIMPLE_HEAD, caption=caption)
     points = several_points(frame)
+    table = FoldingTable(title="accuracy over seeds (mean over domains)", box=box.SIMPLE_HEAD, caption=caption, keys=1 + points,
+                         lead=("acc % ± 95%", "status"))
     invalid = not invalid_rows(frame).empty
     for name in ("method", *(["point"] if points else []), "seeds", "acc % ± 95%", "std", *(["status"] if invalid else [])):
         table.add_column(name, justify="left" if name in ("method", "point", "status") else "right")
@@ -92,7 +93,8 @@ def seed_domain_table(frame: pd.DataFrame) -> Table:
     keys = ["method", *(["point"] if several_points(frame) else [])]
     cells = cells.assign(point=cells.apply(_point_label, axis=1))
     domains = list(dict.fromkeys(cells["domain"]))
-    table = Table(title="accuracy % per domain over seeds (mean ± 95%)", box=box.SIMPLE_HEAD, caption="\n".join(status_notes(frame)) or None)
+    table = FoldingTable(title="accuracy % per domain over seeds (mean ± 95%)", box=box.SIMPLE_HEAD, caption="\n".join(status_notes(frame)) or None,
+                         keys=len(keys))
     for name in (*keys, *domains):
         table.add_column(name, justify="left" if name in keys else "right")
     for key, group in _groups(cells, keys):
@@ -123,8 +125,8 @@ def paired_frame(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
 def paired_table(frame: pd.DataFrame, reference: str) -> Table:
     paired = paired_frame(frame, reference)
     points = several_points(frame)
-    table = Table(title=f"paired difference to {reference}", box=box.SIMPLE_HEAD,
-                  caption="points, mean over domains, same seeds; ± = 95% t interval; wins = seeds where the method is ahead")
+    table = FoldingTable(title=f"paired difference to {reference}", box=box.SIMPLE_HEAD, keys=1 + points,
+                         caption="points, mean over domains, same seeds; ± = 95% t interval; wins = seeds where the method is ahead")
     for name in ("method", *(["point"] if points else []), "diff ± 95%", "wins"):
         table.add_column(name, justify="left" if name in ("method", "point") else "right")
     for _, row in paired.iterrows():
