@@ -73,7 +73,8 @@ def _dirichlet_attempt(labels: np.ndarray, classes: int, delta: float, rng: np.r
         members = np.where(labels == k)[0]
         rng.shuffle(members)
         share = rng.dirichlet(np.repeat(delta, chunks)) * (sizes < n / chunks)  # balance: full chunks get none
-        cuts = (np.cumsum(share / share.sum()) * len(members)).astype(int)[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):  # a tiny delta underflows to zeros: the attempt fails the size check
+            cuts = (np.cumsum(share / share.sum()) * len(members)).astype(int)[:-1]
         for j, piece in enumerate(np.split(members, cuts)):
             pieces[j].append(piece)
             sizes[j] += len(piece)

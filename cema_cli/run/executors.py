@@ -18,7 +18,7 @@ from cema_cli.run.sweep import Cell, CellResult, run_cell
 from cema_cli.run.threads import cpu_workers, threads_per_worker
 
 EXECUTORS = ("serial", "process", "ray")
-RAY_EXTRA = "pip install 'cema-cli[ray]'"
+RAY_EXTRA = "pip install -e '.[ray]' in the repository (cema-cli is not on PyPI)"
 
 OnStart = Callable[[int, Cell], None]
 OnDone = Callable[[int, Cell, CellResult], None]
