@@ -309,6 +309,16 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_folder(tmp_path, make, expec
         assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
 
 
+def test_a_tiny_dirichlet_prints_its_error_and_no_numpy_warning(tmp_path):
+    """Run as a user would (pytest swallows warnings): stderr is the one error line, nothing before it."""
+    code = "from cema_cli.cli import main; main()"
+    args = ["bench", "-m", "bn", "--protocol", "correlated", "--dirichlet", "1e-300", "--samples", "256", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: no Dirichlet label order with delta 1e-300")
+
+
 def test_there_are_many_bad_inputs():
     assert len(CASES) >= 80 and len({case[0] for case in CASES}) == len(CASES)
 

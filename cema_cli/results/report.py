@@ -22,7 +22,7 @@ class FoldingTable(Table):
     pipe), it prints as several tables in a row, each repeating its first ``keys`` columns
     (method, domain) and the ``lead`` columns (the headline accuracy and the status) when it has
     them, the rest in order; a cell that alone is wider than the console folds onto a next line
-    (never "…"). The caption goes under the last part."""
+    (never "…"). The caption goes under the last part, as wide as the console."""
 
     def __init__(self, *args: Any, keys: int = 1, lead: tuple[str, ...] = ("acc %", "status"), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,8 +33,13 @@ class FoldingTable(Table):
         super().add_column(*args, **kwargs)
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
-        for part in self.parts(console, options):
+        from rich.text import Text
+
+        parts = self.parts(console, options)
+        for part in parts:
             yield from Table.__rich_console__(part, console, options)
+        if len(parts) > 1 and self.caption:  # at the console's width, not the last part's
+            yield Text(str(self.caption), style="table.caption", justify="center")
 
     def natural_width(self, console: Any, options: Any, columns: list[Any]) -> int:
         from rich.measure import Measurement
@@ -64,7 +69,7 @@ class FoldingTable(Table):
             column._index = position
         if count > 1:
             part.title = f"{self.title} ({index + 1} of {count})" if self.title else None
-            part.caption = self.caption if index == count - 1 else None
+            part.caption = None  # printed once under the last part
         return part
 CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
 

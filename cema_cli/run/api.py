@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import platform
 from collections.abc import Callable, Generator
@@ -341,7 +342,8 @@ def reference_key(session: Session, leg: Leg) -> str:
 
     stream = dataclasses.replace(session.config, methods=(), method_options={}, channel=ChannelConfig(), costs=CostModel(),
                                  device=session.device.type)
-    return json.dumps([asdict(stream), session.edge_name, leg.domains, leg.order], default=str)
+    text = json.dumps([asdict(stream), session.edge_name, leg.domains, leg.order], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def play_reference(session: Session, name: str, leg: Leg) -> dict[int | None, float]:
