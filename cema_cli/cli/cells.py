@@ -175,7 +175,7 @@ class Driver:
             self.failed[cell.id] = f"{cell.label}: {result.reason}"
             self.console.print(f"[red]cell failed[/] {cell.label}: {result.reason}", highlight=False)
         else:
-            self.reuse_finished([c for c in self.cells if self.reused.get(c.id) is cell])
+            self.reuse_finished([c for c in self.cells if c.id in self.reused and self.reused[c.id].id == cell.id])
         if time.monotonic() - self.last_merge > 2:
             self.folder.merge(self.order)
             self.write_meta()
@@ -198,14 +198,14 @@ def earlier_sessions(out: Path) -> list[dict[str, Any]]:
 def dry_run_text(folder: Any, cells: list[Any], todo: list[Any], plan: Any) -> str:
     from cema_cli.run.sweep import reused_cells
 
+    reused = reused_cells(cells)
+    runs = [c for c in todo if c.id not in reused]
     seconds = folder.cell_seconds()
     if seconds:
-        estimate = sum(seconds) / len(seconds) * len([c for c in todo if c.id not in reused_cells(cells)]) / plan.workers
+        estimate = sum(seconds) / len(seconds) * len(runs) / plan.workers
         eta = f"about {estimate / 60:.1f} min with {plan.workers} {plan.executor} worker(s) (mean of {len(seconds)} finished cells)"
     else:
         eta = "unknown until a cell has finished"
-    reused = reused_cells(cells)
-    runs = [c for c in todo if c.id not in reused]
     shared = f" ({len(reused)} reuse an edge-only run at another channel point)" if reused else ""
     return (f"{len(cells)} cells{shared}, {len(cells) - len(todo)} already done, {len(runs)} to run; "
             f"executor {plan.executor}, {plan.workers} worker(s) x {plan.threads} thread(s); time {eta}")
@@ -227,8 +227,8 @@ def execute_cells(methods: str, opts: dict[str, Any], console: Any) -> Any:
         raise CemaError("the grid is empty: no method, domain, seed or channel point to run.")
     finished = folder.load_finished()
     todo = [c for c in cells if c.id not in finished]
-    reused = reused_cells(cells)
-    plan = make_plan(opts.get("executor"), len([c for c in todo if c.id not in reused]), cells[0].config.device, opts.get("threads"), opts.get("cpus_per_cell"),
+    runs = [c for c in todo if c.id not in reused_cells(cells)]  # the others reuse an edge-only run
+    plan = make_plan(opts.get("executor"), len(runs), cells[0].config.device, opts.get("threads"), opts.get("cpus_per_cell"),
                      opts.get("gpus_per_cell"), opts.get("ray_address"))
     if opts.get("dry_run"):
         console.print(dry_run_text(folder, cells, todo, plan), highlight=False)

@@ -151,8 +151,8 @@ def run_status(folder: Path) -> tuple[str, str]:
         alive = process_alive(pid, host) if isinstance(pid, int) else None
         if alive is False:
             return "crashed", f"its process (pid {pid} on {host}) is gone without finishing; the rows it finished are kept{history}"
-        if alive is None and not isinstance(pid, int):
-            return "crashed", f"its run.json names no process and says 'running'; {rows} finished so far are kept"
+        if not isinstance(pid, int):
+            return "running", f"its run.json names no process (an older cema wrote it), so whether it still runs cannot be told; {rows} done so far"
         where = "" if alive else f" on {host} (cannot check from here)"
         return "running", f"pid {pid}{where}; the table shows the rows finished so far"
     detail = {"interrupted": f"stopped by {meta.get('signal', 'the user')} after {rows} rows",

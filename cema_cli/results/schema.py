@@ -27,6 +27,7 @@ RESULT_COLUMNS = (
     "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
     "status",  # "ok", "diverged: ...", "collapsed: ..." or "degraded: ..." (cema_cli.results.health)
     "reference_method", "reference_accuracy",  # the no-learning reference the row was held against
+    "reused_from",  # a sweep's edge-only cell: the id of the cell (another channel point) whose rows these are
 )
 
 BATCH_COLUMNS = (
@@ -82,8 +83,9 @@ def refuse_binary(file: Path) -> None:
 
 
 def shown(value: object, limit: int = 40) -> str:
-    """A value from a user's file as a message shows it: its repr, cut to ``limit`` characters."""
-    text = repr(value)
+    """A value from a user's file as a message shows it: as text (its repr when it holds control
+    characters), cut to ``limit`` characters."""
+    text = str(value) if str(value).isprintable() else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
