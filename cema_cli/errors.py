@@ -40,3 +40,10 @@ class Diverged(CemaError):
     onto one or two classes): exit 3. The rows are kept, each with its ``status``."""
 
     exit_code = 3
+
+
+class Degraded(CemaError):
+    """A run finished with valid numbers, but some row is far below the no-learning reference of
+    its stream or near chance (cema_cli/results/health.py): exit 4. The rows are kept."""
+
+    exit_code = 4

@@ -102,10 +102,15 @@ class Driver:
 
     def __init__(self, folder: Any, cells: list[Any], plan: Any, console: Any, command: str) -> None:
         self.folder, self.cells, self.plan, self.console = folder, cells, plan, console
+        from cema_cli.run.sweep import reused_cells
+
         self.order = [c.id for c in cells]
+        self.reused = reused_cells(cells)  # channel-free cells: id -> the cell that runs for them
         self.failed: dict[str, str] = {}
         self.meta = {"schema_version": None, "command": command, "executor": plan.executor, "workers": plan.workers,
                      "threads": plan.threads, "cells": len(cells), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.sessions = earlier_sessions(folder.out)
+        self.session: dict[str, Any] = {}
         self.last_merge = 0.0
 
     def write_meta(self, **updates: Any) -> None:
@@ -114,14 +119,22 @@ class Driver:
 
         self.meta.update(updates, schema_version=SCHEMA_VERSION, done=len(set(self.order) & set(self.folder.frames)),
                          failed=self.failed)
-        report.write_json(self.meta, self.folder.out / "run.json")
+        self.session.update({k: self.meta[k] for k in ("status", "pid", "host", "started", "finished") if k in self.meta})
+        report.write_json({**self.meta, "sessions": [*self.sessions, self.session]}, self.folder.out / "run.json")
 
     def run(self, todo: list[Any]) -> None:
+        import os
+        import socket
+
         from cema_cli.run.executors import run_cells
 
-        self.write_meta(status="running")
+        self.session.update(missing=len(todo), ran=0, reused=0)
+        self.write_meta(status="running", pid=os.getpid(), host=socket.gethostname())
+        self.reuse_finished(todo)
+        todo = [cell for cell in todo if cell.id not in self.reused]
         with new_display(self.console) as display:
-            overall = display.add_task("cells", total=len(self.cells), completed=len(self.cells) - len(todo))
+            runs = len(self.cells) - len(self.reused)  # the bar counts the cells that run
+            overall = display.add_task("cells", total=runs, completed=runs - len(todo))
             workers = [display.add_task(f"  worker {i}: idle", total=None, visible=i < SHOWN_WORKERS)
                        for i in range(max(self.plan.workers, min(len(todo), SHOWN_WORKERS) if self.plan.executor == "ray" else 0))]
 
@@ -145,26 +158,56 @@ class Driver:
         self.write_meta(status="complete" if not self.failed else "failed cells",
                         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
+    def reuse_finished(self, todo: list[Any]) -> None:
+        """Missing channel-free cells whose runner finished earlier take its rows now."""
+        for cell in todo:
+            runner = self.reused.get(cell.id)
+            if runner is not None and runner.id in self.folder.frames:
+                self.folder.write_reused(cell, runner)
+                self.session["reused"] += 1
+
     def finish(self, cell: Any, result: Any) -> None:
-        """Write the cell's folder; merge into results.csv at most every 2 s (and at the end)."""
+        """Write the cell's folder (and those of the cells that reuse its rows); merge into
+        results.csv at most every 2 s (and at the end)."""
         self.folder.write_cell(cell, result)
+        self.session["ran"] += 1
         if result.status != "ok":
             self.failed[cell.id] = f"{cell.label}: {result.reason}"
             self.console.print(f"[red]cell failed[/] {cell.label}: {result.reason}", highlight=False)
+        else:
+            self.reuse_finished([c for c in self.cells if c.id in self.reused and self.reused[c.id].id == cell.id])
         if time.monotonic() - self.last_merge > 2:
             self.folder.merge(self.order)
             self.write_meta()
             self.last_merge = time.monotonic()
 
 
+def earlier_sessions(out: Path) -> list[dict[str, Any]]:
+    """The drivers that wrote this sweep before (run.json ``sessions``): what each found missing,
+    ran and reused, and how it ended; one whose process is gone while "running" crashed."""
+    import json
+
+    from cema_cli.results.run_folder import with_crashes
+
+    try:
+        return with_crashes(json.loads((out / "run.json").read_text()).get("sessions", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def dry_run_text(folder: Any, cells: list[Any], todo: list[Any], plan: Any) -> str:
+    from cema_cli.run.sweep import reused_cells
+
+    reused = reused_cells(cells)
+    runs = [c for c in todo if c.id not in reused]
     seconds = folder.cell_seconds()
     if seconds:
-        estimate = sum(seconds) / len(seconds) * len(todo) / plan.workers
+        estimate = sum(seconds) / len(seconds) * len(runs) / plan.workers
         eta = f"about {estimate / 60:.1f} min with {plan.workers} {plan.executor} worker(s) (mean of {len(seconds)} finished cells)"
     else:
         eta = "unknown until a cell has finished"
-    return (f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; "
+    shared = f" ({len(reused)} reuse an edge-only run at another channel point)" if reused else ""
+    return (f"{len(cells)} cells{shared}, {len(cells) - len(todo)} already done, {len(runs)} to run; "
             f"executor {plan.executor}, {plan.workers} worker(s) x {plan.threads} thread(s); time {eta}")
 
 
@@ -172,7 +215,7 @@ def execute_cells(methods: str, opts: dict[str, Any], console: Any) -> Any:
     """Run the grid the options describe (resuming into --out); return the merged rows.
     Raises CellsFailed after the run when some cells failed (their rows are simply absent)."""
     from cema_cli.run.executors import make_plan
-    from cema_cli.run.sweep import SweepFolder, cells_of
+    from cema_cli.run.sweep import SweepFolder, cells_of, reused_cells
 
     methods, opts = axis_options(methods, opts)
     resume = opts.get("resume")
@@ -184,7 +227,8 @@ def execute_cells(methods: str, opts: dict[str, Any], console: Any) -> Any:
         raise CemaError("the grid is empty: no method, domain, seed or channel point to run.")
     finished = folder.load_finished()
     todo = [c for c in cells if c.id not in finished]
-    plan = make_plan(opts.get("executor"), len(todo), cells[0].config.device, opts.get("threads"), opts.get("cpus_per_cell"),
+    runs = [c for c in todo if c.id not in reused_cells(cells)]  # the others reuse an edge-only run
+    plan = make_plan(opts.get("executor"), len(runs), cells[0].config.device, opts.get("threads"), opts.get("cpus_per_cell"),
                      opts.get("gpus_per_cell"), opts.get("ray_address"))
     if opts.get("dry_run"):
         console.print(dry_run_text(folder, cells, todo, plan), highlight=False)

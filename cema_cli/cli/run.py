@@ -35,7 +35,7 @@ def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
 def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], tables: Callable[[Any, Any], list[Any]]) -> None:
     """Run, print the command's tables (and the sweep table), then apply --min-accuracy."""
     with user_errors(opts["verbose"]):
-        from cema_cli.results.saved import check_min_accuracy, checked_min_accuracy
+        from cema_cli.results.saved import checked_min_accuracy
 
         checked_min_accuracy(opts["min_accuracy"])
         check_metric(opts["metric"])
@@ -45,35 +45,34 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
             return run_cells_and_report(ctx, methods, opts)
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli.results import report
-        from cema_cli.results.health import check_status
+        from cema_cli.results.saved import check_finished
 
         frame = report.results_frame(rows)
         for table in tables(report, frame):
             console.print(table)
         print_sweep(frame)
-        check_status(rows)
-        check_min_accuracy(frame, opts["min_accuracy"])
+        check_finished(rows, frame, opts["min_accuracy"])
 
 
 def fleet_and_report(methods: list[str], opts: dict[str, Any]) -> None:
     """--edges N or a [fleet] table: the fleet's run, tables and checks (studies.py)."""
     from cema_cli.results import report
-    from cema_cli.results.health import check_status
-    from cema_cli.results.saved import check_min_accuracy
+    from cema_cli.results.saved import check_finished
 
     result = execute_fleet(methods, opts, console)
-    check_status(result.rows)
-    check_min_accuracy(report.results_frame(result.rows), opts["min_accuracy"])
+    check_finished(result.rows, report.results_frame(result.rows), opts["min_accuracy"])
 
 
 def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any]) -> None:
     """--seeds or --executor: the run as sweep cells (cells.py), then the seed statistics."""
-    from cema_cli.results.saved import check_min_accuracy
+    from cema_cli.results.saved import check_finished
 
     frame, failed = execute_cells(methods, {**opts, "ctx": ctx}, console)
     if not frame.empty:
         print_statistics(frame, None, console, opts["metric"])
         print_sweep(frame)
-        check_min_accuracy(frame, opts["min_accuracy"])
     fail_on_cells(failed)
+    if not frame.empty:
+        check_finished(frame.to_dict("records"), frame, opts["min_accuracy"])
+
 

@@ -26,6 +26,9 @@ def sweep_command(ctx: typer.Context, methods: str, **opts: Any) -> None:
         if not frame.empty:
             print_statistics(frame, opts["versus"], console)
         fail_on_cells(failed)
+        from cema_cli.results.saved import check_finished
+
+        check_finished(frame.to_dict("records"), frame, None)
 
 
 def _sweep_options(
@@ -48,5 +51,6 @@ def register(app: typer.Typer) -> None:
     sweep_command.__signature__ = inspect.Signature([context, methods, *shared])  # type: ignore[attr-defined]
     app.command("sweep", help="Run a grid (methods x domains x seeds x channel points x model pairs) as resumable cells, "
                 "in parallel, with seed statistics.")(sweep_command)
+
 
 
