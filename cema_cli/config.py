@@ -279,6 +279,8 @@ def parse_rate(text: str, frame_rate: float | None, batch_size: int) -> int | No
         bits_per_second = float(cleaned[: -len(unit)]) * rates[unit]
     except ValueError:
         raise CemaError(f"cannot read {text!r} as a link rate; use e.g. 8Mbit/s or 500kbit/s.") from None
+    if not (math.isfinite(bits_per_second) and bits_per_second >= 0):  # nan, inf, -5Mbit/s
+        raise CemaError(f"the link rate {text!r} is not a finite rate of 0 or more; use e.g. 8Mbit/s, or unlimited for no budget.")
     return int(bits_per_second / 8 * batch_size / frame_rate)
 
 

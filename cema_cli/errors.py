@@ -42,6 +42,13 @@ class Diverged(CemaError):
     exit_code = 3
 
 
+class Degraded(CemaError):
+    """A run finished with valid numbers, but some row is far below the no-learning reference of
+    its stream or near chance (cema_cli/results/health.py): exit 4. The rows are kept."""
+
+    exit_code = 4
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a study, after its folder was claimed: says truly what was kept
     (``kept`` finished rows, or cells, in ``where``)."""

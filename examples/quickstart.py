@@ -3,7 +3,7 @@
     python examples/quickstart.py --samples 256
 
 Runs offline on the embedded default (real MNIST digits, corruptions generated); its two
-models are trained once and cached in ~/.cache/cema.
+models ship with the package (cema_cli/models/weights/).
 """
 
 import argparse

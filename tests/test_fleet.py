@@ -195,8 +195,8 @@ def test_compare_with_edges_writes_the_fleet_files(tmp_path):
     out = tmp_path / "run"
     result = invoke("compare", "--methods", "cema,bn", "--edges", "2", "--corruption", "gaussian_noise,contrast", "--samples", "64",
                     "--device", "cpu", "--threads", "1", "--out", str(out))
-    assert result.exit_code == 0, result.output
     rows = read_results(out)
+    assert result.exit_code == (4 if rows["status"].str.startswith("degraded").any() else 0), result.output  # exit 4: a degraded row
     assert sorted(rows["edge"].unique()) == [0, 1] and set(rows["protocol"]) == {"continual"}
     summary = pd.read_csv(out / "fleet.csv")
     assert list(summary["method"]) == ["cema", "bn"] and "collaboration_gain" in summary.columns

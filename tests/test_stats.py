@@ -91,6 +91,21 @@ def test_multi_seed_check_flags_a_mean_below_the_lower_bound_minus_the_tolerance
     assert regressed["diff_points"].iloc[0] == pytest.approx(-3.1)
 
 
+def test_a_rerun_of_the_same_seeds_is_compared_pairwise_not_against_the_interval():
+    """Issue 22: a re-run of the baseline's own seeds 1.4 points lower passed as "within 0.5
+    points" because it was held to the baseline's 95% interval over seeds (here +-7.5 points);
+    on the same seeds the seed noise cancels, so the difference itself is compared."""
+    baseline = seeds({"bn": [0.80, 0.83, 0.86]})
+    same_seeds = compare_seeds(baseline, seeds({"bn": [0.786, 0.816, 0.846]}), tolerance=0.5).iloc[0]
+    assert (same_seeds["rule"], same_seeds["status"]) == ("paired", "REGRESSED")
+    assert same_seeds["diff_points"] == pytest.approx(-1.4) and same_seeds["limit"] == pytest.approx(0.825)
+    other_seeds = compare_seeds(baseline, seeds({"bn": [0.786, 0.816, 0.846]}, 3), tolerance=0.5).iloc[0]
+    assert (other_seeds["rule"], other_seeds["status"]) == ("interval", "ok")  # other seeds: the interval is the rule
+    assert other_seeds["limit"] == pytest.approx(0.83 - 0.0745 - 0.005, abs=1e-3)
+    within = compare_seeds(baseline, seeds({"bn": [0.797, 0.827, 0.857]}), tolerance=0.5).iloc[0]
+    assert (within["rule"], within["status"]) == ("paired", "ok")
+
+
 def test_multi_seed_check_refuses_another_setting():
     from cema_cli.errors import CemaError
 

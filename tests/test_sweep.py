@@ -206,7 +206,7 @@ def test_bad_flags_exit_2(cli, tmp_path, args, expected):
 def test_ray_missing_names_the_extra(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     result = cli("sweep", "--methods", "bn", "--samples", "64", "--out", str(tmp_path / "o"), "--executor", "ray")
-    assert result.exit_code == 2 and "pip install 'cema-cli[ray]'" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "pip install -e '.[ray]' in the repository" in " ".join(result.output.split())
 
 
 def test_a_folder_of_another_schema_is_refused_and_kept(cli, serial_run, tmp_path):

@@ -36,7 +36,7 @@ class OneLineErrors(TyperGroup):
 
 app = typer.Typer(
     name="cema",
-    help="Benchmark cloud-edge test-time adaptation (CEMA, Tent, EATA, BN) under distribution shift.",
+    help="Benchmark test-time adaptation methods on a cloud and an edge device under distribution shift and bandwidth budgets; `cema list methods` names every method.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

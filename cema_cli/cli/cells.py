@@ -18,19 +18,21 @@ class CellsFailed(CemaError):
 
 
 def dry_run_text(result: Any) -> str:
-    plan, todo = result.plan, result.cells - result.done_before
+    plan, todo = result.plan, result.cells - result.done_before - result.reused
     if result.eta_seconds is not None:
         eta = f"about {result.eta_seconds / 60:.1f} min with {plan.workers} {plan.executor} worker(s) (mean of the finished cells)"
     else:
         eta = "unknown until a cell has finished"
-    return (f"{result.cells} cells, {result.done_before} already done, {todo} to run; "
+    shared = f" ({result.reused} reuse an edge-only run at another channel point)" if result.reused else ""
+    return (f"{result.cells} cells{shared}, {result.done_before} already done, {todo} to run; "
             f"executor {plan.executor}, {plan.workers} worker(s) x {plan.threads} thread(s); time {eta}")
 
 
 def print_cells_run(result: Any, console: Any) -> None:
     from rich.markup import escape
 
-    console.print(f"{result.done_before} cells already done, {result.ran} run; results in [bold]{escape(str(result.out))}[/] "
+    reused = f", {result.reused} reused an edge-only run" if result.reused else ""
+    console.print(f"{result.done_before} cells already done, {result.ran} run{reused}; results in [bold]{escape(str(result.out))}[/] "
                   "(results.csv, summary.csv, batches.csv, cells/, run.json)")
 
 

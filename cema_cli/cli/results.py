@@ -65,7 +65,8 @@ def check_command(
         console.print(report.check_table(diff, tolerance, metric))
         check_valid(new, f"{results}" if results else "the re-run")
         fail_on_regression(diff, tolerance)
-        console.print(f"check passed: {len(diff)} rows within {tolerance:g} points of {baseline} or better", markup=False)
+        console.print(f"check passed: {len(diff)} rows against {baseline}; {report.check_rule(diff, tolerance)}", markup=False,
+                      soft_wrap=True)
 
 
 def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: Optional[Path]) -> "pd.DataFrame":
@@ -125,7 +126,7 @@ def report_command(
         if expected is not None:
             print_expected(frame, expected, format)
         elif format == "table":
-            for table in report_tables(frame, metric):
+            for table in [*report_tables(frame, metric), *fleet_tables(files)]:
                 console.print(table)
         else:
             typer.echo(report_text(frame, format, metric), nl=False)
@@ -155,7 +156,7 @@ def note_unfinished(path: Path) -> None:
 
     folder = path if path.is_dir() else path.parent
     status, detail = run_status(folder)
-    if status not in ("finished", "unknown"):
+    if status not in ("finished", "unknown", "complete") or (status == "complete" and detail):
         print_error(f"run {folder}: {status} ({detail}).", "note")
 
 
@@ -166,10 +167,30 @@ def merged_results(files: list[Path]) -> "pd.DataFrame":
     return merge_results([(run_label(path), read_results(path)) for path in files])
 
 
+def fleet_tables(files: list[Path]) -> list:
+    """The fleet summary tables of every fleet folder given (its fleet.csv)."""
+    import pandas as pd
+
+    from cema_cli.results.fleet_tables import fleet_summary_table
+
+    found = []
+    for path in files:
+        summary = (path if path.is_dir() else path.parent) / "fleet.csv"
+        if summary.exists():
+            found += fleet_summary_table(pd.read_csv(summary).to_dict("records"))
+    return found
+
+
 def report_tables(frame: "pd.DataFrame", metric: str = "accuracy") -> list:
     """The tables bench (one method) or compare (several; per domain when several domains) print,
-    the mean ± 95% tables over seeds for multi-seed or multi-point sweeps, and the sweep table when
-    the rows hold several budget points."""
+    the mean ± 95% tables over seeds for multi-seed or multi-point sweeps, the sweep table when
+    the rows hold several budget points, and a fleet's accuracy per edge (its rows keep their edge)."""
+    from cema_cli.results.fleet_tables import edge_table, is_fleet
+
+    return [*run_tables(frame, metric), *([edge_table(frame)] if is_fleet(frame) else [])]
+
+
+def run_tables(frame: "pd.DataFrame", metric: str = "accuracy") -> list:
     from cema_cli.results import report, tables as stats_tables
 
     model_pairs = frame[["edge_model", "cloud_model"]].drop_duplicates().shape[0]
@@ -197,15 +218,18 @@ def report_text(frame: "pd.DataFrame", format: str, metric: str = "accuracy") ->
 
 
 def plot(
-    results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
-    output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),
-    metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
+    results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare/sweep, or its folder (batches.csv beside it is used too)")],
+    output: Annotated[Path, typer.Option("--output", help="The file to write: .png, .pdf or .svg.")] = Path("plot.png"),
+    split: Annotated[bool, typer.Option("--split", help="One file per panel: <stem>-<panel><suffix>.")] = False,
+    metric: Annotated[str, typer.Option(help="Plot accuracy or error (%, 100 - accuracy).")] = "accuracy",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
+    """Accuracy against uploads, bytes and cloud cost, and along the stream, for any run kind."""
     with user_errors(verbose):
         from rich.markup import escape
 
         from cema_cli.results.plot import plot_results
 
         check_metric(metric)
-        console.print(f"plot written to [bold]{escape(str(plot_results(results, output, metric)))}[/]")
+        for path in plot_results(results, output, split, metric):
+            console.print(f"plot written to [bold]{escape(str(path))}[/]")

@@ -38,8 +38,7 @@ def run_and_report(ctx: typer.Context, methods: str, flags: dict[str, Any], tabl
     """Parse, run the study, print what it produced, then apply the checks of its exit status."""
     with user_errors(flags["verbose"]):
         from cema_cli.results import report
-        from cema_cli.results.health import check_status
-        from cema_cli.results.saved import check_min_accuracy
+        from cema_cli.results.saved import check_finished
         from cema_cli.run.study import run_study
 
         options = RunOptions.from_cli(ctx, methods=methods, **flags)
@@ -55,17 +54,17 @@ def run_and_report(ctx: typer.Context, methods: str, flags: dict[str, Any], tabl
             for table in tables(report, result.rows):
                 console.print(table)
             print_sweep(result.rows)
-        check_status(result.rows.to_dict("records"))
-        check_min_accuracy(result.rows, options.min_accuracy)
+        check_finished(result.rows.to_dict("records"), result.rows, options.min_accuracy)
 
 
 def report_cells(result: Any, options: RunOptions) -> None:
     """--seeds or --executor: the seed statistics of the cells, then the checks."""
-    from cema_cli.results.saved import check_min_accuracy
+    from cema_cli.results.saved import check_finished
 
     print_cells_run(result, console)
     if not result.rows.empty:
         print_statistics(result.rows, None, console, options.metric)
         print_sweep(result.rows)
-        check_min_accuracy(result.rows, options.min_accuracy)
     fail_on_cells(result.failed)
+    if not result.rows.empty:
+        check_finished(result.rows.to_dict("records"), result.rows, options.min_accuracy)

@@ -9,9 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
 from cema_cli.cli.common import console, default_out_dir
 from cema_cli.cli.options import SETTING_FLAGS, RunOptions, build_configs
@@ -95,46 +93,12 @@ def print_written(result: Any) -> None:
 
 
 def print_fleet(result: Any) -> None:
+    from cema_cli.results.fleet_tables import edge_table, fleet_summary_table
+
     print_written(result)
-    console.print(edge_table(result.fleet.rows))
+    console.print(edge_table(result.rows))
     for table in fleet_summary_table(result.fleet.summary):
         console.print(table)
-
-
-def edge_table(rows: list[dict[str, Any]]) -> Table:
-    """Accuracy % per method and edge, over that edge's domains."""
-    from cema_cli.run.fleet import edge_accuracy
-
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    per = {m: edge_accuracy([r for r in rows if r["method"] == m]) for m in methods}
-    edges = sorted({e for acc in per.values() for e in acc})
-    table = Table(title="fleet: accuracy % per edge", box=box.SIMPLE_HEAD)
-    table.add_column("method", no_wrap=True)
-    for edge in edges:
-        table.add_column(f"edge {edge}", justify="right")
-    for method in methods:
-        table.add_row(method, *(f"{100 * per[method].get(e, 0.0):.2f}" for e in edges))
-    return table
-
-
-def fleet_summary_table(summary: list[dict[str, Any]]) -> list[Table]:
-    """fleet.csv as two tables: accuracy with the collaboration gain, and what it cost."""
-    accuracy = Table(title="fleet accuracy %", box=box.SIMPLE_HEAD, caption="gain: fleet mean minus the mean of the edges run alone (points)")
-    for name in ("method", "edges", "batching", "student", "mean", "worst edge", "alone", "gain"):
-        accuracy.add_column(name, justify="left" if name in ("method", "batching", "student") else "right", no_wrap=True)
-    cost = Table(title="fleet cost", box=box.SIMPLE_HEAD,
-                 caption="wait: ticks an upload waits for the cloud; param age: batches since the edge's parameters were sent")
-    for name in ("method", "up MB", "down MB", "cloud steps/tick", "util", "max queue", "wait", "param age"):
-        cost.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
-    for s in summary:
-        alone, gain, util = s["independent_mean_accuracy"], s["collaboration_gain"], s["cloud_utilisation"]
-        accuracy.add_row(s["method"], str(s["edges"]), s["cloud_batching"], s["student"], f"{100 * s['mean_accuracy']:.2f}",
-                         f"{100 * s['worst_edge_accuracy']:.2f}", "-" if alone is None else f"{100 * alone:.2f}",
-                         "-" if gain is None else f"{100 * gain:+.2f}")
-        cost.add_row(s["method"], f"{s['uplink_bytes'] / 1e6:.2f}", f"{s['downlink_bytes'] / 1e6:.3f}", f"{s['cloud_steps_per_tick']:.2f}",
-                     "-" if util is None else f"{100 * util:.0f}%", str(s["longest_queue"]), f"{s['mean_queue_wait_ticks']:.2f}",
-                     f"{s['mean_staleness_batches']:.2f}")
-    return [accuracy, cost]
 
 
 def print_sweep(frame: Any) -> None:

@@ -31,6 +31,9 @@ def sweep_command(ctx: typer.Context, **flags: Any) -> None:
         if not result.rows.empty:
             print_statistics(result.rows, result.versus, console, options.metric)
         fail_on_cells(result.failed)
+        from cema_cli.results.saved import check_finished
+
+        check_finished(result.rows.to_dict("records"), result.rows, None)
 
 
 def register(app: typer.Typer) -> None:

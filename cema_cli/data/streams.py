@@ -75,7 +75,8 @@ def _dirichlet_attempt(labels: np.ndarray, classes: int, delta: float, rng: np.r
         members = np.where(labels == k)[0]
         rng.shuffle(members)
         share = rng.dirichlet(np.repeat(delta, chunks)) * (sizes < n / chunks)  # balance: full chunks get none
-        cuts = (np.cumsum(share / share.sum()) * len(members)).astype(int)[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):  # a tiny delta underflows to zeros: the attempt fails the size check
+            cuts = (np.cumsum(share / share.sum()) * len(members)).astype(int)[:-1]
         for j, piece in enumerate(np.split(members, cuts)):
             pieces[j].append(piece)
             sizes[j] += len(piece)
@@ -142,7 +143,7 @@ def leg_order(config: Any, dataset: Any, corruption: str, severity: int, label_r
     """One domain's item order under the protocol."""
     n = dataset.domain_size(corruption, severity)
     if config.protocol == "gradual" and config.gradual == "cotta":
-        return list(range(n))[: config.samples]  # CoTTA plays each segment in file order (section 5.1)
+        return segment_order(dataset, corruption, severity)[: config.samples]
     if config.protocol == "correlated" and config.label_sampler == "rotta":
         kept = sorted(domain_order(n, config.seed, config.order, config.samples))  # file order (section 3.3)
         labels = np.asarray(dataset.domain_labels(corruption, severity))[kept]
@@ -152,6 +153,34 @@ def leg_order(config: Any, dataset: Any, corruption: str, severity: int, label_r
         return order
     labels = np.asarray(dataset.domain_labels(corruption, severity))[order]
     return label_shifted(order, labels, config.dirichlet, config.seed)
+
+
+# CoTTA's gradual segments on a dataset stored sorted by class: one fixed class-mixed order.
+CLASS_MIXED_SEED = 0
+
+
+def sorted_by_class(labels: Sequence[int]) -> bool:
+    labels = np.asarray(labels)
+    return len(labels) > 1 and bool((np.diff(labels) >= 0).all())
+
+
+def segment_order(dataset: Any, corruption: str, severity: int) -> list[int]:
+    """A CoTTA gradual segment (spec section 5.1): the rows in file order, unshuffled. That file
+    order is CIFAR-10-C's, which mixes the classes; CoTTA never meant a class-sorted stream. A
+    dataset stored sorted by class (the embedded digits, a class tree) plays instead one fixed
+    class-mixed order, the same for every seed and segment: ``torch.randperm`` under seed 0
+    (``CLASS_MIXED_SEED``). Rows record which (``segment_order``: ``file`` or ``class-mixed``)."""
+    n = dataset.domain_size(corruption, severity)
+    if sorted_by_class(dataset.domain_labels(corruption, severity)):
+        return stream_order(n, CLASS_MIXED_SEED).tolist()
+    return list(range(n))
+
+
+def segment_order_name(config: Any, dataset: Any, corruption: str, severity: int) -> str | None:
+    """``segment_order`` of a row: which order a CoTTA gradual segment played (None otherwise)."""
+    if not (config.protocol == "gradual" and config.gradual == "cotta"):
+        return None
+    return "class-mixed" if sorted_by_class(dataset.domain_labels(corruption, severity)) else "file"
 
 
 def label_shifted(order: list, labels: np.ndarray, delta: float | None, seed: int) -> list:

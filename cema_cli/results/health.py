@@ -18,6 +18,16 @@ failure; e.g. the embedded model on gaussian_noise-5, on any stream order) and i
 So a collapse is one the adaptation caused, found from where it began; a stream whose labels
 are concentrated (label shift) is judged against its own labels; and a
 stretch too short to tell (fewer than 10 samples outside two classes) is never flagged.
+
+A finite, uncollapsed stream is *degraded* when its accuracy is far below what the same stream
+gives without learning, or near chance while that reference is not (``degraded_status``). The
+reference is the better of ``source`` (the edge model as shipped) and ``bn`` (its BatchNorm with
+each test batch's statistics) run on the same batches; ``bn`` is held against ``source`` alone,
+and ``source`` against nothing. Chance is the share of the stream's most frequent label. With R
+the reference and A the accuracy (points):
+  1. far below: R - A >= ``DEGRADED_DROP`` (10 points);
+  2. near chance: A <= chance + ``NEAR_CHANCE`` (5 points) and R - A >= ``NEAR_CHANCE``.
+A degraded row is a measurement (its numbers are kept and compared), flagged: exit 4.
 """
 
 from __future__ import annotations
@@ -26,11 +36,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from cema_cli.errors import Diverged
+from cema_cli.errors import Degraded, Diverged
 
 OK = "ok"
+DEGRADED = "degraded"
 COLLAPSE_SHARE = 0.9
 COLLAPSE_EVIDENCE = 10
+DEGRADED_DROP = 0.10  # accuracy (a fraction) below the reference that flags a row
+NEAR_CHANCE = 0.05
+# The no-learning references, and the ones each is held against (itself excluded).
+REFERENCE_METHODS = ("source", "bn")
 
 
 def outside_top(counts: Counter, k: int) -> int:
@@ -79,10 +94,54 @@ def collapse_start(batches: list[tuple[Counter, Counter]], share: float) -> int 
     return start
 
 
+def references_for(method: str) -> tuple[str, ...]:
+    """The reference methods a row of ``method`` is held against: none for ``source``."""
+    return REFERENCE_METHODS[: REFERENCE_METHODS.index(method)] if method in REFERENCE_METHODS else REFERENCE_METHODS
+
+
+def degraded_status(accuracy: float, reference: tuple[str, float] | None, chance: float) -> str:
+    """'degraded: ...' with the numbers compared (rules 1 and 2 of the module doc), or 'ok'.
+    ``reference``: (method, accuracy) of the better reference on the same stream; None: none."""
+    if reference is None:
+        return OK
+    name, ref = reference
+    drop = round(ref - accuracy, 9)  # fractions: 0.1 points below must not miss by a rounding bit
+    against = f"{100 * drop:.1f} points below {name} ({100 * ref:.1f}%) on the same stream"
+    if drop >= DEGRADED_DROP:
+        return f"{DEGRADED}: {100 * accuracy:.1f}% is {against}"
+    if accuracy <= chance + NEAR_CHANCE and drop >= NEAR_CHANCE:
+        return f"{DEGRADED}: {100 * accuracy:.1f}% is near chance ({100 * chance:.1f}%) and {against}"
+    return OK
+
+
+def is_degraded(status: Any) -> bool:
+    return str(status).startswith(DEGRADED)
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """'cema snow-5', with the edge of a fleet's row: 'cema edge 1 snow-5'."""
+    edge = row.get("edge")
+    at = "" if edge is None or edge != edge else f" edge {int(edge)}"  # NaN: a single-edge row in a merged file
+    return f"{row['method']}{at} {row['corruption']}-{row['severity']}"
+
+
+def _bad(rows: Iterable[dict[str, Any]], degraded: bool) -> list[str]:
+    return [f"{row_name(row)}: {row['status']}" for row in rows
+            if row.get("status", OK) != OK and is_degraded(row.get("status")) == degraded]
+
+
 def check_status(rows: Iterable[dict[str, Any]]) -> None:
-    """Raise Diverged (exit 3), naming every result whose status is not 'ok'."""
-    bad = [f"{row['method']} {row['corruption']}-{row['severity']}: {row['status']}"
-           for row in rows if row.get("status", OK) != OK]
+    """Raise Diverged (exit 3), naming every result that is not valid (diverged, collapsed)."""
+    bad = _bad(rows, degraded=False)
     if bad:
         raise Diverged(f"{len(bad)} result(s) are not valid: {'; '.join(bad)}. The rows are kept with their status "
                        "in results.csv; lower the learning rate, or check the weights (--edge-checkpoint).")
+
+
+def check_degraded(rows: Iterable[dict[str, Any]]) -> None:
+    """Raise Degraded (exit 4), naming every degraded result (after the other checks)."""
+    bad = _bad(rows, degraded=True)
+    if bad:
+        shown = "; ".join(bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise Degraded(f"{len(bad)} result(s) are degraded: {shown}. The numbers are kept in results.csv; the rule is in "
+                       "the README (\"Statuses\").")

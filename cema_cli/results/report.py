@@ -15,6 +15,62 @@ from rich.table import Table
 from cema_cli.results.schema import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 
 MB = 1e6
+
+
+class FoldingTable(Table):
+    """A table that never cuts a cell short. Wider than the console (80 columns in a log or a
+    pipe), it prints as several tables in a row, each repeating its first ``keys`` columns
+    (method, domain) and the ``lead`` columns (the headline accuracy and the status) when it has
+    them, the rest in order; a cell that alone is wider than the console folds onto a next line
+    (never "…"). The caption goes under the last part, as wide as the console."""
+
+    def __init__(self, *args: Any, keys: int = 1, lead: tuple[str, ...] = ("acc %", "status"), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keys, self.lead = keys, lead
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.text import Text
+
+        parts = self.parts(console, options)
+        for part in parts:
+            yield from Table.__rich_console__(part, console, options)
+        if len(parts) > 1 and self.caption:  # at the console's width, not the last part's
+            yield Text(str(self.caption), style="table.caption", justify="center")
+
+    def natural_width(self, console: Any, options: Any, columns: list[Any]) -> int:
+        from rich.measure import Measurement
+
+        return Measurement.get(console, options.update(width=10**5), self.part(columns, 0, 1)).maximum
+
+    def parts(self, console: Any, options: Any) -> list[Table]:
+        """The sub-tables: as many columns in each as fit ``options.max_width``."""
+        if self.natural_width(console, options, self.columns) <= options.max_width:
+            return [self.part(self.columns, 0, 1)]
+        fixed = self.columns[: self.keys] + [c for c in self.columns[self.keys :] if str(c.header) in self.lead]
+        rest = [c for c in self.columns if c not in fixed]
+        groups: list[list[Any]] = [[]]
+        for column in rest:
+            if groups[-1] and self.natural_width(console, options, fixed + groups[-1] + [column]) > options.max_width:
+                groups.append([])
+            groups[-1].append(column)
+        return [self.part(fixed + group, index, len(groups)) for index, group in enumerate(groups)]
+
+    def part(self, columns: list[Any], index: int, count: int) -> Table:
+        import copy
+
+        part = copy.copy(self)
+        part.__class__ = Table
+        part.columns = [copy.copy(c) for c in sorted(columns, key=self.columns.index)]
+        for position, column in enumerate(part.columns):
+            column._index = position
+        if count > 1:
+            part.title = f"{self.title} ({index + 1} of {count})" if self.title else None
+            part.caption = None  # printed once under the last part
+        return part
 CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
 # --metric: the tables show accuracy or error (%, top-1; top-5 beside it from 100 classes up).
 METRICS = ("accuracy", "error")
@@ -61,7 +117,10 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 
 
 def domain_label(row: pd.Series) -> str:
-    return row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+    """'snow-5' ('none' for clean data), prefixed by the edge of a fleet's row: 'edge 1 snow-5'."""
+    domain = row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+    edge = row.get("edge")
+    return domain if edge is None or pd.isna(edge) else f"edge {int(edge)} {domain}"
 
 
 def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float, metric: str = "accuracy") -> list[str]:
@@ -105,7 +164,7 @@ def _caption(frame: pd.DataFrame, caption: str | None = CAPTION) -> str | None:
 # --- a result's status (cema_cli/results/health.py): shown wherever it is not "ok" -----------------------
 
 def invalid_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose ``status`` is not 'ok' (diverged, collapsed); files without the column have none."""
+    """Rows whose ``status`` is not 'ok' (diverged, collapsed, degraded); files without the column have none."""
     if "status" not in frame.columns:
         return frame.iloc[0:0]
     return frame[frame["status"].fillna("ok") != "ok"]
@@ -118,7 +177,8 @@ def status_text(group: pd.DataFrame) -> str:
 
 
 def status_notes(frame: pd.DataFrame) -> list[str]:
-    """A note naming up to three invalid results (their accuracy is no measurement)."""
+    """A note naming up to three results whose status is not ok: diverged or collapsed (their
+    accuracy is no measurement) or degraded (a measurement, flagged)."""
     bad = invalid_rows(frame)
     if bad.empty:
         return []
@@ -129,15 +189,17 @@ def status_notes(frame: pd.DataFrame) -> list[str]:
 
     names = "; ".join(name(row) for _, row in bad.head(3).iterrows())
     more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-    return [f"not valid (status): {names}{more}"]
+    return [f"status not ok: {names}{more}"]
 
 
 def _new_table(title: str, first: Iterable[str], frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     caption = _caption(frame, CAPTION.replace("acc: accuracy of", "err: error (100 - accuracy) of") if metric == "error" else CAPTION)
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption, collapse_padding=True, pad_edge=False)
+    headline = f"{short(metric)} %"
+    table = FoldingTable(title=title, box=box.SIMPLE_HEAD, caption=caption, collapse_padding=True, pad_edge=False,
+                         keys=len(tuple(first)), lead=(headline, "status"))
     for name in first:
         table.add_column(name, no_wrap=True, min_width=len(name) if name == "method" else 16)
-    for name in (f"{short(metric)} %", *([f"top-5 {short(metric)} %"] if has_top5(frame) else []), *NUMBER_HEADERS[1:]):
+    for name in (headline, *([f"top-5 {short(metric)} %"] if has_top5(frame) else []), *NUMBER_HEADERS[1:]):
         table.add_column(name, justify="right")
     return table
 
@@ -192,7 +254,7 @@ def domain_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
     labelled = frame.assign(domain=frame.apply(domain_label, axis=1))
     pivot = labelled.pivot_table(index="method", columns="domain", values="accuracy", sort=False)
     means = pivot.mean(axis=1)
-    table = Table(title=f"{metric} % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
+    table = FoldingTable(title=f"{metric} % per domain", box=box.SIMPLE_HEAD, caption=_caption(frame, None))
     pivot, means = (pivot, means) if metric == "accuracy" else (1 - pivot, 1 - means)
     if len(pivot.columns) > len(pivot.index):
         return _domains_as_rows(table, pivot, means)
@@ -220,21 +282,43 @@ def _percent(value: float) -> str:
 
 
 def check_table(diff: pd.DataFrame, tolerance: float, metric: str = "accuracy") -> Table:
-    """Baseline vs new accuracy (or error) per (method, domain); regressions beyond ``tolerance``
-    points in red (an error that rose, an accuracy that fell)."""
-    table = Table(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD)
+    """Baseline vs new accuracy (or error) per (method, domain), the limit each was held against,
+    and the rule in the caption; regressions in red (an error that rose, an accuracy that fell)."""
+    table = FoldingTable(title=f"cema check (tolerance {tolerance:g} points)", box=box.SIMPLE_HEAD, caption=check_rule(diff, tolerance),
+                         keys=2, lead=("diff", "status"))
     for name in ("method", "domain"):
         table.add_column(name, no_wrap=True)
-    for name in (f"baseline {short(metric)} %", f"new {short(metric)} %", "diff"):
-        table.add_column(name, justify="right")
-    table.add_column("status")
+    for name in (f"baseline {short(metric)} %", f"new {short(metric)} %", "diff", f"limit {short(metric)} %"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     sign = 1 if metric == "accuracy" else -1
     for _, row in diff.iterrows():
         table.add_row(
             row["method"], domain_label(row), f"{shown(row['accuracy_baseline'], metric):.2f}", f"{shown(row['accuracy_new'], metric):.2f}",
-            f"{sign * row['diff_points']:+.2f}", row["status"], style="bold red" if row["status"] == "REGRESSED" else None,
+            f"{sign * row['diff_points']:+.2f}", f"{shown(row['limit'], metric):.2f}", row["status"],
+            style="bold red" if row["status"] == "REGRESSED" else None,
         )
     return table
+
+
+def check_rule(diff: pd.DataFrame, tolerance: float) -> str:
+    """The rule ``cema check`` applied (cema_cli/results/tables.py ``compare_seeds``) and the worst
+    difference it saw, in words."""
+    texts = {
+        "row": f"rule: each row's new accuracy >= its baseline's - {tolerance:g} points",
+        "paired": "rule: the baseline's own seeds re-run (seeds {seeds}), so paired: each mean over those seeds "
+                  f">= the baseline's mean - {tolerance:g} points",
+        "interval": "rule: other seeds ({seeds} against the baseline's {old}): each new mean over seeds >= the "
+                    f"baseline's lower 95% bound - {tolerance:g} points",
+    }
+    parts = []
+    for rule, group in diff.groupby("rule", sort=False):
+        first = group.iloc[0]
+        parts.append(texts[rule].format(seeds=first.get("seeds_new"), old=first.get("seeds_baseline")))
+    worst = diff.loc[diff["diff_points"].idxmin()] if len(diff) else None
+    if worst is not None:
+        parts.append(f"worst difference {worst['diff_points']:+.2f} points ({worst['method']} {domain_label(worst)})")
+    return "; ".join(parts)
 
 
 def markdown_table(table: Table) -> str:
@@ -289,9 +373,10 @@ def sweep_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_table(frame: pd.DataFrame, metric: str = "accuracy") -> Table:
-    """Accuracy (or error) against uploads and bytes per uplink budget; * marks the Pareto-best
-    methods (no other method is as accurate for fewer uplink bytes) at that budget."""
-    table = Table(title=f"{metric} vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD)
+    """Accuracy against uploads and bytes per uplink budget; * marks the Pareto-best methods
+    (no other method is as accurate for fewer uplink bytes) at that budget."""
+    table = FoldingTable(title=f"{metric} vs uplink budget (* = Pareto-best at that budget)", box=box.SIMPLE_HEAD, keys=2,
+                         lead=(f"{short(metric)} %", "status"))
     for name in ("uplink budget", "method", f"{short(metric)} %", "uploads", "delivered", "ratio", "up MB"):
         table.add_column(name, justify="left" if name in ("uplink budget", "method") else "right")
     for _, row in sweep_frame(frame).iterrows():
@@ -325,8 +410,8 @@ def cost_table(frame: pd.DataFrame) -> Table | None:
     if "cloud_gflops" not in frame:
         return None
     device = ", ".join(str(d) for d in frame["device"].dropna().unique()) if "device" in frame else "this machine"
-    table = Table(title="cost per method (all domains)", box=box.SIMPLE_HEAD, caption=COST_CAPTION.format(device=device),
-                  collapse_padding=True, pad_edge=False)
+    table = FoldingTable(title="cost per method (all domains)", box=box.SIMPLE_HEAD, caption=COST_CAPTION.format(device=device),
+                         collapse_padding=True, pad_edge=False)
     table.add_column("method", no_wrap=True)
     for header, *_ in shown:
         table.add_column(header, justify="right")

@@ -168,15 +168,40 @@ def run_status(folder: Path) -> tuple[str, str]:
         return "unknown", "no run.json"
     except (OSError, ValueError) as error:
         return "unknown", f"unreadable run.json ({error})"
-    status, rows = meta.get("status", "unknown"), meta.get("finished_rows", "?")
+    status, rows = meta.get("status", "unknown"), meta.get("finished_rows", meta.get("done", "?"))
+    history = session_history(meta.get("sessions", []))
     if status == "running":
         pid, host = meta.get("pid"), meta.get("host", "?")
         alive = process_alive(pid, host) if isinstance(pid, int) else None
         if alive is False:
-            return "crashed", f"its process (pid {pid} on {host}) is gone without finishing; the rows it finished are kept"
+            return "crashed", f"its process (pid {pid} on {host}) is gone without finishing; the rows it finished are kept{history}"
+        if not isinstance(pid, int):
+            return "running", f"its run.json names no process (an older cema wrote it), so whether it still runs cannot be told; {rows} done so far"
         where = "" if alive else f" on {host} (cannot check from here)"
         return "running", f"pid {pid}{where}; the table shows the rows finished so far"
     detail = {"interrupted": f"stopped by {meta.get('signal', 'the user')} after {rows} rows",
               "failed": f"{meta.get('error', 'an error')}; {rows} rows finished",
-              "crashed": f"{meta.get('error', 'an internal error')}; {rows} rows finished"}.get(status, "")
-    return status, detail
+              "crashed": f"{meta.get('error', 'an internal error')}; {rows} rows finished",
+              "failed cells": f"{len(meta.get('failed', {}))} cell(s) failed, their reasons in run.json"}.get(status, "")
+    return status, (detail + history).removeprefix("; ")
+
+
+def with_crashes(sessions: list[dict]) -> list[dict]:
+    """A sweep's driver sessions, one still "running" whose process is gone read as "crashed"."""
+    def dead(session: dict) -> bool:
+        pid = session.get("pid")
+        return session.get("status") == "running" and isinstance(pid, int) and process_alive(pid, session.get("host", "?")) is False
+
+    return [{**s, "status": "crashed"} if dead(s) else s for s in sessions]
+
+
+def session_history(sessions: list[dict]) -> str:
+    """'; 2 sessions: 1 crashed (pid 41 on h, 2 of 6 missing cells run), 2 complete (4 of 4 run)' for a
+    sweep resumed after a crash or an interrupt; '' for one session that ended well."""
+    sessions = with_crashes(sessions)
+    if len(sessions) < 2 and all(s.get("status") in ("complete", "running") for s in sessions):
+        return ""
+    parts = [f"{i + 1} {s.get('status', '?')} (pid {s.get('pid', '?')} on {s.get('host', '?')}, {s.get('ran', '?')} of "
+             f"{s.get('missing', '?')} missing cells run" + (f", {s['reused']} reused" if s.get("reused") else "") + ")"
+             for i, s in enumerate(sessions)]
+    return f"; {len(sessions)} session(s): {', '.join(parts)}"

@@ -211,7 +211,8 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
     diff = 100 * (merged["accuracy_new"] - merged["accuracy_baseline"])
     # `not d >= ...`: a difference that is not a number is a regression, never "ok".
     status = ["REGRESSED" if not d >= -tolerance - EPSILON_POINTS else "better" if d > tolerance else "ok" for d in diff]
-    return merged[key + ["accuracy_baseline", "accuracy_new"]].assign(diff_points=diff, status=status)
+    return merged[key + ["accuracy_baseline", "accuracy_new"]].assign(
+        diff_points=diff, limit=merged["accuracy_baseline"] - tolerance / 100, rule="row", status=status)
 
 
 def check_valid(frame: pd.DataFrame, source: str) -> None:
@@ -219,9 +220,12 @@ def check_valid(frame: pd.DataFrame, source: str) -> None:
     collapsed stream is no accuracy to compare (the verdicts: cema_cli/results/health.py)."""
     from cema_cli.errors import Diverged
 
+    from cema_cli.results.health import is_degraded
+
     if "status" not in frame.columns:
         return
-    bad = frame[frame["status"].fillna("ok") != "ok"]
+    status = frame["status"].fillna("ok")
+    bad = frame[(status != "ok") & ~status.map(is_degraded)]  # a degraded row is a measurement: compared
     if not bad.empty:
         names = "; ".join(f"{row_label(r)} seed {r['seed']}: {r['status']}" for _, r in bad.head(5).iterrows())
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
@@ -261,3 +265,13 @@ def check_min_accuracy(frame: pd.DataFrame, minimum_percent: float | None) -> No
     low = [f"{method} {mean:.2f}%" for method, mean in means.items() if not mean >= minimum_percent]
     if low:
         raise CheckFailed(f"mean accuracy below --min-accuracy {minimum_percent:g}%: {', '.join(low)}.")
+
+
+def check_finished(rows: list[dict[str, Any]], frame: pd.DataFrame, min_accuracy: float | None) -> None:
+    """The exit status of finished rows: 3 when some result is not valid, then 1 below
+    --min-accuracy, then 4 when some result is degraded (cema_cli/results/health.py)."""
+    from cema_cli.results.health import check_degraded, check_status
+
+    check_status(rows)
+    check_min_accuracy(frame, min_accuracy)
+    check_degraded(rows)

@@ -22,13 +22,15 @@ RESULT_COLUMNS = (
     "cloud_gflops", "cloud_backward_gflops", "cloud_exposed_images", "cloud_exposed_share",  # counted
     "cloud_seconds",  # measured (device column)
     "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/link/costs.py)
-    "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
+    "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window", "segment_order",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "git_commit", "git_dirty",
     "torch_version", "torchvision_version", "timm_version", "numpy_version", "pillow_version", "opencv_version",
     "edge_weights", "cloud_weights", "edge_weights_sha256", "cloud_weights_sha256", "edge_input_size", "cloud_input_size",
     "skipped_images", "amp", "amp_dtype", "loss_scaling", "channels_last", "tf32", "trained_values",
     "data_wait_seconds", "loader_workers", "corruption_device",  # measured / how the data was read (cema_cli/data/loading.py)
-    "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
+    "status",  # "ok", "diverged: ...", "collapsed: ..." or "degraded: ..." (cema_cli.results.health)
+    "reference_method", "reference_accuracy",  # the no-learning reference the row was held against
+    "reused_from",  # a sweep's edge-only cell: the id of the cell (another channel point) whose rows these are
 )
 
 # Which code produced a row (run/provenance.py): facts about the checkout, not numbers it computed.
@@ -59,6 +61,7 @@ def read_results(path: str | Path) -> "pd.DataFrame":
     import pandas as pd
 
     file = Path(path) / "results.csv" if Path(path).is_dir() else Path(path)
+    refuse_binary(file)
     try:
         frame = pd.read_csv(file)
     except FileNotFoundError:
@@ -70,6 +73,28 @@ def read_results(path: str | Path) -> "pd.DataFrame":
     return frame
 
 
+def refuse_binary(file: Path) -> None:
+    """A file holding NUL bytes is no CSV text (pandas would read them as values and an error
+    would echo megabytes of them): refused naming the first one's position."""
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        return  # read_csv names the missing file
+    except IsADirectoryError:
+        raise CemaError(f"{file} is a folder without a results.csv; give a results.csv or the run folder holding one.") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CemaError(f"{file} holds NUL bytes (the first at byte {nul}): not a readable CSV text file, perhaps damaged; "
+                        "regenerate it with cema.")
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A value from a user's file as a message shows it: as text (its repr when it holds control
+    characters), cut to ``limit`` characters."""
+    text = str(value) if str(value).isprintable() else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_schema(frame: "pd.DataFrame", name: str) -> None:
     """A results table of this schema version with every column of REQUIRED_COLUMNS."""
     if "schema_version" not in frame.columns:
@@ -79,7 +104,8 @@ def check_schema(frame: "pd.DataFrame", name: str) -> None:
         raise CemaError(f"{name} has no result rows.")
     found = sorted({str(v) for v in frame["schema_version"].unique()})
     if found != [str(SCHEMA_VERSION)]:
-        raise CemaError(f"{name} has schema version {', '.join(found)}; this cema reads version {SCHEMA_VERSION}. "
+        listed = ", ".join(shown(v) for v in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise CemaError(f"{name} has schema version {listed}; this cema reads version {SCHEMA_VERSION}. "
                         "Regenerate it with this version of cema (`cema bench ... --out`).")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
@@ -113,6 +139,9 @@ def check_values(frame: "pd.DataFrame", name: str) -> None:
         raise CemaError(f"{name} line {line}: accuracy {numbers['accuracy'][percent].iloc[0]:g} is above 1; results.csv holds "
                         "fractions in [0, 1], and this looks like a percent: divide by 100, or regenerate the file with cema.")
     _refuse((numbers[["accuracy"]] < 0), name, "is negative", "regenerate the file with cema")
+    _refuse(~numbers[["severity"]].isin(range(1, 6)), name, "is outside 1-5", "regenerate the file with cema")
+    _refuse((numbers[["correct"]] > numbers[["samples"]].to_numpy()), name, "is more than the samples of that row",
+            "regenerate the file with cema")
 
 
 def _first_bad(mask: "pd.DataFrame") -> tuple[int, list[str]]:

@@ -7,7 +7,9 @@ No printing and no files here: callers receive rows and per-batch records throug
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import hashlib
 import json
 import platform
 from collections.abc import Callable, Generator
@@ -21,13 +23,14 @@ from cema_cli.link.cloud_meter import CloudMeter
 from cema_cli.config import RunConfig
 from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
-from cema_cli.data.streams import Leg, MixedStream, plan_stream
-from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
+from cema_cli.data.streams import Leg, MixedStream, plan_stream, segment_order_name
+from cema_cli.run.engine import SlidingWindow, Tally, drain, run_stream, stream_steps
 from cema_cli.run.events import Events
 from cema_cli.run.provenance import provenance
 from cema_cli.run.threads import loader_workers
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_source
+from cema_cli.results.health import OK, degraded_status, references_for
 from cema_cli.results.schema import SCHEMA_VERSION
 from cema_cli.results.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
@@ -220,10 +223,12 @@ def model_options(config: RunConfig, dataset: Any) -> tuple[ModelOptions, ModelO
     return ModelOptions(checkpoint=config.edge_checkpoint, **shared), ModelOptions(checkpoint=config.cloud_checkpoint, **shared)
 
 
-def stream_columns(config: RunConfig, segment: int) -> dict[str, Any]:
+def stream_columns(session: Session, corruption: str, severity: int, segment: int) -> dict[str, Any]:
     """What rebuilds the stream (shared/spec/streams.md section 11); ``segment``: the leg's position."""
+    config = session.config
     return {"segment": segment, "order": config.order, "dirichlet": config.dirichlet, "label_sampler": config.label_sampler,
-            "gradual": config.gradual, "window": config.window}
+            "gradual": config.gradual, "window": config.window,
+            "segment_order": segment_order_name(config, session.dataset, corruption, severity)}
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -316,12 +321,61 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     foundation, queued = uses_foundation(live.strategy), len(channel.uplink.queue)
     compute = counted_compute(session, tally.image_shape, foundation) | model_columns(session, tally.image_shape, foundation)
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
+    references = reference_accuracies(session, leg, references_for(method))
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
+        traffic |= verdict_columns(tally, references, None)
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment,
                            stream_workers(stream))]
-    return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued) | compute,
-                       stream.skipped_in(tag), leg.segment, stream_workers(stream)) for tag, part in sorted(tally.parts.items())]
+    return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued)
+                       | compute | verdict_columns(part, references, tag), stream.skipped_in(tag), leg.segment, stream_workers(stream))
+            for tag, part in sorted(tally.parts.items())]
+
+
+# --- the no-learning reference of a stream (cema_cli/results/health.py, "degraded") ----------------
+
+def reference_accuracies(session: Session, leg: Leg, names: tuple[str, ...]) -> dict[str, dict[int | None, float]]:
+    """Accuracy of each reference method on this leg's batches, by part (None: the whole leg; a
+    mixed leg also by source domain). Played once per session and leg (the cache), with the
+    global random state left as it was, so the methods' own numbers do not change."""
+    if not (session.config.batch_size > 1 or (session.config.window or 1) > 1):
+        names = tuple(n for n in names if n != "bn")  # one sample's own BatchNorm statistics: no reference
+    found = {}
+    for name in names:
+        key = ("reference", name, reference_key(session, leg))
+        if key not in session.cache:
+            session.cache[key] = play_reference(session, name, leg)
+        found[name] = session.cache[key]
+    return found
+
+
+def reference_key(session: Session, leg: Leg) -> str:
+    """What a reference's accuracy depends on: the run minus its methods, channel and costs, the
+    edge model, and the leg's items."""
+    from cema_cli.config import ChannelConfig, CostModel
+
+    stream = dataclasses.replace(session.config, methods=(), method_options={}, channel=ChannelConfig(), costs=CostModel(),
+                                 device=session.device.type)
+    text = json.dumps([asdict(stream), session.edge_name, leg.domains, leg.order], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def play_reference(session: Session, name: str, leg: Leg) -> dict[int | None, float]:
+    strategy_cls = STRATEGIES.get(name)
+    devices = [session.device] if session.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        strategy, channel = new_strategy(session, strategy_cls, make_config(strategy_cls, {}, name, session.preset))
+        tally = run_stream(strategy, leg_stream(session, leg), channel, session.device, autocast=session.autocast,
+                           window=new_window(session.config))
+    return {None: tally.accuracy, **{tag: part.accuracy for tag, part in tally.parts.items()}}
+
+
+def verdict_columns(tally: Tally, references: dict[str, dict[int | None, float]], part: int | None) -> dict[str, Any]:
+    """``status`` (the engine's verdict, else degraded or ok), and the reference it was held against."""
+    scores = {name: accuracy[part] for name, accuracy in references.items() if part in accuracy}
+    best = max(scores.items(), key=lambda item: item[1]) if scores else None
+    status = tally.status if tally.status != OK else degraded_status(tally.accuracy, best, tally.chance)
+    return {"status": status, "reference_method": best[0] if best else None, "reference_accuracy": best[1] if best else None}
 
 
 def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
@@ -459,14 +513,15 @@ def result_row(session: Session, method: str, method_config: Any, corruption: st
     return {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": config.dataset,
         "corruption": corruption, "severity": severity, "samples": tally.seen,
-        "accuracy": tally.accuracy, "correct": tally.correct, "top5_accuracy": tally.top5_accuracy, **traffic,
+        "accuracy": tally.accuracy, "correct": tally.correct, "top5_accuracy": tally.top5_accuracy,
+        **{k: v for k, v in traffic.items() if k != "status"},
         **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(tally.correct, tally.seen))),  # test-set sampling error
         "uplink_budget_bytes": config.channel.uplink_budget_bytes, "downlink_budget_bytes": config.channel.downlink_budget_bytes,
         "seconds": tally.seconds, "images_per_s": tally.seen / tally.seconds if tally.seconds else 0.0,
         "threads": torch.get_num_threads(),
-        "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(config, segment),
+        "seed": config.seed, "batch_size": config.batch_size, "protocol": config.protocol, **stream_columns(session, corruption, severity, segment),
         "edge_model": session.edge_name, "cloud_model": session.cloud_name,
-        "skipped_images": skipped, **precision_columns(config, session.device), "status": tally.status,
+        "skipped_images": skipped, **precision_columns(config, session.device), "status": traffic["status"],
         "data_wait_seconds": tally.wait_seconds, "loader_workers": workers, "corruption_device": corruption_device(session.dataset, corruption),
         "corruption_source": info.corruption_source, "constants": info.constants,
         "channel": json.dumps(asdict(config.channel), sort_keys=True),

@@ -43,6 +43,12 @@ class Tally:
         """Share of samples whose label is among the 5 highest logits (None: fewer than 100 classes)."""
         return None if self.top5_correct is None else (self.top5_correct / self.seen if self.seen else 0.0)
 
+    @property
+    def chance(self) -> float:
+        """The accuracy of always predicting the stream's most frequent label."""
+        labels = sum((l for _, l in self.classes), Counter())
+        return max(labels.values()) / self.seen if labels and self.seen else 0.0
+
     def watch(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
         """The verdict's bookkeeping for the batch just counted (cema_cli.results.health)."""
         self.classes.append((Counter(predicted.tolist()), Counter(labels.tolist())))
@@ -58,13 +64,15 @@ class Tally:
         self.seconds += seconds
         self.wait_seconds += wait
 
-    def count_parts(self, hits: torch.Tensor, tags: torch.Tensor, seconds: float, wait: float = 0.0,
+    def count_parts(self, predicted: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor, seconds: float, wait: float = 0.0,
                     top5: torch.Tensor | None = None) -> None:
         """Per source domain; the batch's times are shared in proportion to its samples."""
         for tag in tags.unique().tolist():
             mine = tags == tag
             share = float(mine.float().mean())
-            self.parts.setdefault(tag, Tally()).count(hits[mine], seconds * share, wait * share, None if top5 is None else top5[mine])
+            part = self.parts.setdefault(tag, Tally())
+            part.count(predicted[mine] == labels[mine], seconds * share, wait * share, None if top5 is None else top5[mine])
+            part.watch(predicted[mine], labels[mine], True)
 
 
 TOP5_CLASSES = 100  # top-5 accuracy is reported where there are at least this many classes (ImageNet, CIFAR-100)
@@ -158,7 +166,7 @@ def stream_steps(
         tally.count(hits, seconds, wait, top5)
         tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
         if tags:
-            tally.count_parts(hits, tags[0], seconds, wait, top5)
+            tally.count_parts(predicted, labels, tags[0], seconds, wait, top5)
         tally.image_shape = tuple(images.shape[1:])
         yield
         channel.tick()

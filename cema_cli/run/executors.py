@@ -5,6 +5,7 @@ cell's configuration and a thread count, so the rows do not depend on which one 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from cema_cli.run.sweep import Cell, CellResult, run_cell
 from cema_cli.run.threads import cpu_workers, threads_per_worker
 
 EXECUTORS = ("serial", "process", "ray")
-RAY_EXTRA = "pip install 'cema-cli[ray]'"
+RAY_EXTRA = "pip install -e '.[ray]' in the repository (cema-cli is not on PyPI)"
 
 OnStart = Callable[[int, Cell], None]
 OnDone = Callable[[int, Cell, CellResult], None]
@@ -61,8 +62,10 @@ def make_plan(executor: str | None, cells: int, device: str, threads: int | None
         if address:
             check_reachable(address)
         cell_threads = threads or max(1, int(cpus_per_cell or 1))
-        return Plan(name, 1, cell_threads, cpus_per_cell=cpus_per_cell or cell_threads,
+        plan = Plan(name, 1, cell_threads, cpus_per_cell=cpus_per_cell or cell_threads,
                     gpus_per_cell=gpus_per_cell if gpus_per_cell is not None else float(gpus > 0), ray_address=ray_address)
+        check_ray_resources(plan, None if address else {"CPU": os.cpu_count() or 1, "GPU": visible_gpus("cuda")})
+        return plan
     if gpus:
         workers = min(gpus, cells)
         return Plan(name, workers, threads_per_worker(workers, threads), gpus=workers)
@@ -98,10 +101,41 @@ def run_serial(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone
 
 # --- process pool ----------------------------------------------------------------------------
 
-def _pin_gpu(gpu_ids: Any) -> None:
-    """Pool initializer: give this worker one GPU before torch initialises CUDA."""
+def _init_worker(gpu_ids: Any, driver: int) -> None:
+    """Pool initializer: die with the driver, and take one GPU before torch initialises CUDA."""
+    die_with_parent(driver)
     if gpu_ids is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """A worker never outlives its driver (a ``kill -9`` of the driver leaves no process holding
+    memory): on Linux the kernel sends it SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG);
+    elsewhere a daemon thread polls the parent id once a second. A driver already gone by the
+    time this runs (the race prctl leaves) ends the worker at once."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def run_process(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -> None:
@@ -117,7 +151,7 @@ def run_process(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDon
         gpu_ids = context.Queue()
         for index in range(plan.gpus):
             gpu_ids.put(index)
-    pool = ProcessPoolExecutor(plan.workers, mp_context=context, initializer=_pin_gpu, initargs=(gpu_ids,))
+    pool = ProcessPoolExecutor(plan.workers, mp_context=context, initializer=_init_worker, initargs=(gpu_ids, os.getpid()))
     waiting, running, free = iter(cells), {}, list(range(plan.workers))
     try:
         while True:
@@ -157,6 +191,25 @@ def check_reachable(address: str) -> None:
     except (OSError, ValueError):
         raise CemaError(f"--ray-address {address}: no Ray cluster answers there; start one (`ray start --head`) "
                         "or drop --ray-address to start a local Ray.") from None
+
+
+def check_ray_resources(plan: Plan, local: dict[str, float] | None) -> None:
+    """A cell's request that no node can meet is refused at once (Ray would keep its tasks
+    pending forever: "cells 0/2"). ``local``: this machine's CPUs and GPUs when Ray will start
+    here, else the cluster at --ray-address is asked."""
+    wanted = {"CPU": plan.cpus_per_cell or 0, "GPU": plan.gpus_per_cell or 0}
+    for resource, amount in wanted.items():
+        if not (math.isfinite(amount) and amount >= 0):
+            raise CemaError(f"--{resource.lower()}s-per-cell {amount:g} is not a count of 0 or more; give e.g. 1 or 0.25.")
+    if not any(wanted.values()):
+        return
+    have = local if local is not None else start_ray(plan.ray_address).cluster_resources()
+    for resource, amount in wanted.items():
+        if amount > have.get(resource, 0):
+            where = "this machine" if local is not None else f"the Ray cluster at {plan.ray_address or os.environ.get('RAY_ADDRESS')}"
+            flag = f"--{resource.lower()}s-per-cell"
+            raise CemaError(f"{flag} {amount:g}: {where} has {have.get(resource, 0):g} {resource}(s), so no cell could ever start; "
+                            f"lower {flag}" + (" (0 runs on the CPU)" if resource == "GPU" else "") + " or add nodes.")
 
 
 def start_ray(address: str | None) -> Any:

@@ -173,7 +173,33 @@ def edge_configs(base: RunConfig, fleet: FleetConfig) -> list[RunConfig]:
     configs = []
     for index, spec in enumerate(fleet.edges):
         try:
-            configs.append(edge_config(base, spec).validate())
+            configs.append(checked_edge(edge_config(base, spec)))
         except CemaError as error:
             raise CemaError(f"edge {index}: {error}") from None
+    check_one_student_model(configs, fleet)
     return configs
+
+
+def checked_edge(config: RunConfig) -> RunConfig:
+    """An edge with a stream to play: at least one corruption and one severity."""
+    for name in ("corruptions", "severities"):
+        if not getattr(config, name):
+            raise CemaError(f"its {name} list is empty, so it has no stream; give at least one (or leave the key out "
+                            "to use the run's).")
+    return config.validate()
+
+
+def check_one_student_model(configs: list[RunConfig], fleet: FleetConfig) -> None:
+    """A shared student (``--student shared``, pooled batching) is one cloud copy of the edge model,
+    sent to every edge: every edge must run that same model and weights."""
+    if fleet.student != "shared":
+        return
+    models = [(c.edge, c.edge_checkpoint) for c in configs]
+    for index, model in enumerate(models):
+        if model != models[0]:
+            def name(m: tuple) -> str:
+                return (m[0] or "the dataset's default edge model") + (f" ({m[1]})" if m[1] else "")
+
+            raise CemaError(f"--student shared sends one cloud copy of the edge model to every edge, but edge 0 runs {name(models[0])} "
+                            f"and edge {index} runs {name(model)}; give every edge the same edge model, or use --student per-edge "
+                            "(with --cloud-batching per-edge).")

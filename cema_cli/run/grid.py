@@ -27,7 +27,7 @@ from cema_cli.run.events import StudyEvents
 from cema_cli.run.executors import Plan, make_plan, run_cells
 from cema_cli.run.record import StudyRecord, differences, growth, merged, record_of
 from cema_cli.run.runner import end_status, interrupted, sigterm_as_interrupt
-from cema_cli.run.sweep import Cell, CellResult, SweepFolder, cells_of
+from cema_cli.run.sweep import Cell, CellResult, SweepFolder, cells_of, reused_cells
 
 MERGE_EVERY_S = 2.0  # results.csv is rebuilt at most this often while cells finish (and at the end)
 
@@ -49,10 +49,20 @@ class GridPlan:
     def done(self) -> int:
         return len(self.cells) - len(self.todo)
 
+    @property
+    def reused(self) -> dict[str, Cell]:
+        """Channel-free cells (edge-only methods) that take the rows of one run at another channel point."""
+        return reused_cells(self.cells)
+
+    @property
+    def runs(self) -> list[Cell]:
+        """The cells still to run that really run (the others reuse an edge-only run)."""
+        return [cell for cell in self.todo if cell.id not in self.reused]
+
     def eta_seconds(self) -> float | None:
         """The mean wall time of the finished cells x the cells to run / the workers (None: no cell finished yet)."""
         seconds = self.folder.cell_seconds()
-        return sum(seconds) / len(seconds) * len(self.todo) / self.plan.workers if seconds else None
+        return sum(seconds) / len(seconds) * len(self.runs) / self.plan.workers if seconds else None
 
 
 def plan_grid(configs: list[RunConfig], out: Path, execution: Any, versus: str | None, resume: bool, force: bool,
@@ -76,7 +86,8 @@ def plan_grid(configs: list[RunConfig], out: Path, execution: Any, versus: str |
     check_versus(record)
     finished = set() if force else folder.load_finished()
     todo = [cell for cell in cells if cell.id not in finished]
-    plan = make_plan(execution.executor, len(todo), cells[0].config.device, execution.threads, execution.cpus_per_cell,
+    runs = [cell for cell in todo if cell.id not in reused_cells(cells)]  # the others reuse an edge-only run
+    plan = make_plan(execution.executor, len(runs), cells[0].config.device, execution.threads, execution.cpus_per_cell,
                      execution.gpus_per_cell, execution.ray_address)
     return GridPlan(folder, cells, todo, plan, record, growth(study, grid) if study else {}, force)
 
@@ -135,9 +146,12 @@ class Driver:
     def __init__(self, folder: SweepFolder, cells: list[Cell], plan: Plan, command: str, events: StudyEvents) -> None:
         self.folder, self.cells, self.plan, self.events = folder, cells, plan, events
         self.order = [c.id for c in cells]
+        self.reused = reused_cells(cells)  # channel-free cells: id -> the cell that runs for them
         self.failed: dict[str, str] = {}
         self.meta = {"schema_version": None, "command": command, "executor": plan.executor, "workers": plan.workers,
                      "threads": plan.threads, "cells": len(cells), "started": now(), "pid": os.getpid(), "host": socket.gethostname()}
+        self.sessions = earlier_sessions(folder.out)
+        self.session: dict[str, Any] = {}
         self.last_merge = 0.0
 
     def write_meta(self, **updates: Any) -> None:
@@ -146,11 +160,16 @@ class Driver:
 
         self.meta.update(updates, schema_version=SCHEMA_VERSION, done=len(set(self.order) & set(self.folder.frames)),
                          failed=self.failed)
-        report.write_json(self.meta, self.folder.out / "run.json")
+        self.session.update({k: self.meta[k] for k in ("status", "pid", "host", "started", "finished") if k in self.meta})
+        report.write_json({**self.meta, "sessions": [*self.sessions, self.session]}, self.folder.out / "run.json")
 
     def run(self, todo: list[Cell]) -> None:
+        self.session.update(missing=len(todo), ran=0, reused=0)
         self.write_meta(status="running")
-        self.events.on_cells(len(self.cells), len(self.cells) - len(todo), len(todo), self.plan)
+        self.reuse_finished(todo)
+        todo = [cell for cell in todo if cell.id not in self.reused]
+        runs = len(self.cells) - len(self.reused)  # the progress counts the cells that run
+        self.events.on_cells(runs, runs - len(todo), len(todo), self.plan)
         try:
             run_cells(self.plan, todo, self.events.on_cell_start, self.on_done)
         except BaseException as error:
@@ -169,13 +188,38 @@ class Driver:
         except OSError:
             pass  # a full disk: the error being raised names the file that failed
 
+    def reuse_finished(self, todo: list[Cell]) -> None:
+        """Missing channel-free cells whose runner has finished take its rows now."""
+        for cell in todo:
+            runner = self.reused.get(cell.id)
+            if runner is not None and runner.id in self.folder.frames:
+                self.folder.write_reused(cell, runner)
+                self.session["reused"] += 1
+
     def on_done(self, slot: int, cell: Cell, result: CellResult) -> None:
-        """Write the cell's folder; merge into results.csv at most every 2 s (and at the end)."""
+        """Write the cell's folder (and those of the cells that reuse its rows); merge into
+        results.csv at most every 2 s (and at the end)."""
         self.folder.write_cell(cell, result)
+        self.session["ran"] += 1
         if result.status != "ok":
             self.failed[cell.id] = f"{cell.label}: {result.reason}"
+        else:
+            self.reuse_finished([c for c in self.cells if getattr(self.reused.get(c.id), "id", None) == cell.id])
         if time.monotonic() - self.last_merge > MERGE_EVERY_S:
             self.folder.merge(self.order)
             self.write_meta()
             self.last_merge = time.monotonic()
         self.events.on_cell_done(slot, cell, result)
+
+
+def earlier_sessions(out: Path) -> list[dict[str, Any]]:
+    """The drivers that wrote this study before (run.json ``sessions``): what each found missing,
+    ran and reused, and how it ended; one whose process is gone while "running" crashed."""
+    import json
+
+    from cema_cli.results.run_folder import with_crashes
+
+    try:
+        return with_crashes(json.loads((out / "run.json").read_text()).get("sessions", []))
+    except (OSError, ValueError, AttributeError):
+        return []

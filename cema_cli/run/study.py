@@ -111,7 +111,8 @@ class Study:
 class StudyResult:
     """What a study produced: ``rows`` (results.csv's rows: every finished cell of a grid, which
     may hold cells of earlier runs), ``failed`` cells with their reasons, a fleet's ``fleet``
-    result, and for a grid its counts (``cells``, ``done_before``, ``ran``) and ``versus``.
+    result, and for a grid its counts (``cells``, ``done_before``, ``ran``, ``reused``: cells of an
+    edge-only method that take the rows of its run at another channel point) and ``versus``.
     A dry run has ``plan`` (executors.Plan) and ``eta_seconds``, and no rows."""
 
     kind: str
@@ -122,6 +123,7 @@ class StudyResult:
     cells: int = 0
     done_before: int = 0
     ran: int = 0
+    reused: int = 0
     versus: str | None = None
     plan: Any = None
     eta_seconds: float | None = None
@@ -156,8 +158,9 @@ def run_cell_study(study: Study, out: Path, force: bool, resume: bool, dry_run: 
     from cema_cli.run.grid import plan_grid, run_grid
 
     grid = plan_grid(list(study.configs), out, study.execution, study.versus, resume, force, events.on_note)
-    counts = {"cells": len(grid.cells), "done_before": grid.done, "versus": grid.record.versus, "plan": grid.plan}
+    counts = {"cells": len(grid.cells), "done_before": grid.done, "versus": grid.record.versus, "plan": grid.plan,
+              "reused": len(grid.todo) - len(grid.runs)}
     if dry_run:
         return StudyResult("cells", out, pd.DataFrame(), eta_seconds=grid.eta_seconds(), **counts)
     rows, failed = run_grid(grid, events, command)
-    return StudyResult("cells", out, rows, failed, ran=len(grid.todo), **counts)
+    return StudyResult("cells", out, rows, failed, ran=len(grid.runs), **counts)

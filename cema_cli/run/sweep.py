@@ -81,6 +81,42 @@ def cells_of(configs: Iterable[RunConfig]) -> list[Cell]:
     return list(cells.values())
 
 
+# --- cells whose result cannot depend on their channel point ----------------------------------
+
+def channel_free(config: RunConfig) -> bool:
+    """Nothing of this one-method cell crosses the channel: an edge-placed method (bn, source,
+    lame, t3a, or ``placement=edge``), whose rows are the same at every budget, delay and sync
+    period (tested). Imports the strategy registry (torch): the driver only."""
+    from cema_cli.strategies import STRATEGIES
+    from cema_cli.strategies.base import placements_of
+
+    method = config.methods[0]
+    placement = config.method_options.get(method, {}).get("placement", placements_of(STRATEGIES.get(method))[0])
+    return str(placement).strip() == "edge"
+
+
+def reused_cells(cells: list[Cell]) -> dict[str, Cell]:
+    """Cells that run once for all channel points: id -> the cell of its group that runs (the
+    first in grid order); the others take its rows (``SweepFolder.write_reused``)."""
+    runners: dict[str, Cell] = {}
+    reused = {}
+    for cell in cells:
+        if channel_free(cell.config):
+            key = json.dumps({k: v for k, v in cell.canonical().items() if k != "channel"}, sort_keys=True, default=str)
+            runner = runners.setdefault(key, cell)
+            if runner is not cell:
+                reused[cell.id] = runner
+    return reused
+
+
+def reused_rows(frame: pd.DataFrame, cell: Cell, runner: Cell) -> pd.DataFrame:
+    """``runner``'s rows (or batch records) as ``cell``'s: its channel point, and where they come from."""
+    channel = cell.config.channel
+    values = {"uplink_budget_bytes": channel.uplink_budget_bytes, "downlink_budget_bytes": channel.downlink_budget_bytes,
+              "channel": json.dumps(asdict(channel), sort_keys=True)}
+    return frame.assign(**{k: v for k, v in values.items() if k in frame.columns}, reused_from=runner.id)
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """The inverse of ``asdict`` for a RunConfig (as stored in grid.json)."""
     lists = {k: tuple(data[k]) for k in ("methods", "corruptions", "severities")}
@@ -213,10 +249,11 @@ class SweepFolder:
             self.note(f"{folder}: its rows cannot be read ({error}); that cell runs again.")
 
     def cell_seconds(self) -> list[float]:
-        """Wall seconds of the finished cells (for --dry-run's estimate)."""
-        return [json.loads((self.cells_dir / i / "cell.json").read_text())["seconds"] for i in self.frames]
+        """Wall seconds of the finished cells that ran (for --dry-run's estimate)."""
+        metas = [json.loads((self.cells_dir / i / "cell.json").read_text()) for i in self.frames]
+        return [meta["seconds"] for meta in metas if not meta.get("reused_from")]
 
-    def write_cell(self, cell: Cell, result: CellResult) -> None:
+    def write_cell(self, cell: Cell, result: CellResult, reused_from: str | None = None) -> None:
         """cells/<id>/: written beside, then renamed, so it exists whole or not at all (a write
         that fails, e.g. on a full disk, leaves nothing beside)."""
         from cema_cli.results import report
@@ -225,7 +262,8 @@ class SweepFolder:
         staging = self.cells_dir / f".{cell.id}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         meta = {"schema_version": SCHEMA_VERSION, "id": cell.id, "label": cell.label, "status": result.status,
-                "reason": result.reason, "seconds": result.seconds, "threads": result.threads, "config": cell.canonical()}
+                "reason": result.reason, "seconds": result.seconds, "threads": result.threads, "config": cell.canonical(),
+                "reused_from": reused_from}
         try:
             staging.mkdir(parents=True)
             if result.status == "ok":
@@ -239,6 +277,11 @@ class SweepFolder:
         os.replace(staging, final)
         if result.status == "ok":
             self.frames[cell.id] = (pd.read_csv(final / "results.csv"), pd.read_csv(final / "batches.csv"))
+
+    def write_reused(self, cell: Cell, runner: Cell) -> None:
+        """cells/<id>/ of a channel-free cell from its runner's finished rows (``reused_cells``)."""
+        rows, batches = (reused_rows(frame, cell, runner) for frame in self.frames[runner.id])
+        self.write_cell(cell, CellResult("ok", rows=rows.to_dict("records"), batches=batches.to_dict("records")), reused_from=runner.id)
 
     def merge(self, order: list[str]) -> pd.DataFrame:
         """results.csv, batches.csv and summary.csv from every finished cell: the grid's order

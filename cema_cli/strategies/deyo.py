@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cema_cli.errors import CemaError
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.common import entropy, entropy_threshold, make_optimizer
 from cema_cli.strategies.precision import minimise
@@ -118,7 +119,15 @@ def destroy_shape(images: torch.Tensor, config: DeYOConfig, generator: torch.Gen
         return pixel_shuffle(x, generator)
     if config.aug_type == "occ":
         return occlude(x, config.occlusion_size, config.occlusion_row, config.occlusion_column)
+    check_patches(config.patch_len, x.shape[-1])
     return patch_shuffle(x, config.patch_len, generator)
+
+
+def check_patches(grid: int, width: int) -> None:
+    """P patches per side need at least P pixels per side (the image size is known at the first batch)."""
+    if grid > width:
+        raise CemaError(f"-o deyo.patch_len={grid}: the stream's images are {width} px wide, too few for {grid} patches per "
+                        f"side; give at most {width} (the default is 4).")
 
 
 # --- the two filters and the weights ---------------------------------------------------------

@@ -95,10 +95,13 @@ class SARConfig:
 
 
 def check_options(method: str, checks: dict[str, tuple[bool, str]], config: Any) -> None:
-    """One clear error for the first option whose value has no meaning."""
+    """One clear error for the first option whose value has no meaning; a number must also be
+    finite (``rho=inf`` or ``lr=inf`` passes ``>= 0`` and wrecks the first step)."""
     for name, (ok, meaning) in checks.items():
-        if not ok:
-            raise CemaError(f"option {method}.{name}={getattr(config, name)!r} is invalid: it must be {meaning}.")
+        value = getattr(config, name)
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (ok and finite):
+            raise CemaError(f"option {method}.{name}={value!r} is invalid: it must be {'' if finite else 'finite and '}{meaning}.")
 
 
 class SAM:
