@@ -85,6 +85,15 @@ def test_cell_ids_come_from_the_configuration_only():
     assert len(cells_of([RunConfig(methods=("bn", "tent"), corruptions=("snow", "fog"), protocol="continual")])) == 2
 
 
+@pytest.mark.parametrize("protocol", ["mixed", "mixed-correlated", "correlated", "gradual"])
+def test_a_stream_that_never_resets_is_one_cell_per_method(protocol):
+    """A mixed stream cut into one cell per domain would be another stream (one domain each)."""
+    config = RunConfig(methods=("bn", "tent"), corruptions=("snow", "fog"), protocol=protocol)
+    cells = cells_of([config])
+    assert [c.config.methods for c in cells] == [("bn",), ("tent",)]
+    assert all(c.config.corruptions == ("snow", "fog") for c in cells)
+
+
 def test_the_sweep_writes_one_folder_per_cell_and_merges_them(serial_run):
     cells = sorted(p for p in (serial_run / "cells").iterdir())
     assert len(cells) == 6
