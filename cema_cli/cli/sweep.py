@@ -13,13 +13,15 @@ from cema_cli.cli.cells import execute_cells, fail_on_cells, print_statistics
 from cema_cli.cli.common import _run_options, console, user_errors
 from cema_cli.cli.studies import fleet_requested
 from cema_cli.errors import CemaError
+from cema_cli.suites import config_or_suite
 
 
 def sweep_command(ctx: typer.Context, methods: str, **opts: Any) -> None:
     with user_errors(opts["verbose"]):
-        if fleet_requested({**opts, "ctx": ctx}):
+        opts = {**opts, "ctx": ctx, "config": config_or_suite(opts["config"], opts["suite"])}
+        if fleet_requested(opts):
             raise CemaError("cema sweep runs single-edge cells; run a fleet with `cema bench` or `cema compare` --edges N.")
-        outcome = execute_cells(methods, {**opts, "ctx": ctx}, console)
+        outcome = execute_cells(methods, opts, console)
         if outcome is None:
             return
         frame, failed = outcome
@@ -32,6 +34,7 @@ def _sweep_options(
     resume: Annotated[Optional[Path], typer.Option(help="Resume the sweep in this folder: its stored grid, only the missing cells.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of cells, how many are done, and a time estimate.")] = False,
     versus: Annotated[Optional[str], typer.Option(help="Paired comparison of every method against this one (e.g. tent).")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="A shipped benchmark, read as --config: embedded (README, \"The default benchmark\").")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")] = None,
     cpus_per_cell: Annotated[Optional[float], typer.Option(help="Ray: CPUs reserved per cell (default: --threads, else 1).")] = None,
     gpus_per_cell: Annotated[Optional[float], typer.Option(help="Ray: GPUs per cell, fractional allowed (default: 1 on CUDA, else 0).")] = None,
