@@ -48,10 +48,17 @@ def entropy_ascent_step(model, optimizer, images):
 
 def test_the_guard_catches_a_tent_that_climbs_the_entropy(cli, tmp_path, monkeypatch):
     """16 batches of snow are enough for a sign error in Tent to cost more than the tolerance
-    (the old slice, 4 batches per domain, let it pass). Only Tent's rows are re-run."""
+    (the old slice, 4 batches per domain, let it pass). Only Tent's rows are re-run: the real
+    Tent passes them, the sign-flipped one fails."""
     rows = read_results(BASELINE)
     write_csv(rows[rows["method"] == "tent"], tmp_path / "tent.csv")
+
+    def check(name):
+        return cli("check", "--baseline", str(tmp_path / "tent.csv"), "--tolerance", "0.5", "--device", "cpu", "--out", str(tmp_path / name))
+
+    real = check("real")
+    assert real.exit_code == 0, real.output
     monkeypatch.setattr(tent, "entropy_step", entropy_ascent_step)
-    result = cli("check", "--baseline", str(tmp_path / "tent.csv"), "--tolerance", "0.5", "--device", "cpu", "--out", str(tmp_path / "run"))
-    assert result.exit_code == 1, result.output
-    assert "REGRESSED" in result.output and "tent" in result.output
+    broken = check("broken")
+    assert broken.exit_code == 1, broken.output
+    assert "REGRESSED" in broken.output and "tent" in broken.output
