@@ -2,7 +2,7 @@
 
     cema sweep --suite embedded --versus bn --out suite && python benchmarks/suite_table.py suite
 
-Per method: mean accuracy over the seeds with its 95% Student-t interval, the paired gain over
+Per method: the seeds finished, mean accuracy over the seeds with its 95% Student-t interval, the paired gain over
 bn (same seeds, same streams) with its interval, and the mean uploads per seed. Then every pair
 of methods: separated when the 95% interval of their paired difference excludes 0 (the test the
 seeds allow), and whether their own intervals overlap (a stricter reading). Markdown on stdout.
@@ -28,6 +28,11 @@ def per_seed(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return (sums[column] / sums["samples"] if column == "correct" else sums[column]).unstack("seed")
 
 
+def finite(values: pd.Series) -> list[float]:
+    """The seeds that finished (a partial sweep folder leaves the others empty)."""
+    return list(values.dropna())
+
+
 def interval_text(values: list[float], sign: bool = False) -> str:
     t = t_interval(values)
     mean = f"{100 * t.mean:+.2f}" if sign else f"{100 * t.mean:.2f}"
@@ -35,10 +40,10 @@ def interval_text(values: list[float], sign: bool = False) -> str:
 
 
 def method_table(accuracy: pd.DataFrame, uploads: pd.DataFrame, samples: float) -> list[str]:
-    lines = [f"| method | accuracy % (mean ± 95%) | gain over {REFERENCE} (points) | uploads per seed |", "|---|---:|---:|---:|"]
+    lines = [f"| method | seeds | accuracy % (mean ± 95%) | gain over {REFERENCE} (points) | uploads per seed |", "|---|---:|---:|---:|---:|"]
     for method, row in accuracy.iterrows():
-        gain = "" if method == REFERENCE else interval_text(list(row - accuracy.loc[REFERENCE]), sign=True)
-        lines.append(f"| {method} | {interval_text(list(row))} | {gain} | {uploads.loc[method].mean():,.0f} of {samples:,.0f} |")
+        gain = "" if method == REFERENCE else interval_text(finite(row - accuracy.loc[REFERENCE]), sign=True)
+        lines.append(f"| {method} | {row.count()} | {interval_text(finite(row))} | {gain} | {uploads.loc[method].mean():,.0f} of {samples:,.0f} |")
     return lines
 
 
@@ -46,8 +51,8 @@ def separation(accuracy: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(pairs whose paired interval includes 0, pairs separated but whose own intervals overlap)."""
     unseparated, overlapping = [], []
     for a, b in itertools.combinations(accuracy.index, 2):
-        diff = t_interval(list(accuracy.loc[a] - accuracy.loc[b]))
-        ia, ib = t_interval(list(accuracy.loc[a])), t_interval(list(accuracy.loc[b]))
+        diff = t_interval(finite(accuracy.loc[a] - accuracy.loc[b]))
+        ia, ib = t_interval(finite(accuracy.loc[a])), t_interval(finite(accuracy.loc[b]))
         label = f"{a} vs {b} ({100 * diff.mean:+.2f} ± {100 * diff.half_width:.2f})"
         if diff.low <= 0 <= diff.high or math.isnan(diff.half_width):
             unseparated.append(label)
