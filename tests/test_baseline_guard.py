@@ -6,8 +6,8 @@ When a method is added, or a change in accuracy is intended (say why in the PR),
 
     python benchmarks/make_baseline.py
 
-(equivalently: cema compare --methods all --corruption gaussian_noise,contrast --severity 5
- --samples 256 --seed 0 --device cpu --option eata.fisher_samples=500 --option cotta.augmentations=8 --out /tmp/baseline;
+(equivalently: cema compare --methods all --corruption snow --severity 5
+ --samples 1024 --seed 0 --device cpu --option eata.fisher_samples=500 --option cotta.augmentations=8 --out /tmp/baseline;
  cp /tmp/baseline/results.csv
  tests/baselines/embedded.csv)
 """
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cema_cli.results.report import write_csv
 from cema_cli.results.schema import read_results
-from cema_cli.strategies import STRATEGIES
+from cema_cli.strategies import STRATEGIES, tent
+from cema_cli.strategies.common import entropy
 
 BASELINE = Path(__file__).parent / "baselines" / "embedded.csv"
 
@@ -32,3 +34,31 @@ def test_no_method_got_worse_than_the_baseline(cli, tmp_path):
     result = cli("check", "--baseline", str(BASELINE), "--tolerance", "0.5", "--device", "cpu", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert f"check passed: {len(read_results(BASELINE))} rows" in " ".join(result.output.split())
+
+
+def entropy_ascent_step(model, optimizer, images):
+    """Tent's update with the wrong sign of the entropy gradient: a deliberately broken Tent."""
+    logits = model(images)
+    loss = -entropy(logits).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits.detach()
+
+
+def test_the_guard_catches_a_tent_that_climbs_the_entropy(cli, tmp_path, monkeypatch):
+    """16 batches of snow are enough for a sign error in Tent to cost more than the tolerance
+    (the old slice, 4 batches per domain, let it pass). Only Tent's rows are re-run: the real
+    Tent passes them, the sign-flipped one fails."""
+    rows = read_results(BASELINE)
+    write_csv(rows[rows["method"] == "tent"], tmp_path / "tent.csv")
+
+    def check(name):
+        return cli("check", "--baseline", str(tmp_path / "tent.csv"), "--tolerance", "0.5", "--device", "cpu", "--out", str(tmp_path / name))
+
+    real = check("real")
+    assert real.exit_code == 0, real.output
+    monkeypatch.setattr(tent, "entropy_step", entropy_ascent_step)
+    broken = check("broken")
+    assert broken.exit_code == 1, broken.output
+    assert "REGRESSED" in broken.output and "tent" in broken.output

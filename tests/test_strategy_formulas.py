@@ -66,6 +66,18 @@ def test_cema_edge_keeps_entropies_between_e_min_and_e_max():
     mask, ent = edge.select(logits)
     assert mask.tolist() == [False, True, True, True, False, False]
     assert torch.allclose(ent, entropy(logits))
+    assert edge.gate["below_e_min"] == 1 and edge.gate["above_e_max"] == 2  # what batches.csv records
+    assert edge.gate["mean_entropy"] == pytest.approx(float(ent.mean()))
+
+
+def test_a_batch_of_confident_one_class_predictions_uploads_nothing():
+    """The continual lock-out (README, "CEMA in a continual stream"): every entropy at or below
+    E_min, so the gate passes no sample and the cloud never sees the new domain."""
+    edge = CEMAEdge(SmallResNet((4, 4, 4), 1, 10), CEMAConfig(), num_classes=10)
+    logits = torch.zeros(64, 10)
+    logits[:, 3] = 40.0  # one class, entropy ~0
+    mask, _ = edge.select(logits)
+    assert not mask.any() and edge.gate["below_e_min"] == 64
 
 
 def test_redundancy_filter_and_its_moving_average():

@@ -85,6 +85,15 @@ def test_cell_ids_come_from_the_configuration_only():
     assert len(cells_of([RunConfig(methods=("bn", "tent"), corruptions=("snow", "fog"), protocol="continual")])) == 2
 
 
+@pytest.mark.parametrize("protocol", ["mixed", "mixed-correlated", "correlated", "gradual"])
+def test_a_stream_that_never_resets_is_one_cell_per_method(protocol):
+    """A mixed stream cut into one cell per domain would be another stream (one domain each)."""
+    config = RunConfig(methods=("bn", "tent"), corruptions=("snow", "fog"), protocol=protocol)
+    cells = cells_of([config])
+    assert [c.config.methods for c in cells] == [("bn",), ("tent",)]
+    assert all(c.config.corruptions == ("snow", "fog") for c in cells)
+
+
 def test_the_sweep_writes_one_folder_per_cell_and_merges_them(serial_run):
     cells = sorted(p for p in (serial_run / "cells").iterdir())
     assert len(cells) == 6
@@ -190,7 +199,18 @@ def test_a_toml_sweep_table_sets_the_axes(cli, tmp_path):
     assert "8 cells, 0 already done" in cli("sweep", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run").output
 
 
+def test_the_shipped_suite_is_the_default_table_and_flags_still_win(cli, tmp_path):
+    """`cema sweep --suite embedded`: 13 methods x 3 seeds on one domain (README, "The default benchmark")."""
+    dry = cli("sweep", "--suite", "embedded", "--out", str(tmp_path / "o"), "--dry-run")
+    assert dry.exit_code == 0 and "39 cells, 0 already done" in dry.output
+    narrowed = cli("sweep", "--suite", "embedded", "--methods", "bn,tent", "--seeds", "2", "--out", str(tmp_path / "o"), "--dry-run")
+    assert "4 cells, 0 already done" in narrowed.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(("args", "expected"), [
+    (["--suite", "embeded"], "unknown suite 'embeded'. Did you mean 'embedded'?"),
+    (["--suite", "embedded", "--config", "x.toml"], "give one of them"),
     (["--seeds", "0"], "--seeds 0 is not a positive count"),
     (["--seeds", "-2"], "not a positive count"),
     (["--seeds", "0,-1"], "seeds of 0 or more"),

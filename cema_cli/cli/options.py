@@ -136,6 +136,7 @@ class SweepOptions(RunOptions):
     resume: Annotated[Optional[str], typer.Option(help="Resume the study in this folder: its stored grid, only the missing cells.")] = None
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of cells, how many are done, and a time estimate.")] = False
     versus: Annotated[Optional[str], typer.Option(help="Paired comparison of every method against this one (e.g. tent); remembered by the study.")] = None
+    suite: Annotated[Optional[str], typer.Option(help="A shipped benchmark, read as --config: embedded (README, \"The default benchmark\").")] = None
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")] = None
     cpus_per_cell: Annotated[Optional[float], typer.Option(help="Ray: CPUs reserved per cell (default: --threads, else 1).")] = None
     gpus_per_cell: Annotated[Optional[float], typer.Option(help="Ray: GPUs per cell, fractional allowed (default: 1 on CUDA, else 0).")] = None

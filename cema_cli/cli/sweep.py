@@ -19,7 +19,12 @@ def sweep_command(ctx: typer.Context, **flags: Any) -> None:
     with user_errors(flags["verbose"]):
         from cema_cli.run.study import run_study
 
+        from dataclasses import replace
+
+        from cema_cli.suites import config_or_suite
+
         options = SweepOptions.from_cli(ctx, methods=flags.pop("methods"), **flags)
+        options = replace(options, config=config_or_suite(options.config, options.suite))
         study, out = study_from_options(options, sweep=True)
         with StudyDisplay(console) as display:
             result = run_study(study, out, force=options.force, resume=options.resume is not None, dry_run=options.dry_run,

@@ -65,12 +65,13 @@ class Cell:
 
 
 def split_config(config: RunConfig) -> list[RunConfig]:
-    """A run's cells in compare's order: domain-major, then method (continual: one per method)."""
+    """A run's cells in compare's order: domain-major, then method. Only ``reset-each-shift``
+    starts each domain afresh; every other protocol is one stream per method (one cell each)."""
     def one(method: str, **domain: Any) -> RunConfig:
         options = {method: config.method_options[method]} if method in config.method_options else {}
         return replace(config, methods=(method,), method_options=options, **domain)
 
-    if config.protocol == "continual":
+    if config.protocol != "reset-each-shift":
         return [one(m) for m in config.methods]
     return [one(m, corruptions=(c,), severities=(s,)) for c, s in config.domains() for m in config.methods]
 

@@ -127,12 +127,15 @@ class CEMAEdge:
         self.e_max = DynamicEMax(e_max0, config.e_max_lambda, config.warmup_samples, config.dynamic_e_max)
         self.e_min = entropy_threshold(config.e_min_factor, num_classes)
         self.redundancy = RedundancyFilter(config.redundancy_margin) if config.redundancy_filter else None
+        self.gate: dict[str, float] = {}  # the last batch's entropies against both thresholds (batches.csv)
 
     def select(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(upload mask, entropy): E_min < E < E_max(t) (steps 3-4), then optionally the redundancy filter."""
         ent = entropy(logits)
         e_max = self.e_max.update(ent)
         mask = (ent < e_max) & (ent > self.e_min)
+        self.gate = {"e_min": self.e_min, "mean_entropy": float(ent.mean()), "below_e_min": int((ent <= self.e_min).sum()),
+                     "above_e_max": int((ent >= e_max).sum())}
         if self.redundancy is not None:
             kept = mask.clone()
             mask[kept] = self.redundancy.keep(logits[kept].softmax(dim=1))
@@ -265,7 +268,9 @@ class CEMA(CloudEdgeStrategy):
         set_running_moments(self.cloud.student, state)
 
     def batch_log(self) -> dict[str, float]:
-        return {"e_max": self.edge_half.e_max.current}
+        """E_max(t) and what the gate saw: a stream whose every sample falls at or below E_min
+        uploads nothing, so the cloud never sees it (README, "CEMA in a continual stream")."""
+        return {"e_max": self.edge_half.e_max.current, **self.edge_half.gate}
 
 
 class CEMAOfficial(CEMA):
