@@ -21,9 +21,26 @@ DATASETS.register("cifar10-c", "cema_cli.data.published:Cifar10C", "published CI
 DATASETS.register("imagenet-r", "cema_cli.data.published:ImageNetR", "ImageNet-R tree <root>/<wnid>/<file>, 200 classes (--corruption none)")
 DATASETS.register("folder", "cema_cli.data.generic:FolderDataset", "any clean ImageFolder tree <root>/<class>/<file>, corruptions generated")
 DATASETS.register("npy", "cema_cli.data.generic:NpyDataset", "clean <root>/images.npy + labels.npy, corruptions generated")
+DATASETS.register(
+    "watch", "cema_cli.data.watch:WatchDataset",
+    "140 smartwatch IMU recordings from the seglearn wheel, 7 exercises, int16 2-s windows; domains: none, "
+    "subject, wrist (natural), gaussian_noise, gain_drift, misalignment, channel_dropout, rate_jitter (severity 1-5)",
+)
+DATASETS.register(
+    "sentiment", "cema_cli.data.sentiment:SentimentDataset",
+    "VADER's rated sentences (vaderSentiment 3.3.2 source archive, `cema prepare`), trained on movie reviews; domains: "
+    "none, tweets, amazon, nyt (natural), typos, synonyms, casing (severity 1-5)",
+)
 
 # Options of the on-disk datasets, named as the RunConfig fields that carry them.
 ON_DISK_OPTIONS = ("subset", "clean_root", "workers")
+
+
+def dataset_domains(name: str) -> tuple[str, ...] | None:
+    """The domains a dataset that is not images declares (``none``, natural, then generated
+    shifts); None for image datasets, whose domains are the image corruptions."""
+    dataset_cls = DATASETS.get(name)
+    return dataset_cls.domains() if hasattr(dataset_cls, "domains") else None
 
 
 def dataset_preset(dataset: Any) -> str:
