@@ -90,13 +90,21 @@ def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def parse_corruptions(text: str) -> tuple[str, ...]:
-    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones."""
-    from cema_cli.corruptions import ALL, COMMON, EXTRA
+def parse_corruptions(text: str, dataset: str = "mnist") -> tuple[str, ...]:
+    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones. For
+    the datasets that are not images: 'natural', 'shifts' (the generated ones) and 'all' (both)."""
+    from cema_cli.data import NATURAL_DOMAINS, SHIFT_DOMAINS
 
+    if dataset in NATURAL_DOMAINS:
+        natural, shifts = NATURAL_DOMAINS[dataset], SHIFT_DOMAINS[dataset]
+        groups = {"all": natural + shifts, "natural": natural, "shifts": shifts}
+    else:
+        from cema_cli.corruptions import ALL, COMMON, EXTRA
+
+        groups = {"all": COMMON, "extra": EXTRA, "all19": ALL}
     names: list[str] = []
     for part in split_list(text):
-        expanded = {"all": COMMON, "extra": EXTRA, "all19": ALL}.get(part, (part,))
+        expanded = groups.get(part, (part,))
         names.extend(n for n in expanded if n not in names)
     if not names:
         raise CemaError("--corruption is empty; give a name, a comma list, or 'all'.")
@@ -137,7 +145,7 @@ def parse_options(pairs: list[str]) -> dict[str, dict[str, str]]:
 
 def _run_options(
     dataset: Annotated[str, typer.Option(help="Dataset name; see `cema list datasets`.")] = "mnist",
-    corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones).")] = "gaussian_noise",
+    corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones; watch and sentiment: natural, shifts, all).")] = "gaussian_noise",
     severity: Annotated[str, typer.Option("--severity", "-s", help="1-5, a comma list, or 'all'.")] = "5",
     samples: Annotated[Optional[int], typer.Option(help="Samples per domain (default: all); a mixed stream's total.")] = None,
     batch_size: Annotated[int, typer.Option(help="Edge batch size.")] = 64,
@@ -163,7 +171,7 @@ def _run_options(
     input_size: Annotated[Optional[int], typer.Option(help="Model input side in px (default: each model's own config).")] = None,
     amp: Annotated[Optional[str], typer.Option(help="CUDA autocast dtype: bf16 or fp16.")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for the models.")] = False,
-    uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8",
+    uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: native (the dataset's samples: uint8 pixels, int16 sensor windows, token ids), jpeg or float32.")] = "native",
     uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch (16kB), a link rate (8Mbit/s, with --frame-rate), or unlimited; a comma list sweeps.")] = "unlimited",
     downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited; a comma list sweeps.")] = "unlimited",
     uplink_delay: Annotated[int, typer.Option(help="Uplink delay in batches.")] = 0,
@@ -221,7 +229,7 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
         downlink_delay_batches=opts["downlink_delay"], sync_period_batches=opts["sync_period"], overflow=opts["overflow"],
     )
     return RunConfig(
-        methods=tuple(methods), dataset=opts["dataset"], corruptions=parse_corruptions(opts["corruption"]),
+        methods=tuple(methods), dataset=opts["dataset"], corruptions=parse_corruptions(opts["corruption"], opts["dataset"]),
         severities=parse_severities(opts["severity"]), samples=opts["samples"], batch_size=opts["batch_size"],
         seed=opts["seed"], edge=opts["edge"], cloud=opts["cloud"], device=opts["device"], protocol=opts["protocol"],
         constants=opts["constants"], preset=opts["preset"], data_root=opts["data_root"], channel=channel,

@@ -113,14 +113,15 @@ def casing(pieces: list[str], p: float, rng: random.Random) -> list[str]:
     return out
 
 
-SHIFTS: dict[str, tuple[Callable[[list[str], float, random.Random], list[str]], tuple[float, ...]]] = {
-    "typos": (typos, TYPOS), "synonyms": (synonyms, SYNONYMS), "casing": (casing, CASING),
-}
+SHIFTS: dict[str, Callable[[list[str], float, random.Random], list[str]]] = {"typos": typos, "synonyms": synonyms, "casing": casing}
+
+
+def probability(name: str, severity: int) -> float:
+    return {"typos": TYPOS, "synonyms": SYNONYMS, "casing": CASING}[name][severity - 1]
 
 
 def shift_sentence(sentence: str, name: str, severity: int, rng: random.Random) -> str:
-    shift, probabilities = SHIFTS[name]
-    return "".join(shift(PIECES.findall(sentence), probabilities[severity - 1], rng))
+    return "".join(SHIFTS[name](PIECES.findall(sentence), probability(name, severity), rng))
 
 
 def shift_sentences(sentences: list[str], name: str, severity: int, seed: int) -> list[str]:

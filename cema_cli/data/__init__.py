@@ -36,11 +36,20 @@ DATASETS.register(
 ON_DISK_OPTIONS = ("subset", "clean_root", "workers")
 
 
+# The domains of the datasets that are not images, torch-free for the CLI and `cema list`: the
+# natural ones (other subjects, the other wrist; other text sources) and the generated shifts
+# (severities 1-5). The dataset classes declare the same (tests/test_modalities.py checks).
+NATURAL_DOMAINS = {"watch": ("subject", "wrist"), "sentiment": ("tweets", "amazon", "nyt")}
+SHIFT_DOMAINS = {
+    "watch": ("gaussian_noise", "gain_drift", "misalignment", "channel_dropout", "rate_jitter"),
+    "sentiment": ("typos", "synonyms", "casing"),
+}
+
+
 def dataset_domains(name: str) -> tuple[str, ...] | None:
-    """The domains a dataset that is not images declares (``none``, natural, then generated
-    shifts); None for image datasets, whose domains are the image corruptions."""
-    dataset_cls = DATASETS.get(name)
-    return dataset_cls.domains() if hasattr(dataset_cls, "domains") else None
+    """Every domain of a dataset that is not images (``none``, natural, then generated shifts);
+    None for image datasets, whose domains are the image corruptions."""
+    return ("none", *NATURAL_DOMAINS[name], *SHIFT_DOMAINS[name]) if name in NATURAL_DOMAINS else None
 
 
 def dataset_preset(dataset: Any) -> str:

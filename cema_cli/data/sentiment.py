@@ -155,6 +155,14 @@ def corrupt(path: Path, why: str) -> CemaError:
     return CemaError(f"the sentiment cache {path} is corrupt ({why}); delete it and rerun: cema rebuilds it from {SDIST}.")
 
 
+def prepare() -> list[Path]:
+    """The source archive (fetched with pip when missing) and the cache file built from it."""
+    archive = fetch_sdist()
+    path = cache_file()
+    read_cache(path if path.is_file() else build_cache())
+    return [archive, path]
+
+
 @lru_cache(maxsize=1)
 def rated_sentences() -> dict[str, tuple[list[str], torch.Tensor]]:
     """{domain: (sentences, labels)} for the sentences with |rating| >= 0.5; label 1 = positive."""
@@ -220,7 +228,8 @@ class SentimentDataset(InMemoryDataset):
     num_classes = len(CLASSES)
     preset = "cifar10"  # small models and few classes: the published CIFAR-10 settings (Adam, margin 0.4)
     default_edge, default_cloud = "sentiment-edge", "sentiment-foundation"
-    native_encoding = "tokens"
+    native_encoding = "tokens"  # 2 bytes per token id, padding not sent
+    encodings = ("tokens",)
     natural = ("tweets", "amazon", "nyt")
     shifts = TEXT_SHIFTS
     shift_recipe = "text-1"

@@ -173,6 +173,13 @@ class Recordings:
     side: np.ndarray
 
 
+def prepare() -> Path:
+    """The cache file, built from the package file when missing (``cema prepare``)."""
+    path = cache_file()
+    read_cache(path if path.is_file() else build_cache())
+    return path
+
+
 @lru_cache(maxsize=1)
 def recordings() -> Recordings:
     """The cached recordings, built from the package file on first use."""
@@ -250,7 +257,8 @@ class WatchDataset(InMemoryDataset):
     num_classes = len(CLASSES)
     preset = "cifar10"  # a small model and few classes: the published CIFAR-10 settings (Adam, margin 0.4)
     default_edge, default_cloud = "watch-edge", "watch-foundation"
-    native_encoding = "int16"
+    native_encoding = "int16"  # 2 bytes per sample value: 1,200 bytes per window
+    encodings = ("int16", "float32")
     natural = ("subject", "wrist")
     shifts = SENSOR_SHIFTS
     shift_recipe = "sensor-1"

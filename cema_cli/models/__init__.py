@@ -18,14 +18,17 @@ def load_model(name: str, on_progress=None, options: ModelOptions | None = None)
 
 def weights_label(name: str, options: ModelOptions) -> str:
     """How a model's weights were obtained, for the results: random-init, checkpoint:<file>,
-    trained (embedded) or pretrained (library cache)."""
+    shipped or trained (embedded; ``untrained:<recipe digest>`` for a recipe neither shipped nor
+    trained yet, i.e. a cloud model that no method of the run loaded), or pretrained (library cache)."""
     if options.random_init:
         return "random-init"
     if options.checkpoint:
         return f"checkpoint:{options.checkpoint}"
     if name in MODELS.names():
-        from cema_cli.models.embedded import checkpoint_path, weights_digest
+        from cema_cli.models.embedded import checkpoint_path, recipe_of, weights_digest
 
+        if not checkpoint_path(name).exists():
+            return f"untrained:{recipe_of(name).digest()}"
         kind = "shipped" if checkpoint_path(name).parent.name == "weights" else "trained"
         return f"{kind}:{weights_digest(name)}"
     return "pretrained"

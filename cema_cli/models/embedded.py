@@ -96,6 +96,14 @@ def build(name: str) -> Classifier:
     return Classifier(net, MEAN, STD)
 
 
+def preprocessing(name: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, tuple[int, int] | None, float | tuple[float, ...]]:
+    """(mean, std, image size, counts per unit) of a recipe's inputs: MNIST's statistics at 32 px
+    for the digits; the sensor channels' statistics in g and rad/s; none for token ids."""
+    if name in modal.RECIPES:
+        return modal.RECIPES[name].preprocessing()
+    return MEAN, STD, (32, 32), 255.0
+
+
 def is_cached(name: str) -> bool:
     return checkpoint_path(name).exists()
 

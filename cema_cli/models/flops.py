@@ -16,11 +16,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def forward_gflops_per_sample(model: nn.Module, image_shape: tuple[int, ...]) -> float:
-    """GFLOPs of one forward pass of one uint8 image of ``image_shape`` (C, H, W) through ``model``
+def forward_gflops_per_sample(model: nn.Module, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> float:
+    """GFLOPs of one forward pass of one sample of ``sample_shape`` and ``dtype`` through ``model``:
+    a uint8 image (C, H, W), an int16 sensor window (C, T), token ids (L,) at their padded length
     (a cema Classifier: its resize to the model's input size is part of the forward)."""
     meta_model = copy.deepcopy(model).to("meta")
-    image = torch.zeros((1, *image_shape), dtype=torch.uint8, device="meta")
+    image = torch.zeros((1, *sample_shape), dtype=dtype, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta_model(image)
     return counter.get_total_flops() / 1e9

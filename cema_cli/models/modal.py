@@ -61,7 +61,12 @@ class SignalRecipe:
             torch.manual_seed(self.plan.seed)
             channels, classes = len(watch.CHANNELS), len(watch.CLASSES)
             net = SignalCNN(channels, self.widths, classes) if self.blocks == 0 else SignalResNet(channels, self.widths, self.blocks, classes)
-        return Classifier(net, SIGNAL_MEAN, SIGNAL_STD, scale=watch.COUNTS_PER_UNIT)
+        return Classifier(net, *self.preprocessing()[:2], scale=watch.COUNTS_PER_UNIT)
+
+    def preprocessing(self) -> tuple:
+        from cema_cli.data import watch
+
+        return SIGNAL_MEAN, SIGNAL_STD, None, watch.COUNTS_PER_UNIT
 
     def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         from cema_cli.data import watch
@@ -96,8 +101,11 @@ class TextRecipe:
             if self.arch == "bag":
                 net: nn.Module = TextBag(table, self.scores, self.width, self.depth, classes)
             else:
-                net = TextTransformer(table, self.width, self.depth, self.heads, sentiment.MAX_TOKENS, classes)
+                net = TextTransformer(table, self.scores, self.width, self.depth, self.heads, sentiment.MAX_TOKENS, classes)
         return Classifier(net, None, None)
+
+    def preprocessing(self) -> tuple:
+        return None, None, None, 1.0
 
     def training_data(self) -> tuple[torch.Tensor, torch.Tensor]:
         from cema_cli.data import sentiment
@@ -114,8 +122,8 @@ RECIPES: dict[str, SignalRecipe | TextRecipe] = {
     "watch-edge": SignalRecipe(widths=(32, 32, 64, 64), blocks=0, plan=TrainingPlan(epochs=30, lr=3e-3, batch_size=64, weight_decay=1e-2)),
     "watch-foundation": SignalRecipe(widths=(32, 64, 128), blocks=1, plan=TrainingPlan(epochs=20, lr=2e-3, batch_size=64, weight_decay=1e-2)),
     "sentiment-edge": TextRecipe("bag", dim=64, width=128, depth=2, plan=TrainingPlan(epochs=6, lr=2e-3, batch_size=64, weight_decay=1e-2)),
-    "sentiment-foundation": TextRecipe("transformer", dim=256, width=128, depth=2,
-                                       plan=TrainingPlan(epochs=12, lr=1e-3, batch_size=64, weight_decay=1e-2)),
+    "sentiment-foundation": TextRecipe("transformer", dim=256, width=96, depth=2, scores=4,
+                                       plan=TrainingPlan(epochs=4, lr=1e-3, batch_size=64, weight_decay=1e-2)),
 }
 
 

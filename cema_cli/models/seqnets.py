@@ -139,14 +139,18 @@ class EncoderBlock(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """The cloud's text net: token vectors projected to ``width``, learned positions, pre-LN
-    encoder blocks, a final LayerNorm, the mean over the tokens, the head. An all-padding row
-    attends to its first position (so attention never divides by zero)."""
+    """The cloud's text net: each token's pretrained vector and ``scores`` trained values (zero
+    at first) projected to ``width``, learned positions, pre-LN encoder blocks, a final
+    LayerNorm, the mean over the tokens, the head. The batch is cut after its longest sentence
+    (padding changes nothing but the work); an all-padding row attends to its first position (so
+    attention never divides by zero)."""
 
-    def __init__(self, table: torch.Tensor, width: int, depth: int, heads: int, max_tokens: int, num_classes: int) -> None:
+    def __init__(self, table: torch.Tensor, scores: int, width: int, depth: int, heads: int, max_tokens: int, num_classes: int) -> None:
         super().__init__()
         self.embed = FrozenEmbedding(table)
-        self.project = nn.Linear(self.embed.dim, width)
+        self.scores = nn.Embedding(len(table), scores)
+        nn.init.zeros_(self.scores.weight)
+        self.project = nn.Linear(self.embed.dim + scores, width)
         self.position = nn.Parameter(torch.zeros(1, max_tokens, width))
         nn.init.normal_(self.position, std=0.02)
         self.blocks = nn.ModuleList(EncoderBlock(width, heads, 2 * width) for _ in range(depth))
@@ -155,9 +159,12 @@ class TextTransformer(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         keep = ids != PAD_ID
+        length = max(int(keep.sum(dim=1).max()), 1) if ids.device.type != "meta" else ids.shape[1]
+        ids, keep = ids[:, :length], keep[:, :length]
         padding = ~keep
         padding[:, 0] = False
-        x = self.project(self.embed(ids)) + self.position[:, : ids.shape[1]]
+        tokens = torch.cat([self.embed(ids), self.scores(ids.long())], dim=2)
+        x = self.project(tokens) + self.position[:, :length]
         for block in self.blocks:
             x = block(x, padding)
         return self.fc(masked_mean(self.norm(x), keep))

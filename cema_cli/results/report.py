@@ -12,6 +12,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from cema_cli.data import NATURAL_DOMAINS
 from cema_cli.results.schema import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 
 MB = 1e6
@@ -45,7 +46,10 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 
 
 def domain_label(row: pd.Series) -> str:
-    return row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+    """'gaussian_noise-5'; 'none' and the natural domains (watch's 'subject', sentiment's 'tweets')
+    have no severity: their bare name."""
+    natural = NATURAL_DOMAINS.get(row.get("dataset"), ())
+    return row["corruption"] if row["corruption"] == "none" or row["corruption"] in natural else f"{row['corruption']}-{row['severity']}"
 
 
 def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float) -> list[str]:
@@ -286,8 +290,8 @@ COST_COLUMNS = (
     ("stale s", "param_delay_seconds", "mean", "{:.3f}"),
     ("cost", "cloud_cost", "sum", "{:.2g}"),
 )
-COST_CAPTION = ("counted: GF = GFLOPs (flop counter, 2 per multiply-add), up MB (10^6 bytes), exposed = raw images that "
-                "reached the cloud, stale b = parameter age in batches; measured: cloud s on {device}; "
+COST_CAPTION = ("counted: GF = GFLOPs (flop counter, 2 per multiply-add), up MB (10^6 bytes), exposed = raw samples "
+                "(images, sensor windows, sentences) that reached the cloud, stale b = parameter age in batches; measured: cloud s on {device}; "
                 "modelled: stale s, cost; upload_seconds in results.csv (README, \"Cost columns\")")
 
 

@@ -22,6 +22,7 @@ from cema_cli.config import RunConfig
 from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
+from cema_cli.run.assumptions import check_assumptions, resolved_channel
 from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
@@ -118,6 +119,7 @@ def methods_for(session: Session) -> dict[str, tuple[type[Strategy], Any]]:
     """Each method's strategy and final config for this session (the dataset's preset, the
     run's batch size and edge model), refused before anything runs if the session cannot run it."""
     methods = sized_for_run(method_configs(session.config, session.preset), session)
+    check_assumptions(methods, session.dataset, session.edge_source, session.edge_name)
     check_single_samples(session, methods)
     require_cloud(session, methods)
     require_clean(session, methods)
@@ -199,6 +201,7 @@ def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any
 def open_session(config: RunConfig, events: Events, inputs: Any = None) -> Session:
     device = resolve_device(config.device)
     dataset = inputs.open(config, device.type == "cuda") if inputs is not None else open_dataset(config, pin_memory=device.type == "cuda")
+    config = resolved_channel(config, dataset)
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
     if not edge_name:
@@ -301,7 +304,7 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     stream = leg_stream(session, leg)
     tally = yield from stream_steps(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window,
                                     config.collapse_share, step)
-    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.image_shape, uses_foundation(live.strategy))
+    queued, compute = len(channel.uplink.queue), counted_compute(session, tally.sample_shape, tally.sample_dtype, uses_foundation(live.strategy))
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     if not leg.mixed:
         traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
@@ -385,7 +388,7 @@ def uses_foundation(strategy: Strategy) -> bool:
     return bool(getattr(loader, "used", False))
 
 
-def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: bool) -> dict[str, float | None]:
+def counted_compute(session: Session, sample_shape: tuple[int, ...], dtype: torch.dtype, foundation: bool) -> dict[str, float | None]:
     """Forward GFLOPs per sample of the edge model and, for a method that uses it, the foundation
     model (counted, hardware-independent: cema_cli/models/flops.py). Counted once per run."""
     from cema_cli.models.flops import forward_gflops_per_sample
@@ -394,9 +397,9 @@ def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: 
               "cloud_gflops_per_sample": session._cloud_source if foundation else None}
     counts: dict[str, float | None] = {}
     for column, model in models.items():
-        key = (column, image_shape)
-        if model is not None and image_shape and key not in session.cache:
-            session.cache[key] = forward_gflops_per_sample(model, image_shape)
+        key = (column, sample_shape, dtype)
+        if model is not None and sample_shape and key not in session.cache:
+            session.cache[key] = forward_gflops_per_sample(model, sample_shape, dtype)
         counts[column] = session.cache.get(key) if model is not None else None
     return counts
 

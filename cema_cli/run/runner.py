@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cema_cli.results import report
 from cema_cli.config import RunConfig
-from cema_cli.errors import CemaError
+from cema_cli.errors import CemaError, unknown_name
 from cema_cli.results.schema import SCHEMA_VERSION
 from cema_cli.results.run_folder import claim
 
@@ -153,10 +153,22 @@ def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console
         return [row for point in configs for row in run_benchmark(point, events)]
 
 
-def prepare_models(console: Console) -> list[Path]:
-    """Find the shipped (or cached) embedded models, training a recipe that has neither."""
+PREPARED_DATASETS = ("mnist", "watch", "sentiment")  # the datasets whose data and models ship in packages
+
+
+def prepare_models(console: Console, datasets: tuple[str, ...] = PREPARED_DATASETS) -> list[Path]:
+    """Ready the package-file datasets (watch: seglearn's file read once into the cache;
+    sentiment: vaderSentiment's source archive fetched with pip, read into the cache), then find
+    the shipped (or cached) models, training a recipe that has neither. Returns the files."""
+    from cema_cli.data import sentiment, watch
     from cema_cli.models import embedded
 
+    for name in datasets:
+        if name not in PREPARED_DATASETS:
+            raise unknown_name("dataset to prepare", name, PREPARED_DATASETS)
+    files = [watch.prepare()] if "watch" in datasets else []
+    files += sentiment.prepare() if "sentiment" in datasets else []
+    recipes = [name for name in embedded.all_recipes() if name.split("-")[0] in datasets]
     with new_progress(console) as progress:
         tasks: dict[str, Any] = {}
 
@@ -165,6 +177,6 @@ def prepare_models(console: Console) -> list[Path]:
                 tasks[name] = progress.add_task(f"training {name}", total=total)
             progress.update(tasks[name], completed=done)
 
-        for name in embedded.RECIPES:
+        for name in recipes:
             embedded.load_or_train(name, on_progress)
-    return [embedded.checkpoint_path(name) for name in embedded.RECIPES]
+    return files + [embedded.checkpoint_path(name) for name in recipes]
