@@ -45,11 +45,13 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+NATURAL = frozenset(name for names in NATURAL_DOMAINS.values() for name in names)  # no image corruption has these names
+
+
 def domain_label(row: pd.Series) -> str:
     """'gaussian_noise-5'; 'none' and the natural domains (watch's 'subject', sentiment's 'tweets')
     have no severity: their bare name."""
-    natural = NATURAL_DOMAINS.get(row.get("dataset"), ())
-    return row["corruption"] if row["corruption"] == "none" or row["corruption"] in natural else f"{row['corruption']}-{row['severity']}"
+    return row["corruption"] if row["corruption"] == "none" or row["corruption"] in NATURAL else f"{row['corruption']}-{row['severity']}"
 
 
 def _numbers(acc: float, uploads: float, ratio: float, up: float, down: float, secs: float, ips: float) -> list[str]:

@@ -31,7 +31,7 @@ class StrategyContext:
     channel: Channel
     num_classes: int
     device: torch.device
-    clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution uint8 images
+    clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution samples (uint8 images, int16 windows, token ids)
     seed: int
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by every domain of a run
     cloud_meter: CloudMeter = field(default_factory=CloudMeter)  # times and counts the cloud half (cloud_meter.py)
