@@ -282,6 +282,8 @@ def test_window_bytes_are_int16_samples():
     samples = watch.split("none")[0][:3]
     assert encode_uplink(samples, "int16", 85)[1] == [1200] * 3
     assert encode_uplink(samples, "float32", 85)[1] == [2400] * 3
+    assert encode_uplink(samples, "native", 85)[1] == [1200] * 3  # a channel used without a run: by dtype
+    assert encode_uplink(torch.tensor([[5, 9, 0]], dtype=torch.int32), "native", 85)[1] == [4]
     config = RunConfig(dataset="watch", corruptions=("subject",))
     assert resolved_channel(config, watch.WatchDataset).channel.uplink_encoding == "int16"
     jpeg = replace(config, channel=replace(config.channel, uplink_encoding="jpeg"))

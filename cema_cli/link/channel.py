@@ -225,6 +225,7 @@ class Channel:
 BYTES_PER_VALUE = {"uint8": 1, "int16": 2, "float32": 4}
 TOKEN_ID_BYTES = 2  # a token id of a vocabulary below 65,536 (Llama 2's: 32,000) as uint16
 PAD_ID = 0  # padding after a sentence's tokens: never sent
+NATIVE_BY_DTYPE = {"uint8": "uint8", "int16": "int16", "int32": "tokens"}
 
 
 def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[int]]:
@@ -233,8 +234,12 @@ def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[i
     ``uint8``: raw pixels (C*H*W bytes); ``int16``: a sensor window's raw samples (2 bytes per
     value, C*T values); ``float32``: 4 bytes per value (what the official image code ships);
     ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels; ``tokens``: a
-    sentence's token ids without the padding, 2 bytes each.
+    sentence's token ids without the padding, 2 bytes each. ``native`` (a run resolves it to the
+    dataset's name when it opens; run/assumptions.py) follows the samples' dtype: uint8 and
+    int16 as themselves, int32 token ids as ``tokens``.
     """
+    if encoding == "native":
+        encoding = NATIVE_BY_DTYPE[str(images.dtype).removeprefix("torch.")]
     if encoding == "jpeg":
         return _jpeg_roundtrip(images, jpeg_quality)
     if encoding == "tokens":
