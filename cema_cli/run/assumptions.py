@@ -56,5 +56,5 @@ def check_assumptions(methods: dict[str, tuple[Any, Any]], dataset: Any, edge_mo
     if refused:
         runnable = [m for m, why in reasons.items() if not why]
         keep = f"run --methods {','.join(runnable)}" if runnable else "choose other methods (`cema list methods`)"
-        raise CemaError(f"not on {SAMPLE_WORDS[kind]} with {edge_name}: {'; '.join(refused)}. Drop it: {keep} "
-                        "(README, \"Beyond images\").")
+        raise CemaError(f"not on {SAMPLE_WORDS[kind]} with {edge_name}: {'; '.join(refused)}. "
+                        f"Drop {'it' if len(refused) == 1 else 'them'}: {keep} (README, \"Beyond images\").")
