@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,9 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 NATURAL = frozenset(name for names in NATURAL_DOMAINS.values() for name in names)  # no image corruption has these names
 
 
-def domain_label(row: pd.Series) -> str:
+def domain_label(row: Mapping[str, Any]) -> str:
     """'gaussian_noise-5'; 'none' and the natural domains (watch's 'subject', sentiment's 'tweets')
-    have no severity: their bare name."""
+    have no severity: their bare name (a result row, or any mapping with the two keys)."""
     return row["corruption"] if row["corruption"] == "none" or row["corruption"] in NATURAL else f"{row['corruption']}-{row['severity']}"
 
 

@@ -142,7 +142,7 @@ def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console
             progress.update(model_tasks[name], completed=done)
 
         def on_domain_start(method: str, corruption: str, severity: int, batches: int) -> None:
-            progress.reset(task, total=batches, description=escape(f"{method} {corruption}-{severity}"))
+            progress.reset(task, total=batches, description=escape(f"{method} {report.domain_label({'corruption': corruption, 'severity': severity})}"))
 
         events = Events(
             on_row=sink.add_row,
