@@ -37,7 +37,7 @@ class PassGFLOPs:
 
 
 def pass_gflops_per_sample(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> PassGFLOPs:
-    """Forward and backward GFLOPs of one sample of ``input_shape`` (C, H, W) and ``dtype``, as
+    """Forward and backward GFLOPs of one sample of ``input_shape`` ((C, H, W), (C, T) or (L,)) and ``dtype``, as
     ``model`` is configured now (which parameters require a gradient decides what the backward
     computes: with only norm parameters training, a convolution's backward computes the gradient
     of its input, not of its weight). Counted, not assumed: the backward of ``output.sum()`` runs
