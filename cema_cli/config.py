@@ -20,7 +20,9 @@ LABEL_SAMPLERS = ("md", "rotta")
 GRADUAL_VARIANTS = ("md", "cotta")
 LABEL_SHIFTED = ("correlated", "mixed-correlated")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-ENCODINGS = ("uint8", "jpeg", "float32")
+# native: the dataset's own samples (uint8 pixels, int16 sensor windows, token ids), resolved when
+# the dataset opens (run/api.py); the rows record the resolved name.
+ENCODINGS = ("native", "uint8", "jpeg", "float32", "int16", "tokens")
 PARAM_DTYPES = ("float32", "float16")
 OVERFLOW_POLICIES = ("drop", "queue")
 # Which uploads cross a link that cannot carry all of them; arrivals always keep stream order.
@@ -38,7 +40,7 @@ MAX_SEED_COUNT = 1000  # --seeds N as a count: seeds 0 to N-1
 class ChannelConfig:
     """The edge<->cloud link (see channel.py). ``None`` budgets mean unlimited."""
 
-    uplink_encoding: str = "uint8"
+    uplink_encoding: str = "native"
     jpeg_quality: int = 85
     downlink_dtype: str = "float32"
     uplink_budget_bytes: int | None = None
@@ -144,7 +146,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         from cema_cli.corruptions import ALL, CONSTANT_SETS
-        from cema_cli.data import DATASETS
+        from cema_cli.data import DATASETS, dataset_domains
         from cema_cli.strategies import STRATEGIES
 
         for name, example in (("methods", "cema"), ("corruptions", "gaussian_noise"), ("severities", "5")):
@@ -153,9 +155,11 @@ class RunConfig:
         for method in self.methods:
             STRATEGIES.check(method)
         DATASETS.check(self.dataset)
+        declared = dataset_domains(self.dataset)
         for corruption in self.corruptions:
-            if corruption not in ALL and corruption != "none":
-                raise unknown_name("corruption", corruption, ALL + ("none",))
+            valid = declared or ALL + ("none",)
+            if corruption not in valid:
+                raise unknown_name(f"{self.dataset} domain" if declared else "corruption", corruption, valid)
         for severity in self.severities:
             if not 1 <= severity <= 5:
                 raise CemaError(f"severity {severity} is outside 1-5; pass e.g. --severity 5 or 1,3,5.")

@@ -376,6 +376,18 @@ CASES = [
                                           "--edge", "torchvision:resnet18", "--cloud", "torchvision:resnet18", "--random-init",
                                           "--input-size", "32", *OUT], "needs clean in-distribution images"),
     *ISSUE_22_HONEST,
+    # issue 25: sensor windows and sentences
+    ("watch-unknown-domain", lambda t: ["bench", "--dataset", "watch", "--corruption", "snow", *OUT], "unknown watch domain 'snow'"),
+    ("watch-jpeg-uplink", lambda t: ["bench", "--dataset", "watch", "-c", "subject", "--uplink-encoding", "jpeg", *FAST, *OUT],
+     "uploads int16 sensor windows, which travel as int16 or float32"),
+    ("watch-constants", lambda t: ["bench", "--dataset", "watch", "-c", "subject", "--constants", "cifar", *OUT], "has its own shifts"),
+    ("watch-input-size", lambda t: ["bench", "--dataset", "watch", "-c", "subject", "--input-size", "64", *OUT], "apply to image models"),
+    ("watch-image-augmentations", lambda t: ["compare", "--methods", "source,cotta,deyo", "--dataset", "watch", "-c", "subject", *OUT],
+     "cotta averages its teacher's predictions over image augmentations"),
+    ("sentiment-unknown-domain", lambda t: ["bench", "--dataset", "sentiment", "-c", "tweet", *OUT], "Did you mean 'tweets'"),
+    ("sentiment-batchnorm-method", lambda t: ["compare", "--methods", "source,bn,tent", "--dataset", "sentiment", "-c", "tweets", *OUT],
+     "bn only re-estimates BatchNorm statistics and the edge model has no BatchNorm. Drop it: run --methods source,tent"),
+    ("prepare-unknown-dataset", lambda t: ["prepare", "--dataset", "imagenet"], "unknown dataset to prepare 'imagenet'"),
 ]
 
 
@@ -401,6 +413,45 @@ def test_a_tiny_dirichlet_prints_its_error_and_no_numpy_warning(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith("error: no Dirichlet label order with delta 1e-300")
+
+
+@pytest.fixture
+def package_cache(tmp_path, monkeypatch):
+    """An empty cema cache; the package-file datasets forget what they read before and after."""
+    from cema_cli.data import sentiment, watch
+
+    def forget() -> None:
+        for cached in (watch.recordings, watch.split, watch.channel_std, sentiment.rated_sentences, sentiment.movie_split, sentiment.split):
+            cached.cache_clear()
+
+    monkeypatch.setenv("CEMA_CACHE", str(tmp_path / "cache"))
+    forget()
+    yield tmp_path / "cache"
+    forget()
+
+
+def garbage_at(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PK\x03\x04 not a zip archive")
+
+
+PACKAGE_FILE_CASES = [
+    ("watch-package-file-missing", "watch", lambda cache, patch: patch("PACKAGE_FILE", "data/moved.npy"), "ships in seglearn's wheel, but"),
+    ("watch-corrupt-cache", "watch", lambda cache, patch: garbage_at(cache / "data" / "watch-eb122f23cdf0.npz"), "the watch cache"),
+    ("sentiment-archive-missing", "sentiment", lambda cache, patch: None, "run `cema prepare` once"),
+    ("sentiment-archive-altered", "sentiment", lambda cache, patch: garbage_at(cache / "packages" / "vaderSentiment-3.3.2.tar.gz"), "sha256 differs"),
+]
+
+
+@pytest.mark.parametrize(("dataset", "make", "expected"), [c[1:] for c in PACKAGE_FILE_CASES], ids=[c[0] for c in PACKAGE_FILE_CASES])
+def test_package_file_problems_are_one_line_exit_2(package_cache, monkeypatch, tmp_path, dataset, make, expected):
+    from cema_cli.data import watch
+
+    make(package_cache, lambda name, value: monkeypatch.setattr(watch, name, value))
+    domain = {"watch": "subject", "sentiment": "tweets"}[dataset]
+    result = invoke("bench", "-m", "source", "--dataset", dataset, "-c", domain, *FAST, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and expected in result.stderr, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 
 def test_there_are_many_bad_inputs():

@@ -285,7 +285,7 @@ def test_a_model_without_the_selected_layers_names_the_rule(cli, tmp_path):
                  "--cloud", "torchvision:squeezenet1_1", "--random-init", "--input-size", "32", "--workers", "0",
                  "--device", "cpu", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
-    assert "rule 'SAR norm affine' (weight and bias of BatchNorm2d, LayerNorm, GroupNorm except names that contains 'layer4'" in " ".join(result.output.split())
+    assert "rule 'SAR norm affine' (weight and bias of BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm except names that contains 'layer4'" in " ".join(result.output.split())
     assert "matched no parameter of model SqueezeNet" in " ".join(result.output.split())
     assert "Traceback" not in result.output
 

@@ -64,7 +64,7 @@ app.command(help="Run one adaptation method on the chosen domains and print a ta
 app.command(help="Run several methods on the same stream and print one comparison table.")(run.compare)
 sweep.register(app)
 app.command("list", help="List methods, datasets, corruptions or models.")(catalog.list_command)
-app.command(help="Check the embedded default's models (shipped with the package; a changed recipe is trained and cached).")(catalog.prepare)
+app.command(help="Ready the package-file datasets (fetches vaderSentiment's source archive with pip) and the shipped models (a changed recipe is trained and cached).")(catalog.prepare)
 app.command("check", help="Compare a run with a baseline results.csv: exit 1 on an accuracy regression.")(results.check_command)
 app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(results.report_command)
 app.command(help="Plot accuracy versus uploads, bytes and cloud cost, and along the stream, from a results.csv.")(results.plot)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cema_cli.cli.common import console, user_errors
+from cema_cli.cli.common import console, split_list, user_errors
 from cema_cli.errors import unknown_name
 
 LIST_KINDS = ("methods", "datasets", "corruptions", "models")
@@ -24,8 +24,11 @@ def list_command(kind: Annotated[str, typer.Argument(help="methods, datasets, co
 def catalog(kind: str) -> list[tuple[str, str]]:
     if kind == "corruptions":
         from cema_cli.corruptions import COMMON, EXTRA
+        from cema_cli.data import NATURAL_DOMAINS, SHIFT_DOMAINS
 
-        return [(n, "common (in 'all')") for n in COMMON] + [(n, "extra (held out for validation)") for n in EXTRA]
+        modal = [(n, f"{dataset}: natural shift") for dataset, names in NATURAL_DOMAINS.items() for n in names]
+        modal += [(n, f"{dataset}: generated shift, severity 1-5") for dataset, names in SHIFT_DOMAINS.items() for n in names]
+        return [(n, "common (in 'all')") for n in COMMON] + [(n, "extra (held out for validation)") for n in EXTRA] + modal
     from cema_cli.data import DATASETS
     from cema_cli.models import MODELS
     from cema_cli.strategies import STRATEGIES
@@ -55,13 +58,16 @@ def method_traits(name: str) -> str:
     return f"{where}; {'backward-free' if backward_free_of(target) else 'backward passes'}"
 
 
-def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def prepare(
+    dataset: Annotated[str, typer.Option("--dataset", help="mnist, watch, sentiment, a comma list, or all.")] = "all",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
     with user_errors(verbose):
-        from cema_cli.cli.progress import prepare_models
+        from cema_cli.cli.progress import PREPARED_DATASETS, prepare_models
 
         start = time.perf_counter()
-        paths = prepare_models(console)
+        paths = prepare_models(console, PREPARED_DATASETS if dataset.strip() == "all" else tuple(split_list(dataset)))
         for path in paths:
-            console.print(f"weights {path}")
-        console.print(f"models ready in {time.perf_counter() - start:.1f} s")
+            console.print(f"ready {path}")
+        console.print(f"data and models ready in {time.perf_counter() - start:.1f} s")
 

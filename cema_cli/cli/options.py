@@ -37,7 +37,7 @@ class RunOptions:
 
     methods: str = field(default=DEFAULT_METHOD, metadata=NOT_A_FLAG)
     dataset: Annotated[str, typer.Option(help="Dataset name; see `cema list datasets`.")] = "mnist"
-    corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones).")] = "gaussian_noise"
+    corruption: Annotated[str, typer.Option("--corruption", "-c", help="A name, a comma list, or 'all' (the 15 common ones; watch and sentiment: natural, shifts, all).")] = "gaussian_noise"
     severity: Annotated[str, typer.Option("--severity", "-s", help="1-5, a comma list, or 'all'.")] = "5"
     samples: Annotated[Optional[int], typer.Option(help="Samples per domain (default: all); a mixed stream's total.")] = None
     batch_size: Annotated[int, typer.Option(help="Edge batch size.")] = 64
@@ -63,7 +63,7 @@ class RunOptions:
     input_size: Annotated[Optional[int], typer.Option(help="Resize images to this side in px (default: the dataset's native size, 224 ImageNet, 32 CIFAR).")] = None
     amp: Annotated[Optional[str], typer.Option(help="Autocast dtype on CUDA (or the CPU): bf16, or fp16 with loss scaling.")] = None
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Channels-last memory format for the models.")] = False
-    uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: uint8, jpeg or float32.")] = "uint8"
+    uplink_encoding: Annotated[str, typer.Option(help="Uplink payload: native (the dataset's samples: uint8 pixels, int16 sensor windows, token ids), jpeg or float32.")] = "native"
     uplink_budget: Annotated[str, typer.Option(help="Uplink bytes per batch (16kB), a link rate (8Mbit/s, with --frame-rate), or unlimited; a comma list sweeps.")] = "unlimited"
     downlink_budget: Annotated[str, typer.Option(help="Downlink bytes per batch, or unlimited; a comma list sweeps.")] = "unlimited"
     uplink_delay: Annotated[int, typer.Option(help="Uplink delay in batches.")] = 0
@@ -169,14 +169,22 @@ def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def parse_corruptions(text: str) -> tuple[str, ...]:
-    """'all' = the 15 common corruptions in the standard order; 'extra' = the 4 extra ones
-    (corruptions.expand_names: the same words in every command); 'none' for ImageNet-R."""
-    from cema_cli.corruptions import expand_names
+def parse_corruptions(text: str, dataset: str = "mnist") -> tuple[str, ...]:
+    """Images: 'all' = the 15 common corruptions in the standard order, 'extra' = the 4 extra ones
+    (corruptions.expand_names: the same words in every command), 'none' for ImageNet-R. The
+    datasets that are not images (watch, sentiment): 'natural', 'shifts' (the generated ones) and
+    'all' (both)."""
+    from cema_cli.data import NATURAL_DOMAINS, SHIFT_DOMAINS
 
     if not split_list(text):
         raise CemaError("--corruption is empty; give a name, a comma list, 'all' (15) or 'extra' (4).")
-    return expand_names(text, also=("none",))
+    if dataset not in NATURAL_DOMAINS:
+        from cema_cli.corruptions import expand_names
+
+        return expand_names(text, also=("none",))
+    natural, shifts = NATURAL_DOMAINS[dataset], SHIFT_DOMAINS[dataset]
+    groups = {"all": natural + shifts, "natural": natural, "shifts": shifts}
+    return tuple(dict.fromkeys(name for part in split_list(text) for name in groups.get(part, (part,))))
 
 
 def parse_severities(text: str) -> tuple[int, ...]:
@@ -259,7 +267,7 @@ RUN_FIELDS = ("dataset", "samples", "batch_size", "device", "protocol", "order",
 # run/record.py name the settings of a file and of a study the same way.
 FLAG_SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "methods": ("methods", lambda text: tuple(resolve_methods(text))),
-    "corruption": ("corruptions", parse_corruptions),
+    "corruption": ("corruptions", lambda text: tuple(split_list(text))),  # groups expand per dataset (build_configs)
     "severity": ("severities", parse_severities),
     "seed": ("seeds", lambda seed: (seed,)),
     "seeds": ("seeds", seed_list),  # after seed: when given, it is the seeds
@@ -322,7 +330,8 @@ def build_configs(options: RunOptions, file: Any = None, study: Any = None) -> l
     settings = layered_settings(options, file, study)
     methods = distinct(settings["methods"])
     part = {prefix: {k.split(".", 1)[1]: v for k, v in settings.items() if k.startswith(prefix + ".")} for prefix in ("channel", "costs")}
-    base = RunConfig(methods=methods, corruptions=distinct(settings["corruptions"]), severities=distinct(settings["severities"]),
+    corruptions = parse_corruptions(",".join(settings["corruptions"]), settings["dataset"])
+    base = RunConfig(methods=methods, corruptions=corruptions, severities=distinct(settings["severities"]),
                      channel=ChannelConfig(**part["channel"]), costs=CostModel(**part["costs"]),
                      method_options=method_options(methods, options, file, study), **{name: settings[name] for name in RUN_FIELDS})
     ups, downs = (budget_points(settings[axis], options.frame_rate, base.batch_size) for axis in ("uplink_budgets", "downlink_budgets"))

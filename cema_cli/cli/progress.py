@@ -54,7 +54,9 @@ class StudyDisplay:
 
     # a run or a fleet: one bar for the domain being played (a fleet's edge 0)
     def on_domain_start(self, method: str, corruption: str, severity: int, batches: int) -> None:
-        description = escape(f"{method} {corruption}-{severity}" + (" (edge 0)" if self.fleet else ""))
+        from cema_cli.results.report import domain_label
+
+        description = escape(f"{method} {domain_label({'corruption': corruption, 'severity': severity})}" + (" (edge 0)" if self.fleet else ""))
         if self.domain is None:
             self.domain = self.add_task(description, total=batches)
         self.progress.reset(self.domain, total=batches, description=description)
@@ -87,10 +89,23 @@ class StudyDisplay:
             self.progress.update(self.workers[slot], description=f"  worker {slot}: idle")
 
 
-def prepare_models(console: Console) -> list[Any]:
-    """Find the shipped (or cached) embedded models, training a recipe that has neither."""
+PREPARED_DATASETS = ("mnist", "watch", "sentiment")  # the datasets whose data and models ship in packages
+
+
+def prepare_models(console: Console, datasets: tuple[str, ...] = PREPARED_DATASETS) -> list[Any]:
+    """Ready the package-file datasets (watch: seglearn's file read once into the cache;
+    sentiment: vaderSentiment's source archive fetched with pip, read into the cache), then find
+    the shipped (or cached) models, training a recipe that has neither. Returns the files."""
+    from cema_cli.data import sentiment, watch
+    from cema_cli.errors import unknown_name
     from cema_cli.models import embedded
 
+    for name in datasets:
+        if name not in PREPARED_DATASETS:
+            raise unknown_name("dataset to prepare", name, PREPARED_DATASETS)
+    files = [watch.prepare()] if "watch" in datasets else []
+    files += sentiment.prepare() if "sentiment" in datasets else []
+    recipes = [name for name in embedded.all_recipes() if name.split("-")[0] in datasets]
     with new_progress(console) as progress:
         tasks: dict[str, Any] = {}
 
@@ -99,6 +114,6 @@ def prepare_models(console: Console) -> list[Any]:
                 tasks[name] = progress.add_task(f"training {name}", total=total)
             progress.update(tasks[name], completed=done)
 
-        for name in embedded.RECIPES:
+        for name in recipes:
             embedded.load_or_train(name, on_progress)
-    return [embedded.checkpoint_path(name) for name in embedded.RECIPES]
+    return files + [embedded.checkpoint_path(name) for name in recipes]

@@ -22,9 +22,35 @@ DATASETS.register("cifar100-c", "cema_cli.data.published:Cifar100C", "published 
 DATASETS.register("imagenet-r", "cema_cli.data.published:ImageNetR", "ImageNet-R tree <root>/<wnid>/<file>, 200 classes (--corruption none)")
 DATASETS.register("folder", "cema_cli.data.generic:FolderDataset", "any clean ImageFolder tree <root>/<class>/<file>, corruptions generated")
 DATASETS.register("npy", "cema_cli.data.generic:NpyDataset", "clean <root>/images.npy + labels.npy, corruptions generated")
+DATASETS.register(
+    "watch", "cema_cli.data.watch:WatchDataset",
+    "140 smartwatch IMU recordings from the seglearn wheel, 7 exercises, int16 2-s windows; domains: none, "
+    "subject, wrist (natural), gaussian_noise, gain_drift, misalignment, channel_dropout, rate_jitter (severity 1-5)",
+)
+DATASETS.register(
+    "sentiment", "cema_cli.data.sentiment:SentimentDataset",
+    "VADER's rated sentences (vaderSentiment 3.3.2 source archive, `cema prepare`), trained on movie reviews; domains: "
+    "none, tweets, amazon, nyt (natural), typos, synonyms, casing (severity 1-5)",
+)
 
 # Options of the on-disk datasets, named as the RunConfig fields that carry them.
 ON_DISK_OPTIONS = ("subset", "clean_root", "workers")
+
+
+# The domains of the datasets that are not images, torch-free for the CLI and `cema list`: the
+# natural ones (other subjects, the other wrist; other text sources) and the generated shifts
+# (severities 1-5). The dataset classes declare the same (tests/test_modalities.py checks).
+NATURAL_DOMAINS = {"watch": ("subject", "wrist"), "sentiment": ("tweets", "amazon", "nyt")}
+SHIFT_DOMAINS = {
+    "watch": ("gaussian_noise", "gain_drift", "misalignment", "channel_dropout", "rate_jitter"),
+    "sentiment": ("typos", "synonyms", "casing"),
+}
+
+
+def dataset_domains(name: str) -> tuple[str, ...] | None:
+    """Every domain of a dataset that is not images (``none``, natural, then generated shifts);
+    None for image datasets, whose domains are the image corruptions."""
+    return ("none", *NATURAL_DOMAINS[name], *SHIFT_DOMAINS[name]) if name in NATURAL_DOMAINS else None
 
 
 def dataset_preset(dataset: Any) -> str:

@@ -1,4 +1,6 @@
-"""What the engine needs from a dataset: seeded streams of (uint8 images, labels) per domain."""
+"""What the engine needs from a dataset: seeded streams of (samples, labels) per domain. Samples
+are integer tensors, batch first: uint8 images (N, 3, H, W), int16 sensor windows (N, 6, T), token
+ids (N, L); the models' wrappers turn them into network input (cema_cli/models/nets.py)."""
 
 from __future__ import annotations
 

@@ -222,18 +222,30 @@ class Channel:
         return self.param_delay_sum / self.param_delay_batches if self.param_delay_batches else 0.0
 
 
-def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[int]]:
-    """Images as the cloud receives them, and each sample's payload size in bytes.
+BYTES_PER_VALUE = {"uint8": 1, "int16": 2, "float32": 4}
+TOKEN_ID_BYTES = 2  # a token id of a vocabulary below 65,536 (Llama 2's: 32,000) as uint16
+PAD_ID = 0  # padding after a sentence's tokens: never sent
+NATIVE_BY_DTYPE = {"uint8": "uint8", "int16": "int16", "int32": "tokens"}
 
-    ``uint8``: raw pixels (C*H*W bytes); ``float32``: what the official code ships (4 bytes per
-    value); ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels.
+
+def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[int]]:
+    """Samples as the cloud receives them, and each sample's payload size in bytes.
+
+    ``uint8``: raw pixels (C*H*W bytes); ``int16``: a sensor window's raw samples (2 bytes per
+    value, C*T values); ``float32``: 4 bytes per value (what the official image code ships);
+    ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels; ``tokens``: a
+    sentence's token ids without the padding, 2 bytes each. ``native`` (a run resolves it to the
+    dataset's name when it opens; run/assumptions.py) follows the samples' dtype: uint8 and
+    int16 as themselves, int32 token ids as ``tokens``.
     """
+    if encoding == "native":
+        encoding = NATIVE_BY_DTYPE[str(images.dtype).removeprefix("torch.")]
+    if encoding == "jpeg":
+        return _jpeg_roundtrip(images, jpeg_quality)
+    if encoding == "tokens":
+        return images, [TOKEN_ID_BYTES * int(n) for n in (images != PAD_ID).sum(dim=1).tolist()]
     per_sample = int(images[0].numel()) if len(images) else 0
-    if encoding == "uint8":
-        return images, [per_sample] * len(images)
-    if encoding == "float32":
-        return images, [4 * per_sample] * len(images)
-    return _jpeg_roundtrip(images, jpeg_quality)
+    return images, [BYTES_PER_VALUE[encoding] * per_sample] * len(images)
 
 
 def _jpeg_roundtrip(images, quality: int):

@@ -14,6 +14,12 @@ MODELS.register(
     "mnist-foundation", "cema_cli.models.embedded:load_or_train",
     "BatchNorm ResNet, 1.1M parameters, trained with the 4 extra corruptions (cloud default)",
 )
+MODELS.register("watch-edge", "cema_cli.models.embedded:load_or_train", "1-D BatchNorm CNN, 38k parameters, right-wrist windows of subjects 1-7 (watch edge)")
+MODELS.register("watch-foundation", "cema_cli.models.embedded:load_or_train", "1-D BatchNorm ResNet, 0.2M parameters, same source windows (watch cloud)")
+MODELS.register("sentiment-edge", "cema_cli.models.embedded:load_or_train",
+                "bag of wordllama's 64-d token vectors plus a trained score per token, LayerNorm MLP (sentiment edge)")
+MODELS.register("sentiment-foundation", "cema_cli.models.embedded:load_or_train",
+                "2-block pre-LayerNorm transformer on wordllama's 256-d token vectors (sentiment cloud)")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from torch import nn
 
 from cema_cli import corruptions
 from cema_cli.data import embedded as digits
+from cema_cli.data.cache import cache_dir, write_atomically
+from cema_cli.models import modal
 from cema_cli.models.nets import Classifier, SmallResNet
 
 RECIPE_VERSION = 2  # 2: the initial weights are seeded too
@@ -59,19 +60,23 @@ RECIPES = {
 }
 
 
-def cache_dir() -> Path:
-    """$CEMA_CACHE, else $XDG_CACHE_HOME/cema, else ~/.cache/cema."""
-    if os.environ.get("CEMA_CACHE"):
-        return Path(os.environ["CEMA_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cema"
-
+__all__ = ["cache_dir"]  # where a recipe without shipped weights is cached (cema_cli/data/cache.py)
 
 SHIPPED = Path(__file__).parent / "weights"
 
 
+def recipe_of(name: str) -> Recipe | modal.SignalRecipe | modal.TextRecipe:
+    """The digits' recipes here, the other datasets' in cema_cli/models/modal.py."""
+    return RECIPES[name] if name in RECIPES else modal.RECIPES[name]
+
+
+def all_recipes() -> list[str]:
+    return [*RECIPES, *modal.RECIPES]
+
+
 def checkpoint_path(name: str) -> Path:
     """The shipped weights of the recipe when the package has them, else the cache's file."""
-    file = f"{name}-{RECIPES[name].digest()}.pt"
+    file = f"{name}-{recipe_of(name).digest()}.pt"
     return SHIPPED / file if (SHIPPED / file).exists() else cache_dir() / "models" / file
 
 
@@ -82,11 +87,21 @@ def weights_digest(name: str) -> str:
 
 def build(name: str) -> Classifier:
     """The untrained network, its initial weights fixed by the recipe's seed."""
+    if name in modal.RECIPES:
+        return modal.RECIPES[name].build()
     recipe = RECIPES[name]
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
         net = SmallResNet(recipe.widths, recipe.blocks, digits.EmbeddedDigits.num_classes, recipe.stem_stride)
     return Classifier(net, MEAN, STD)
+
+
+def preprocessing(name: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, tuple[int, int] | None, float | tuple[float, ...]]:
+    """(mean, std, image size, counts per unit) of a recipe's inputs: MNIST's statistics at 32 px
+    for the digits; the sensor channels' statistics in g and rad/s; none for token ids."""
+    if name in modal.RECIPES:
+        return modal.RECIPES[name].preprocessing()
+    return MEAN, STD, (32, 32), 255.0
 
 
 def is_cached(name: str) -> bool:
@@ -98,11 +113,9 @@ def load_or_train(name: str, on_progress: Callable[[str, int, int], None] | None
     model = build(name)
     path = checkpoint_path(name)
     if not path.exists():
-        train(model, RECIPES[name], lambda done, total: on_progress and on_progress(name, done, total))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+        fit = modal.train if name in modal.RECIPES else train
+        fit(model, recipe_of(name), lambda done, total: on_progress and on_progress(name, done, total))
+        write_atomically(path, lambda tmp: torch.save(model.state_dict(), tmp))  # a crash never leaves half a checkpoint
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 

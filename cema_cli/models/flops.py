@@ -16,11 +16,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def forward_gflops_per_sample(model: nn.Module, image_shape: tuple[int, ...]) -> float:
-    """GFLOPs of one forward pass of one uint8 image of ``image_shape`` (C, H, W) through ``model``
+def forward_gflops_per_sample(model: nn.Module, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> float:
+    """GFLOPs of one forward pass of one sample of ``sample_shape`` and ``dtype`` through ``model``:
+    a uint8 image (C, H, W), an int16 sensor window (C, T), token ids (L,) at their padded length
     (a cema Classifier: its resize to the model's input size is part of the forward)."""
     meta_model = copy.deepcopy(model).to("meta")
-    image = torch.zeros((1, *image_shape), dtype=torch.uint8, device="meta")
+    image = torch.zeros((1, *sample_shape), dtype=dtype, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta_model(image)
     return counter.get_total_flops() / 1e9
@@ -36,7 +37,7 @@ class PassGFLOPs:
 
 
 def pass_gflops_per_sample(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> PassGFLOPs:
-    """Forward and backward GFLOPs of one sample of ``input_shape`` (C, H, W) and ``dtype``, as
+    """Forward and backward GFLOPs of one sample of ``input_shape`` ((C, H, W), (C, T) or (L,)) and ``dtype``, as
     ``model`` is configured now (which parameters require a gradient decides what the backward
     computes: with only norm parameters training, a convolution's backward computes the gradient
     of its input, not of its weight). Counted, not assumed: the backward of ``output.sum()`` runs

@@ -59,13 +59,15 @@ class ModelName:
 
 @dataclass
 class Built:
-    """A network, its own normalisation, and its input size (None: the stream's native size)."""
+    """A network and its own preprocessing config (``mean`` None: the samples reach the network
+    as they are, e.g. token ids; ``input_size`` None: fed at the stream's native size, never resized)."""
 
     net: nn.Module
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
     input_size: tuple[int, int] | None
     num_classes: int
+    scale: float | tuple[float, ...] = 255.0  # sample counts per unit of mean/std
 
 
 def parse_name(name: str) -> ModelName:
@@ -95,8 +97,10 @@ def load(name: str, options: ModelOptions, on_progress: Callable[[str, int, int]
     if options.num_classes is not None and built.num_classes != options.num_classes:
         raise CemaError(f"model {name} outputs {built.num_classes} classes but the dataset needs {options.num_classes}; "
                         "pass a checkpoint trained on it (--edge-checkpoint/--cloud-checkpoint) or another model.")
+    if (options.input_size or options.channels_last) and built.input_size is None:
+        raise CemaError(f"--input-size and --channels-last apply to image models; {name} reads sequences. Drop the flag.")
     size = (options.input_size, options.input_size) if options.input_size else built.input_size
-    model = Classifier(built.net, built.mean, built.std, options.class_subset, size, options.channels_last)
+    model = Classifier(built.net, built.mean, built.std, options.class_subset, size, options.channels_last, built.scale)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval()
@@ -142,13 +146,18 @@ def embedded_net(parsed: ModelName, options: ModelOptions, on_progress: Callable
     model = embedded.build(arch) if options.random_init or options.checkpoint else MODELS.get(arch)(arch, on_progress)
     if options.checkpoint:
         load_checkpoint(model.net, options.checkpoint, arch)
-    return Built(model.net, embedded.MEAN, embedded.STD, (32, 32), model.net.fc.out_features)
+    mean, std, size, scale = embedded.preprocessing(arch)
+    return Built(model.net, mean, std, size, model.head().out_features, scale)
 
 
 def embedded_weights(parsed: ModelName) -> WeightsSource:
     from cema_cli.models.embedded import checkpoint_path, weights_digest
 
     path = checkpoint_path(parsed.arch)
+    if not path.exists():  # a recipe neither shipped nor trained yet: a cloud model no method of the run loaded
+        from cema_cli.models.embedded import recipe_of
+
+        return WeightsSource(f"untrained:{recipe_of(parsed.arch).digest()}", None)
     kind = "shipped" if path.parent.name == "weights" else "trained"
     return WeightsSource(f"{kind}:{weights_digest(parsed.arch)}", path if path.is_file() else None)
 

@@ -1,5 +1,6 @@
 """The small BatchNorm ResNets trained by the project for the embedded default, and the wrapper
-that turns uint8 images into normalised model input."""
+that turns integer samples (uint8 images, int16 sensor windows; token ids pass through) into
+normalised model input."""
 
 from __future__ import annotations
 
@@ -52,31 +53,41 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    """uint8 (N, 3, H, W) images -> logits: scale to [0, 1], normalise with the model's own
-    mean/std, resize (bilinear, antialiased) when ``input_size`` is set and the images' size
-    differs (None: the images' own size, the dataset's native one),
-    run the network, and optionally keep only a subset of the classes (shared/spec/data.md).
-    The logits are float32 also when the network ran under autocast (--amp), so that every
-    entropy, softmax and loss computed from them is float32 (strategies/precision.py)."""
+    """Integer samples -> logits: normalise per channel with the model's own mean/std (given in
+    physical units, times ``scale`` counts per unit: 255 for pixels in [0, 1]), resize (bilinear,
+    antialiased) images when ``input_size`` is set and their size differs (None: the samples' own
+    size, the dataset's native one), run the network, and optionally keep only a subset of the
+    classes (shared/spec/data.md). The channel axis is axis 1 whatever the sample's rank:
+    (N, 3, H, W) images, (N, 6, T) sensor windows. Without ``mean`` the samples reach the network
+    as they are (token ids). The logits are float32 also when the network ran under autocast
+    (--amp), so that every entropy, softmax and loss computed from them is float32
+    (strategies/precision.py)."""
 
     def __init__(
-        self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], class_subset=None,
-        input_size: tuple[int, int] | None = None, channels_last: bool = False,
+        self, net: nn.Module, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, class_subset=None,
+        input_size: tuple[int, int] | None = None, channels_last: bool = False, scale: float | tuple[float, ...] = 255.0,
     ) -> None:
         super().__init__()
         self.net = net
         self.input_size = None if input_size is None else tuple(input_size)
         self.channels_last = channels_last
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
+        counts = None if mean is None else torch.as_tensor(scale, dtype=torch.float32).expand(len(mean))
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean) * counts, persistent=False)
+        self.register_buffer("std", None if std is None else torch.tensor(std) * counts, persistent=False)
         subset = None if class_subset is None else torch.as_tensor(class_subset, dtype=torch.long)
         self.register_buffer("class_subset", subset, persistent=False)
 
+    def normalise(self, samples: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return samples
+        shape = (1, -1) + (1,) * (samples.ndim - 2)
+        return (samples.to(self.mean.dtype) - self.mean.view(shape)) / self.std.view(shape)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.to(self.mean.dtype) - self.mean) / self.std
-        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+        x = self.normalise(images)
+        if self.input_size is not None and x.ndim == 4 and tuple(x.shape[-2:]) != self.input_size:
             x = nn.functional.interpolate(x, size=self.input_size, mode="bilinear", antialias=True, align_corners=False)
-        if self.channels_last:
+        if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = at_least_float32(self.net(x))
         return logits if self.class_subset is None else logits[:, self.class_subset]

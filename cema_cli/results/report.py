@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from cema_cli.data import NATURAL_DOMAINS
 from cema_cli.results.schema import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 
 MB = 1e6
@@ -116,9 +117,15 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def domain_label(row: pd.Series) -> str:
-    """'snow-5' ('none' for clean data), prefixed by the edge of a fleet's row: 'edge 1 snow-5'."""
-    domain = row["corruption"] if row["corruption"] == "none" else f"{row['corruption']}-{row['severity']}"
+NATURAL = frozenset(name for names in NATURAL_DOMAINS.values() for name in names)  # no image corruption has these names
+
+
+def domain_label(row: Mapping[str, Any]) -> str:
+    """'snow-5'; 'none' and the natural domains (watch's 'subject', sentiment's 'tweets') have no
+    severity: their bare name. A fleet's row is prefixed by its edge: 'edge 1 snow-5'. ``row``: a
+    result row, or any mapping with those keys."""
+    corruption = row["corruption"]
+    domain = corruption if corruption == "none" or corruption in NATURAL else f"{corruption}-{row['severity']}"
     edge = row.get("edge")
     return domain if edge is None or pd.isna(edge) else f"edge {int(edge)} {domain}"
 
@@ -398,8 +405,8 @@ COST_COLUMNS = (
     ("stale s", "param_delay_seconds", "mean", "{:.3f}"),
     ("cost", "cloud_cost", "sum", "{:.2g}"),
 )
-COST_CAPTION = ("counted: GF = GFLOPs (flop counter, 2 per multiply-add), up MB (10^6 bytes), exposed = raw images that "
-                "reached the cloud, stale b = parameter age in batches; measured: cloud s on {device}; "
+COST_CAPTION = ("counted: GF = GFLOPs (flop counter, 2 per multiply-add), up MB (10^6 bytes), exposed = raw samples "
+                "(images, sensor windows, sentences) that reached the cloud, stale b = parameter age in batches; measured: cloud s on {device}; "
                 "modelled: stale s, cost; upload_seconds in results.csv (README, \"Cost columns\")")
 
 

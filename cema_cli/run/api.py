@@ -24,6 +24,7 @@ from cema_cli.config import RunConfig
 from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream, segment_order_name
+from cema_cli.run.assumptions import check_assumptions, resolved_channel
 from cema_cli.run.engine import SlidingWindow, Tally, drain, run_stream, stream_steps
 from cema_cli.run.events import Events
 from cema_cli.run.provenance import provenance
@@ -119,6 +120,7 @@ def methods_for(session: Session) -> dict[str, tuple[type[Strategy], Any]]:
     """Each method's strategy and final config for this session (the dataset's preset, the
     run's batch size and edge model), refused before anything runs if the session cannot run it."""
     methods = sized_for_run(method_configs(session.config, session.preset), session)
+    check_assumptions(methods, session.dataset, session.edge_source, session.edge_name)
     check_single_samples(session, methods)
     require_cloud(session, methods)
     require_clean(session, methods)
@@ -200,6 +202,7 @@ def require_clean(session: Session, methods: dict[str, tuple[type[Strategy], Any
 def open_session(config: RunConfig, events: Events, inputs: Any = None) -> Session:
     device = resolve_device(config.device)
     dataset = inputs.open(config, device.type) if inputs is not None else open_dataset(config, device.type, loader_workers)
+    config = resolved_channel(config, dataset)
     edge_name = config.edge or dataset.default_edge
     cloud_name = config.cloud or dataset.default_cloud
     if not edge_name:
@@ -319,7 +322,8 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     tally = yield from stream_steps(live.strategy, stream, channel, session.device, on_batch, session.autocast, live.window,
                                     config.collapse_share, step)
     foundation, queued = uses_foundation(live.strategy), len(channel.uplink.queue)
-    compute = counted_compute(session, tally.image_shape, foundation) | model_columns(session, tally.image_shape, foundation)
+    compute = (counted_compute(session, tally.sample_shape, tally.sample_dtype, foundation)
+               | model_columns(session, tally.sample_shape, foundation))
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     references = reference_accuracies(session, leg, references_for(method))
     if not leg.mixed:
@@ -453,7 +457,7 @@ def uses_foundation(strategy: Strategy) -> bool:
     return bool(getattr(loader, "used", False))
 
 
-def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: bool) -> dict[str, float | None]:
+def counted_compute(session: Session, sample_shape: tuple[int, ...], dtype: torch.dtype, foundation: bool) -> dict[str, float | None]:
     """Forward GFLOPs per sample of the edge model and, for a method that uses it, the foundation
     model (counted, hardware-independent: cema_cli/models/flops.py). Counted once per run."""
     from cema_cli.models.flops import forward_gflops_per_sample
@@ -462,25 +466,25 @@ def counted_compute(session: Session, image_shape: tuple[int, ...], foundation: 
               "cloud_gflops_per_sample": session._cloud_source if foundation else None}
     counts: dict[str, float | None] = {}
     for column, model in models.items():
-        key = (column, image_shape)
-        if model is not None and image_shape and key not in session.cache:
-            session.cache[key] = forward_gflops_per_sample(model, image_shape)
+        key = (column, sample_shape, dtype)
+        if model is not None and sample_shape and key not in session.cache:
+            session.cache[key] = forward_gflops_per_sample(model, sample_shape, dtype)
         counts[column] = session.cache.get(key) if model is not None else None
     return counts
 
 
-def model_columns(session: Session, image_shape: tuple[int, ...], foundation: bool) -> dict[str, Any]:
+def model_columns(session: Session, sample_shape: tuple[int, ...], foundation: bool) -> dict[str, Any]:
     """What identifies each model of a row: its resolved weights (the tag), the sha256 of the
     checkpoint file, and the input size it was fed (the stream's own unless the model resizes).
     The foundation model's columns say ``unused`` for a method that never loads it."""
     edge_options = model_options(session.config, session.dataset)[0]
-    columns = model_identity("edge", session.edge_name, edge_options, session.edge_source, image_shape, session.cache)
+    columns = model_identity("edge", session.edge_name, edge_options, session.edge_source, sample_shape, session.cache)
     if foundation and session._cloud_source is not None:
-        return columns | model_identity("cloud", session.cloud_name, session.cloud_options, session._cloud_source, image_shape, session.cache)
+        return columns | model_identity("cloud", session.cloud_name, session.cloud_options, session._cloud_source, sample_shape, session.cache)
     return columns | {"cloud_weights": "unused" if session.cloud_name else "none", "cloud_weights_sha256": "", "cloud_input_size": ""}
 
 
-def model_identity(role: str, name: str, options: ModelOptions, model: torch.nn.Module, image_shape: tuple[int, ...],
+def model_identity(role: str, name: str, options: ModelOptions, model: torch.nn.Module, sample_shape: tuple[int, ...],
                    cache: dict[Any, Any]) -> dict[str, str]:
     """``<role>_weights``, ``<role>_weights_sha256`` and ``<role>_input_size`` ("224x224"); the
     weights are resolved once per run (the file's hash is cached by path, size and mtime)."""
@@ -488,8 +492,15 @@ def model_identity(role: str, name: str, options: ModelOptions, model: torch.nn.
     if key not in cache:
         cache[key] = weights_source(name, options)
     source = cache[key]
-    height, width = model.fed_size(image_shape[-2:]) if image_shape else ("", "")
-    return {f"{role}_weights": source.label, f"{role}_weights_sha256": source.sha256(), f"{role}_input_size": f"{height}x{width}" if image_shape else ""}
+    return {f"{role}_weights": source.label, f"{role}_weights_sha256": source.sha256(), f"{role}_input_size": fed_size_text(model, sample_shape)}
+
+
+def fed_size_text(model: torch.nn.Module, sample_shape: tuple[int, ...]) -> str:
+    """"224x224" for (C, H, W) images (the size the network saw); a sensor window's or a
+    sentence's own shape ("6x100", "64") otherwise."""
+    if len(sample_shape) == 3:
+        return "x".join(map(str, model.fed_size(sample_shape[-2:])))
+    return "x".join(map(str, sample_shape))
 
 
 def stream_workers(stream: Any) -> int:

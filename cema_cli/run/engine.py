@@ -32,7 +32,8 @@ class Tally:
     non_finite_batch: int | None = None  # the first batch whose logits were not all finite
     status: str = OK
     parts: dict[int, "Tally"] = field(default_factory=dict)  # by source domain of a mixed stream
-    image_shape: tuple[int, ...] = ()  # (C, H, W) of the stream's images, for counted compute
+    sample_shape: tuple[int, ...] = ()  # of one sample of the stream ((C, H, W) images, (C, T) windows, (L,) tokens): counted compute
+    sample_dtype: torch.dtype = torch.uint8
 
     @property
     def accuracy(self) -> float:
@@ -167,7 +168,7 @@ def stream_steps(
         tally.watch(predicted, labels, bool(torch.isfinite(logits).all()))
         if tags:
             tally.count_parts(predicted, labels, tags[0], seconds, wait, top5)
-        tally.image_shape = tuple(images.shape[1:])
+        tally.sample_shape, tally.sample_dtype = tuple(images.shape[1:]), images.dtype
         yield
         channel.tick()
         if on_batch is not None:

@@ -31,7 +31,7 @@ class StrategyContext:
     channel: Channel
     num_classes: int
     device: torch.device
-    clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution uint8 images
+    clean_samples: Callable[[int], torch.Tensor]  # clean in-distribution samples (uint8 images, int16 windows, token ids)
     seed: int
     cache: dict[Any, Any] = field(default_factory=dict)  # shared by every domain of a run
     cloud_meter: CloudMeter = field(default_factory=CloudMeter)  # times and counts the cloud half (cloud_meter.py)
@@ -51,7 +51,8 @@ class WorkCounts:
 class Strategy(ABC):
     """Base class: subclasses set ``config_class`` and implement ``step``. ``placements`` lists
     where the method can run, default first (see ``placements_of``); ``backward_free`` says it
-    takes no gradient step anywhere. ``trained_values`` (set by a strategy that knows it) is the
+    takes no gradient step anywhere; ``image_only`` (a reason) that it needs image operations,
+    ``needs_batchnorm`` that it adapts BatchNorm statistics only (the run refuses it otherwise). ``trained_values`` (set by a strategy that knows it) is the
     number of scalar values its learning changes, recorded in the row."""
 
     config_class: ClassVar[type] = NoOptions
@@ -113,6 +114,16 @@ def placements_of(target: Any) -> tuple[str, ...]:
     """Where a registered strategy can run, default first: ``("edge",)`` unless it declares
     ``placements`` (a class attribute, or an attribute of its factory)."""
     return tuple(getattr(target, "placements", ("edge",)))
+
+
+def image_only_reason(target: Any) -> str | None:
+    """Why a registered strategy runs on images only (declared ``image_only``), or None."""
+    return getattr(target, "image_only", None)
+
+
+def needs_batchnorm(target: Any) -> bool:
+    """Whether a registered strategy adapts nothing but BatchNorm statistics (declared ``needs_batchnorm``)."""
+    return bool(getattr(target, "needs_batchnorm", False))
 
 
 def backward_free_of(target: Any) -> bool:

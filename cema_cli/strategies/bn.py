@@ -63,6 +63,7 @@ class BatchNormAdapt(Strategy):
 
     config_class = BNConfig
     backward_free = True
+    needs_batchnorm = True  # nothing else to adapt: refused on a model without BatchNorm
 
     def __init__(self, context: StrategyContext, config: BNConfig) -> None:
         super().__init__(context, config)

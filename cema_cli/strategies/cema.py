@@ -258,11 +258,12 @@ class CEMA(CloudEdgeStrategy):
         return self.cloud.run()
 
     def uplink_state(self) -> dict[str, torch.Tensor] | None:
-        """The edge's TBR moments, once, right after the first batch initialised them."""
+        """The edge's TBR moments, once, right after the first batch initialised them (none on a
+        model without BatchNorm, e.g. a LayerNorm text model: nothing is sent)."""
         if self.moments_sent:
             return None
         self.moments_sent = True
-        return running_moments(self.edge)
+        return running_moments(self.edge) or None
 
     def load_uplink_state(self, state: dict[str, torch.Tensor]) -> None:
         set_running_moments(self.cloud.student, state)

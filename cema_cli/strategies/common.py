@@ -84,8 +84,9 @@ class RedundancyFilter:
 
 
 class ReplayBuffer:
-    """A bounded FIFO of uploaded uint8 images (methods.md section 4.3 and 4.5): a preallocated
-    ring, never normalised float32, so 10,000 ImageNet samples take 1.5 GB, not 6 GB."""
+    """A bounded FIFO of uploaded samples (methods.md section 4.3 and 4.5), kept as they crossed
+    the link (uint8 images, int16 windows, token ids): a preallocated ring, never normalised
+    float32, so 10,000 ImageNet samples take 1.5 GB, not 6 GB."""
 
     def __init__(self, capacity: int, seed: int) -> None:
         self.capacity = capacity

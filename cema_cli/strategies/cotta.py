@@ -250,3 +250,4 @@ class CoTTACloudEdge(CloudEdgeStrategy):
 
 make_cotta.config_class = CoTTAConfig  # type: ignore[attr-defined]
 make_cotta.placements = PLACEMENTS  # type: ignore[attr-defined]
+make_cotta.image_only = "averages its teacher's predictions over image augmentations (colour jitter, affine, blur, flips)"  # type: ignore[attr-defined]

@@ -205,6 +205,7 @@ def make_deyo(context: StrategyContext, config: DeYOConfig) -> Strategy:
 
 make_deyo.config_class = DeYOConfig  # type: ignore[attr-defined]
 make_deyo.placements = PLACEMENTS  # type: ignore[attr-defined]
+make_deyo.image_only = "picks samples by how their prediction drops under a patch shuffle, pixel shuffle or occlusion of the image"  # type: ignore[attr-defined]
 
 
 class DeYOOnEdge(Strategy):

@@ -365,3 +365,4 @@ class RoTTACloudEdge(CloudEdgeStrategy):
 
 make_rotta.config_class = RoTTAConfig  # type: ignore[attr-defined]
 make_rotta.placements = PLACEMENTS  # type: ignore[attr-defined]
+make_rotta.image_only = "trains its student on image augmentations (CoTTA's colour jitter, affine, blur, flips)"  # type: ignore[attr-defined]

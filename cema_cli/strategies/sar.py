@@ -44,8 +44,10 @@ def lr_for_run(config: Any, batch_size: int, transformer: bool, explicit: set[st
     return replace(config, lr=official_lr(batch_size, transformer))
 
 # Section 7.1 (DeYO copies it, section 8.1): norm affine, minus ResNet layer4, ViT blocks 9-11
-# and the final norm; "norm." matches nothing in the networks of the spec's table.
-SAR_SUBSET = SubsetRule("SAR norm affine", (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm), (
+# and the final norm; "norm." matches nothing in the networks of the spec's table. The official
+# code names nn.BatchNorm2d, the BatchNorm of image networks; BatchNorm1d is added, so that 1-D
+# sensor networks have the same subset.
+SAR_SUBSET = SubsetRule("SAR norm affine", (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm), (
     NameRule("layer4"), NameRule("blocks.9"), NameRule("blocks.10"), NameRule("blocks.11"),
     NameRule("norm."), NameRule("norm", exact=True),
 ))
