@@ -73,11 +73,13 @@ class Link:
         self.delay_of: Callable[[Packet], int] | None = None  # a packet's own delay (ComputeDelay), else delay_ticks
 
     def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None,
-             control: bool | Sequence[bool] = False) -> None:
-        """Hand packets to the link now; lower priority values are transmitted first."""
+             control: bool | Sequence[bool] = False, sent_tick: int | None = None) -> None:
+        """Hand packets to the link now; lower priority values are transmitted first. ``sent_tick``
+        dates packets made before this tick (a real link's parameters: the tick they were learnt at)."""
         priorities = priorities if priorities is not None else [0.0] * len(payloads)
         controls = [control] * len(payloads) if isinstance(control, bool) else list(control)  # or one flag per packet
-        packets = [Packet(p, int(n), float(r), self.now, self._sequence + i, c)
+        made = self.now if sent_tick is None else sent_tick
+        packets = [Packet(p, int(n), float(r), made, self._sequence + i, c)
                    for i, (p, n, r, c) in enumerate(zip(payloads, nbytes, priorities, controls))]
         self._sequence += len(packets)
         self._count(packets, "sent", "sent_bytes")

@@ -517,6 +517,10 @@ register_sweep(app)
 
 app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C layout) or .npy (CIFAR-10-C layout).")(corrupt_command)
 
+from cema_cli.cli_serve import serve_command  # noqa: E402 - torch-free until it runs
+
+app.command("serve", help="Serve the cloud halves of edges' runs over a real link (edges: --link live --cloud-url HOST:PORT).")(serve_command)
+
 
 def main() -> None:
     app()
