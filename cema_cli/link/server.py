@@ -106,6 +106,7 @@ class Edge:
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     sessions: dict[str, "Session"] = field(default_factory=dict)
     connected: bool = True
+    writing: asyncio.Task | None = None
 
 
 @dataclass
@@ -227,6 +228,10 @@ class CloudServer:
         finally:
             if edge is not None:
                 self.free(edge, reason)
+                with contextlib.suppress(Exception):  # its last answer (an error, say) goes out first
+                    await asyncio.wait_for(edge.outbox.join(), 2)
+                if edge.writing is not None:
+                    edge.writing.cancel()
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 5)
@@ -237,29 +242,30 @@ class CloudServer:
             hello = await asyncio.wait_for(read_message(reader, HELLO_LIMIT, self.options.hello_timeout_s),
                                            self.options.hello_timeout_s)
         except WireError as error:
-            await self.refuse(writer, peer, str(error))
+            await self.refuse(writer, peer, str(error), error.category)
             return None
         except (PeerClosed, asyncio.TimeoutError, ssl.SSLError, ConnectionError) as error:
-            self.note_refusal(peer, f"no hello ({type(error).__name__})")
+            self.note_refusal(peer, f"no hello ({type(error).__name__})", "no hello")
             return None
         problem = self.admission_problem(hello)
         if problem:
-            await self.refuse(writer, peer, problem)
+            await self.refuse(writer, peer, *problem)
             return None
         return self.welcome(writer, peer, hello)
 
-    def admission_problem(self, hello: Any) -> str | None:
+    def admission_problem(self, hello: Any) -> tuple[str, str] | None:
+        """(reason, category) of a refused hello; None when the edge is admitted."""
         token = hello.fields.get("token")
         if hello.kind != "hello":
-            return f"the first message must be a hello, not {hello.kind!r}"
+            return f"the first message must be a hello, not {hello.kind!r}", "no hello"
         if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
-            return "bad token"
+            return "bad token", "bad token"
         if not EDGE_ID.fullmatch(hello.edge):
-            return "bad edge id"
+            return f"bad edge id {hello.edge[:70]!r}", "bad edge id"
         if hello.edge not in self.edges and len(self.edges) >= self.options.max_edges:
-            return f"server full (--max-edges {self.options.max_edges})"
+            return f"server full (--max-edges {self.options.max_edges})", "server full"
         if downlink_pacer(hello.fields.get("downlink"), self.options) is None:
-            return "bad downlink shaping request"
+            return "bad downlink shaping request", "malformed message"
         return None
 
     def welcome(self, writer: Any, peer: str, hello: Any) -> Edge:
@@ -274,21 +280,21 @@ class CloudServer:
         self.indices += 1
         edge = Edge(self.indices, hello.edge, peer, writer, downlink_pacer(hello.fields.get("downlink"), self.options), record)
         self.edges[edge.id] = edge
-        asyncio.get_running_loop().create_task(self.write_loop(edge))
+        edge.writing = asyncio.get_running_loop().create_task(self.write_loop(edge))
         self.send(edge, "welcome", {"cema_version": __version__, "device": self.options.device, "threads": torch.get_num_threads(),
                                     "capacity": self.options.capacity, "scheduler": self.options.scheduler})
         log.info("edge %s admitted from %s", edge.id, peer)
         return edge
 
-    async def refuse(self, writer: Any, peer: str, reason: str) -> None:
-        self.note_refusal(peer, reason)
+    async def refuse(self, writer: Any, peer: str, reason: str, category: str) -> None:
+        self.note_refusal(peer, reason, category)
         with contextlib.suppress(Exception):
             writer.writelines(encode("refused", {"error": reason}))
             await asyncio.wait_for(writer.drain(), 5)
 
-    def note_refusal(self, peer: str, reason: str) -> None:
+    def note_refusal(self, peer: str, reason: str, category: str) -> None:
         log.warning("refused %s: %s", peer, reason)
-        self.refused[reason.split(" (")[0]] += 1
+        self.refused[category] += 1
 
     # --- an admitted edge -----------------------------------------------------------------------
 
@@ -300,9 +306,8 @@ class CloudServer:
             except PeerClosed:
                 return "the edge closed the connection"
             except WireError as error:  # the framing cannot be trusted after this: the connection goes
-                self.note_refusal(f"{edge.id}@{edge.peer}", str(error))
+                self.note_refusal(f"{edge.id}@{edge.peer}", str(error), error.category)
                 self.send(edge, "error", {"error": str(error)})
-                await asyncio.sleep(0.1)
                 return f"refused: {error}"
             except asyncio.TimeoutError:
                 return "stalled within a message"
@@ -310,42 +315,42 @@ class CloudServer:
             edge.record.messages += 1
             problem = self.dispatch(edge, message)
             if problem:
-                self.note_refusal(f"{edge.id}@{edge.peer}", problem)
-                self.send(edge, "error", {"error": problem, "rid": message.fields.get("rid")})
-                if message.edge != edge.id:
-                    return f"refused: {problem}"
+                self.note_refusal(f"{edge.id}@{edge.peer}", *problem)
+                self.send(edge, "error", {"error": problem[0], "rid": message.fields.get("rid")})
+                if problem[1] == "identity mismatch":
+                    return f"refused: {problem[0]}"
         return "replaced by a newer connection"
 
-    def dispatch(self, edge: Edge, message: Any) -> str | None:
-        """Queue the message's job; a reason when it is refused."""
+    def dispatch(self, edge: Edge, message: Any) -> tuple[str, str] | None:
+        """Queue the message's job; (reason, category) when it is refused."""
         if message.edge != edge.id:
-            return f"message signed {message.edge!r} on the connection of edge {edge.id!r}"
+            return f"message signed {message.edge[:70]!r} on the connection of edge {edge.id!r}", "identity mismatch"
         kind, fields = message.kind, message.fields
         if kind == "status":
             self.send(edge, "status", {**self.snapshot(), "rid": fields.get("rid")})
             return None
         if kind not in ("open", "tick", "verdict", "close"):
-            return f"unknown message kind {kind!r}"
+            return f"unknown message kind {kind[:40]!r}", "malformed message"
         sid = fields.get("session")
         if not isinstance(sid, str) or not sid or len(sid) > 64:
-            return "malformed session id"
+            return "malformed session id", "malformed message"
         if kind == "open":
             if sid in edge.sessions:
-                return f"session {sid} is already open"
+                return f"session {sid} is already open", "malformed message"
             edge.sessions[sid] = Session(edge, sid, time.monotonic())
             edge.record.sessions += 1
         elif sid not in edge.sessions:
-            return f"no session {sid} of edge {edge.id}"
+            return f"no session {sid} of edge {edge.id}", "unknown session"
         return self.queue(edge.sessions[sid], kind, fields)
 
-    def queue(self, session: Session, kind: str, fields: dict[str, Any]) -> str | None:
+    def queue(self, session: Session, kind: str, fields: dict[str, Any]) -> tuple[str, str] | None:
         entropy = -math.inf
         if kind == "tick":
             try:
                 fields = {**fields, "tick": int(fields["tick"]), "packets": packets_from(fields.get("packets")),
                           "sent_at": float(fields.get("sent_at", 0.0))}
             except (KeyError, TypeError, ValueError, WireError) as error:
-                return f"malformed tick ({error})"
+                return f"malformed tick ({error})", "malformed message"
             uploads = [p.priority for p in fields["packets"] if not p.control and math.isfinite(p.priority)]
             entropy = sum(uploads) / len(uploads) if uploads else math.inf
         self.sequence += 1
@@ -430,12 +435,18 @@ class CloudServer:
         try:
             while True:
                 buffers, queued_at, job = await edge.outbox.get()
-                await edge.pacer.write(edge.writer, buffers, queued_at)
+                try:
+                    await edge.pacer.write(edge.writer, buffers, queued_at)
+                finally:
+                    edge.outbox.task_done()
                 edge.record.bytes_out += message_size(buffers)
                 if job is not None and job.kind == "tick":
                     self.latencies.append(time.monotonic() - job.arrived)
         except (ConnectionError, OSError, ssl.SSLError, RuntimeError):
             edge.connected = False
+            while not edge.outbox.empty():  # nothing more can be written: release the waiters
+                edge.outbox.get_nowait()
+                edge.outbox.task_done()
 
     # --- leaving ----------------------------------------------------------------------------------
 

@@ -43,7 +43,12 @@ DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 class WireError(Exception):
-    """A message refused: malformed, oversized, of another version, or not allowed here."""
+    """A message refused: malformed, oversized, of another version, or not allowed here.
+    ``category`` names the kind of refusal in the server's counts."""
+
+    def __init__(self, message: str, category: str = "malformed message") -> None:
+        super().__init__(message)
+        self.category = category
 
 
 @dataclass
@@ -114,11 +119,12 @@ def read_prefix(prefix: bytes, limit: int) -> tuple[int, int]:
     magic, the version or a size is wrong."""
     magic, version, header_len, body_len = PREFIX.unpack(prefix)
     if magic != MAGIC:
-        raise WireError("not a cema message (bad magic)")
+        raise WireError("not a cema message (bad magic)", "bad magic")
     if version != VERSION:
-        raise WireError(f"protocol version {version}; this side speaks version {VERSION}: use the same cema version on both sides")
+        raise WireError(f"protocol version {version}; this side speaks version {VERSION}: use the same cema version on both sides",
+                        "wrong version")
     if header_len > min(limit, HEADER_LIMIT) or PREFIX.size + header_len + body_len > limit:
-        raise WireError(f"message of {PREFIX.size + header_len + body_len} bytes is over the limit of {limit} bytes")
+        raise WireError(f"message of {PREFIX.size + header_len + body_len} bytes is over the limit of {limit} bytes", "oversized message")
     return header_len, body_len
 
 
@@ -201,7 +207,7 @@ async def read_message(reader: Any, limit: int, idle_timeout: float | None) -> M
         prefix = await reader.readexactly(PREFIX.size)
     except asyncio.IncompleteReadError as error:
         if error.partial:
-            raise WireError(f"truncated message (the peer closed after {len(error.partial)} bytes)") from None
+            raise WireError(f"truncated message (the peer closed after {len(error.partial)} bytes)", "truncated message") from None
         raise PeerClosed("the peer closed the connection") from None
     header_len, body_len = read_prefix(prefix, limit)
     try:
@@ -210,7 +216,8 @@ async def read_message(reader: Any, limit: int, idle_timeout: float | None) -> M
         while len(body) < body_len:  # chunk by chunk: a slow link may take long, a stalled one may not
             body += await asyncio.wait_for(reader.readexactly(min(CHUNK, body_len - len(body))), idle_timeout)
     except asyncio.IncompleteReadError:
-        raise WireError(f"truncated message (the peer closed within a message of {header_len + body_len} bytes)") from None
+        raise WireError(f"truncated message (the peer closed within a message of {header_len + body_len} bytes)",
+                        "truncated message") from None
     return decode(header, body)
 
 
