@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from cema_cli import report
-from cema_cli.api import run_benchmark
+from cema_cli.results import report
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
 from cema_cli.corruptions import COMMON
 from cema_cli.data.embedded import EmbeddedDigits

@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from cema_cli.api import run_benchmark
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
-from cema_cli.fleet import run_fleet
-from cema_cli.fleet_config import FleetConfig, edge_configs, rotated_edges
+from cema_cli.run.fleet import run_fleet
+from cema_cli.run.fleet_config import FleetConfig, edge_configs, rotated_edges
 from cema_cli.models import embedded
 
 

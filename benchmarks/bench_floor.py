@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cema_cli import api
+from cema_cli.run import api
 from cema_cli.models import flops
 from cema_cli.config import RunConfig
 from cema_cli.models.nets import Classifier

@@ -1,4 +1,4 @@
-"""The cost of judging a stream (cema_cli.health: finite logits, class counts, the end-of-domain
+"""The cost of judging a stream (cema_cli.results.health: finite logits, class counts, the end-of-domain
 parameter check) relative to the strategy's own step, interleaved in one process.
 
     python benchmarks/bench_health.py [--method tent] [--batches 40] [--rounds 5]
@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cema_cli import engine  # noqa: E402
-from cema_cli.channel import Channel  # noqa: E402
+from cema_cli.run import engine  # noqa: E402
+from cema_cli.link.channel import Channel  # noqa: E402
 from cema_cli.config import ChannelConfig  # noqa: E402
 from cema_cli.data.embedded import EmbeddedDigits  # noqa: E402
 from cema_cli.models import load_model  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cema_cli.api import run_benchmark
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
 from cema_cli.strategies import STRATEGIES
 

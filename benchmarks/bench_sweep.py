@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cema_cli.sweep import TIMING_COLUMNS
+from cema_cli.run.sweep import TIMING_COLUMNS
 
 
 def sweep_command(args: argparse.Namespace, out: Path, executor: str) -> list[str]:

@@ -17,11 +17,11 @@ import hashlib
 
 import torch
 
-from cema_cli import api, engine
+from cema_cli.run import api, engine
+from cema_cli.run.sweep import TIMING_COLUMNS  # measured columns (cloud_seconds too): not digested
 from cema_cli.config import RunConfig
 from cema_cli.strategies import STRATEGIES
 
-TIMING = {"seconds", "images_per_s"}
 DIGESTS: list[str] = []
 
 
@@ -64,7 +64,7 @@ def fingerprints(config: RunConfig) -> list[tuple[dict, str, str]]:
                          "api no longer runs its streams through api.stream_steps")
     out = []
     for row, digest in zip(rows, DIGESTS):
-        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in TIMING and v is not None}
+        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in TIMING_COLUMNS and v is not None}
         out.append((row, digest, hashlib.sha256(repr(sorted(numbers.items())).encode()).hexdigest()[:12]))
     return out
 

@@ -16,7 +16,9 @@ import argparse
 
 import torch
 
-from cema_cli import api, corruptions
+from cema_cli.run import api
+
+from cema_cli import corruptions
 from cema_cli.config import RunConfig
 from cema_cli.data.base import chosen_order, tensor_batches
 from cema_cli.data.embedded import EmbeddedDigits

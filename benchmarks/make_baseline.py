@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cema_cli import report
-from cema_cli.api import run_benchmark
+from cema_cli.results import report
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
 from cema_cli.strategies import STRATEGIES
 

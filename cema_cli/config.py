@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cema_cli.errors import CemaError, unknown_name
-from cema_cli.health import COLLAPSE_SHARE
+from cema_cli.results.health import COLLAPSE_SHARE
 
 PROTOCOLS = ("reset-each-shift", "continual", "mixed", "correlated", "mixed-correlated", "gradual")
 # Stream options (shared/spec/streams.md; built in cema_cli/data/streams.py).
@@ -127,7 +127,7 @@ class RunConfig:
     workers: int | None = None
     amp: str | None = None
     channels_last: bool = False
-    collapse_share: float = COLLAPSE_SHARE  # share of predictions in two classes that flags a collapse (cema_cli.health)
+    collapse_share: float = COLLAPSE_SHARE  # share of predictions in two classes that flags a collapse (cema_cli.results.health)
     # Streams (shared/spec/streams.md): permutation family, label shift, gradual variant, window.
     order: str = "cema"
     dirichlet: float | None = None  # None: the class sort (MD delta 0); else the Dirichlet concentration

@@ -42,7 +42,7 @@ def apply_toml(base: RunConfig, path: Path, explicit: set[str]) -> RunConfig:
     """``base`` (built from the flags) updated by the file, except for fields set by ``explicit`` flags."""
     data = read_toml(path)
     run_fields = {f.name for f in fields(RunConfig)} - {"channel", "method_options", "methods", "costs"}  # costs: flags only
-    unknown = sorted(set(data) - run_fields - {"channel", "methods", "sweep", "fleet"})  # [sweep]: cli_sweep.py; [fleet]: fleet_config.py
+    unknown = sorted(set(data) - run_fields - {"channel", "methods", "sweep", "fleet"})  # [sweep]: cli/cells.py; [fleet]: run/fleet_config.py
     if unknown:
         raise CemaError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(run_fields))}, [channel], [methods.NAME].")
     check_types(path, "", data, {f.name: f.type for f in fields(RunConfig) if f.name in run_fields})

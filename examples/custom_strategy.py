@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from cema_cli.api import run_benchmark
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
-from cema_cli.report import results_frame
+from cema_cli.results.report import results_frame
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext  # the contract
 

@@ -8,9 +8,9 @@ models are trained once and cached in ~/.cache/cema.
 
 import argparse
 
-from cema_cli.api import run_benchmark
+from cema_cli.run.api import run_benchmark
 from cema_cli.config import RunConfig
-from cema_cli.report import results_frame
+from cema_cli.results.report import results_frame
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import torch
 
-from cema_cli.channel import Channel
+from cema_cli.link.channel import Channel
 from cema_cli.config import ChannelConfig
 from cema_cli.data.embedded import EmbeddedDigits
 from cema_cli.models import load_model

@@ -23,7 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cema_cli.cli import app
-from cema_cli.run_folder import LOCK_NAME, run_status
+from cema_cli.results.run_folder import LOCK_NAME, run_status
 
 GOLDEN = Path(__file__).parent / "golden" / "inputs"
 RUN = GOLDEN / "compare-run" / "results.csv"  # source,bn x gaussian_noise-5, contrast-5
@@ -331,7 +331,7 @@ def test_corrupt_skips_and_counts_unreadable_images(tmp_path):
 def start_compare(out: Path) -> subprocess.Popen:
     """``cema compare`` of source and bn over three domains in a child process; long enough to
     outlast the checks made while it runs (the tests stop it)."""
-    import cema_cli.api  # noqa: F401 - imported here first, so the in-process checks below are quick
+    import cema_cli.run.api  # noqa: F401 - imported here first, so the in-process checks below are quick
 
     code = "from cema_cli.cli import main; main()"
     args = ["compare", "--methods", "source,bn", "-c", "gaussian_noise,fog,contrast", "--samples", "1024", "--batch-size", "32", "--out", str(out)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cema_cli.results import read_results
+from cema_cli.results.schema import read_results
 from cema_cli.strategies import STRATEGIES
 
 BASELINE = Path(__file__).parent / "baselines" / "embedded.csv"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cema_cli import api
+from cema_cli.run import api
 from cema_cli.config import RunConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -40,7 +40,7 @@ def test_fingerprint_refuses_when_no_stream_is_traced(monkeypatch):
 def test_bench_floor_records_the_passes_the_work_columns_count(method, monkeypatch):
     """The cost columns count FLOPs on a copy of each cloud model (meta device, or a CPU copy
     for CEMA's TBR layers, batch 2): bookkeeping the floor must not replay."""
-    from cema_cli import cloud_meter
+    from cema_cli.link import cloud_meter
 
     monkeypatch.setattr(cloud_meter, "_PER_SAMPLE", {})  # counted afresh in this run
     passes, row = bench_floor.record(small_config(method))

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cema_cli.channel import Channel, Link, encode_uplink, state_nbytes
+from cema_cli.link.channel import Channel, Link, encode_uplink, state_nbytes
 from cema_cli.config import ChannelConfig, parse_bytes
 from cema_cli.errors import CemaError
 from cema_cli.models.nets import SmallResNet

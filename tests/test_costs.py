@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cema_cli.api import run_benchmark
-from cema_cli.channel import Channel, ComputeDelay
+from cema_cli.run.api import run_benchmark
+from cema_cli.link.channel import Channel, ComputeDelay
 from cema_cli.cli import app
 from cema_cli.config import ChannelConfig, CostModel, RunConfig, parse_bit_rate
-from cema_cli.costs import modelled_columns
+from cema_cli.link.costs import modelled_columns
 from cema_cli.models import load_model
 from cema_cli.models.flops import pass_gflops_per_sample
 from cema_cli.strategies.tent import tent_model
@@ -236,7 +236,7 @@ class FakeEvent:
 
 
 def test_on_cuda_the_meter_times_with_events_read_once_and_leaves_counting_out(monkeypatch):
-    from cema_cli.cloud_meter import _PER_SAMPLE, CloudMeter
+    from cema_cli.link.cloud_meter import _PER_SAMPLE, CloudMeter
 
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
@@ -258,7 +258,7 @@ def test_cema_check_reruns_with_the_baselines_cost_assumptions(tmp_path):
     """--cloud-throughput changes the delay, so the accuracy: a re-run must use it again."""
     import pandas as pd
 
-    from cema_cli.saved_results import config_from_results
+    from cema_cli.results.saved import config_from_results
 
     out = tmp_path / "run"
     args = ["bench", "-m", "tent", "--samples", "64", "--cloud-throughput", "5", "--batch-interval", "0.5", "--out", str(out)]

@@ -107,7 +107,7 @@ def test_stream_order_is_fixed_by_the_seed(tmp_path):
 
 
 def test_imagenet_r_labels_index_its_own_classes_and_keep_their_logits(tmp_path):
-    from cema_cli.api import Events, open_session
+    from cema_cli.run.api import Events, open_session
 
     root = class_tree(tmp_path / "r", side=40)
     config = RunConfig(dataset="imagenet-r", data_root=str(root), corruptions=("none",), edge="timm:resnet10t",

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-import cema_cli.cli as cli_module
-from cema_cli.channel import Channel
+import cema_cli.cli.common as cli_module
+from cema_cli.link.channel import Channel
 from cema_cli.config import ChannelConfig
-from cema_cli.engine import run_stream
+from cema_cli.run.engine import run_stream
 from cema_cli.errors import Diverged
-from cema_cli.health import check_status, collapse_status
+from cema_cli.results.health import check_status, collapse_status
 from cema_cli.models import load_model
 from cema_cli.strategies.base import Strategy
 from cema_cli.strategies.tent import TentConfig, make_tent

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from cema_cli.channel import Channel
+from cema_cli.link.channel import Channel
 from cema_cli.config import ChannelConfig
 from cema_cli.data.base import stream_order, tensor_batches
-from cema_cli.engine import run_stream
+from cema_cli.run.engine import run_stream
 from cema_cli.strategies.base import Strategy
 
 

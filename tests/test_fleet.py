@@ -16,15 +16,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cema_cli.api import run_benchmark
+from cema_cli.run.api import run_benchmark
 from cema_cli.cli import app
 from cema_cli.config import RunConfig
-from cema_cli.fleet import CloudQueue, ComputeCredit, run_fleet
-from cema_cli.fleet_config import EdgeSpec, FleetConfig, rotated_edges
-from cema_cli.sweep import TIMING_COLUMNS
-from cema_cli.results import read_results
+from cema_cli.run.fleet import CloudQueue, ComputeCredit, run_fleet
+from cema_cli.run.fleet_config import EdgeSpec, FleetConfig, rotated_edges
+from cema_cli.run.sweep import TIMING_COLUMNS
+from cema_cli.results.schema import read_results
 
-TIMING = set(TIMING_COLUMNS)  # measured, so not reproducible (cema_cli/sweep.py)
+TIMING = set(TIMING_COLUMNS)  # measured, so not reproducible (cema_cli/run/sweep.py)
 FISHER = {"eata": {"fisher_samples": 64}}
 
 

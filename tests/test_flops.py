@@ -27,7 +27,7 @@ def test_the_embedded_edge_is_cheaper_than_its_foundation():
 
 
 def test_foundation_compute_is_reported_for_the_methods_that_use_it_whatever_the_order():
-    from cema_cli.api import run_benchmark
+    from cema_cli.run.api import run_benchmark
     from cema_cli.config import RunConfig
 
     for methods in (("bn", "cema"), ("cema", "bn")):

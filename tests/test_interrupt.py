@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cema_cli.results import read_results
+from cema_cli.results.schema import read_results
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy
 

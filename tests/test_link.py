@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import pytest
 
-from cema_cli.api import Events, run_benchmark
+from cema_cli.run.api import Events, run_benchmark
 from cema_cli.config import RunConfig
 from cema_cli.errors import CemaError
 from cema_cli.link import wire
@@ -173,7 +173,7 @@ def test_bad_messages_are_refused_while_another_edge_is_served(server) -> None:
 
 def test_sigkill_of_an_edge_frees_its_session(server) -> None:
     script = ("import torch; torch.set_num_threads(1)\n"
-              "from cema_cli.api import run_benchmark\nfrom cema_cli.config import RunConfig\nfrom cema_cli.link.options import LinkOptions\n"
+              "from cema_cli.run.api import run_benchmark\nfrom cema_cli.config import RunConfig\nfrom cema_cli.link.options import LinkOptions\n"
               f"run_benchmark(RunConfig(methods=('tent',), samples=2000, batch_size=16, device='cpu'), link=LinkOptions("
               f"mode='live', cloud_url='{server.url}', token='{server.token}', edge_id='doomed', timing='realtime', frame_rate=16.0))\n")
     edge = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},

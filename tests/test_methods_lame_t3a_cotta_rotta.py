@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cema_cli.channel import Channel
+from cema_cli.link.channel import Channel
 from cema_cli.config import ChannelConfig
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cema_cli.config import RunConfig
-from cema_cli.engine import run_stream
+from cema_cli.run.engine import run_stream
 from cema_cli.errors import CemaError
 from cema_cli.models import ModelOptions, load_model, weights_label
 from cema_cli.models.hub import parse_name
@@ -162,7 +162,7 @@ def test_real_run_options_are_validated(overrides, message):
 
 
 def test_amp_is_refused_when_auto_resolves_to_cpu():
-    from cema_cli.api import autocast_for
+    from cema_cli.run.api import autocast_for
 
     with pytest.raises(CemaError, match="this run is on cpu"):
         autocast_for("bf16", torch.device("cpu"))

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 
-import cema_cli.cli as cli_module
+import cema_cli.cli.common as cli_module
 from cema_cli.errors import CemaError
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import make_config

@@ -19,8 +19,8 @@ from functools import lru_cache
 import pytest
 import torch
 
-from cema_cli.api import run_benchmark
-from cema_cli.channel import Link
+from cema_cli.run.api import run_benchmark
+from cema_cli.link.channel import Link
 from cema_cli.config import ChannelConfig, RunConfig
 from cema_cli.models import load_model
 from cema_cli.models.embedded import RECIPES, weights_digest

@@ -19,8 +19,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cema_cli.cli import app
-from cema_cli.cli_results import merged_results, report_tables
-from cema_cli.results import read_results
+from cema_cli.cli.results import merged_results, report_tables
+from cema_cli.results.schema import read_results
 
 GOLDEN = Path(__file__).parent / "golden"
 COMPARE_RUN = GOLDEN / "inputs" / "compare-run"  # source,bn on gaussian_noise-5 and contrast-5, seed 0

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cema_cli.errors import CemaError
-from cema_cli.results import REQUIRED_COLUMNS, SCHEMA_VERSION, read_results
+from cema_cli.results.schema import REQUIRED_COLUMNS, SCHEMA_VERSION, read_results
 
 RUN = Path(__file__).parent / "golden" / "inputs" / "compare-run"
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from cema_cli.channel import Channel
+from cema_cli.link.channel import Channel
 from cema_cli.config import ChannelConfig
-from cema_cli.engine import run_stream
+from cema_cli.run.engine import run_stream
 from cema_cli.errors import CemaError
 from cema_cli.models.nets import Classifier
 from cema_cli.strategies import STRATEGIES
@@ -306,7 +306,7 @@ def test_the_row_records_the_trained_values_and_the_preset(cli, tmp_path):
 
 def test_random_init_weights_follow_the_run_seed(tmp_path):
     """Comparisons across runs on --random-init models need the same weights for the same seed."""
-    from cema_cli.api import Events, open_session
+    from cema_cli.run.api import Events, open_session
     from cema_cli.config import RunConfig
 
     config = RunConfig(methods=("bn",), dataset="folder", data_root=str(class_tree(tmp_path / "f")), edge="torchvision:resnet18",
@@ -330,7 +330,7 @@ def test_the_official_lr_follows_batch_and_model(batch, transformer, lr):
 
 
 def test_only_layernorm_networks_take_the_transformer_rule():
-    from cema_cli.api import is_transformer
+    from cema_cli.run.api import is_transformer
 
     assert is_transformer(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)))
     assert not is_transformer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.LayerNorm(4)))

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from cema_cli.stats import paired_difference, t_interval, t_quantile_975, wilson_interval
-from cema_cli.stats_tables import compare_seeds, paired_frame, summary_frame
+from cema_cli.results.stats import paired_difference, t_interval, t_quantile_975, wilson_interval
+from cema_cli.results.tables import compare_seeds, paired_frame, summary_frame
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 10, 29, 30, 31, 35, 60, 120, 1000])

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from cema_cli.api import TrafficShares, run_benchmark
-from cema_cli.channel import Channel
+from cema_cli.run.api import TrafficShares, run_benchmark
+from cema_cli.link.channel import Channel
 from cema_cli.config import ChannelConfig, RunConfig
 from cema_cli.data.base import tensor_batches
 from cema_cli.data.streams import (
     MixedStream, class_sorted, domain_order, gradual_schedule, mixed_order, plan_stream, rotta_order, sort_by_dirichlet,
 )
-from cema_cli.engine import SlidingWindow, Tally, run_stream
+from cema_cli.run.engine import SlidingWindow, Tally, run_stream
 from cema_cli.errors import CemaError
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy
@@ -284,7 +284,7 @@ def test_bad_stream_parameters_are_one_line_and_exit_2(cli, tmp_path, args, expe
 
 @pytest.mark.parametrize(("protocol", "corruptions"), [("mixed", ("none", "brightness")), ("gradual", ("none",))])
 def test_a_streams_rows_rebuild_the_same_run_for_cema_check(protocol, corruptions):
-    from cema_cli.saved_results import compare_accuracy, config_from_results
+    from cema_cli.results.saved import compare_accuracy, config_from_results
 
     config = RunConfig(methods=("bn",), corruptions=corruptions, samples=40, batch_size=8, device="cpu", protocol=protocol, order="md")
     first = pd.DataFrame(run_benchmark(config))

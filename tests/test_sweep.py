@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from cema_cli.config import RunConfig
-from cema_cli.sweep import TIMING_COLUMNS, Cell, cells_of, run_cell
+from cema_cli.run.sweep import TIMING_COLUMNS, Cell, cells_of, run_cell
 
 GRID = ["--methods", "source,bn,tent", "--corruption", "gaussian_noise,contrast", "--samples", "128", "--threads", "1"]
 
@@ -42,7 +42,7 @@ def serial_run(tmp_path_factory):
 
 
 def test_a_cell_alone_gives_the_row_it_has_inside_a_compare():
-    from cema_cli.api import run_benchmark
+    from cema_cli.run.api import run_benchmark
 
     config = RunConfig(methods=("source", "bn", "tent", "eata"), corruptions=("gaussian_noise", "contrast"), samples=128, seed=1)
     # "segment" is the domain's position in its own run: 0 for every reset-each-shift cell
@@ -55,8 +55,8 @@ def test_a_cell_alone_gives_the_row_it_has_inside_a_compare():
 def test_shared_inputs_are_computed_once_and_change_no_row():
     """The driver computes the dataset, each domain and each seed's clean set once; cells that get
     them (and a worker's kept Fisher) give exactly the rows of cells that compute their own."""
-    from cema_cli.executors import by_domain
-    from cema_cli.shared_inputs import SharedInputs
+    from cema_cli.run.executors import by_domain
+    from cema_cli.run.shared_inputs import SharedInputs
 
     options = {"eata": {"fisher_samples": 128}}
     configs = [RunConfig(methods=("bn", "eata"), corruptions=("snow", "contrast"), samples=64, seed=s, method_options=options)

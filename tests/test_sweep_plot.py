@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cema_cli.report import pareto_front, sweep_frame
+from cema_cli.results.report import pareto_front, sweep_frame
 
 
 def test_pareto_front_by_hand():
@@ -72,7 +72,7 @@ def tradeoff_lines(fig) -> dict[str, list[tuple[float, float]]]:
 
 
 def test_several_methods_one_budget_plot_one_point_each(cli, tmp_path):
-    from cema_cli.plot import results_figure
+    from cema_cli.results.plot import results_figure
 
     fig = results_figure(GOLDEN / "compare-run" / "results.csv")  # source, bn x 2 domains, no batches.csv
     assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "uplink (MB, all domains)"
@@ -86,14 +86,14 @@ def test_several_methods_one_budget_plot_one_point_each(cli, tmp_path):
 
 
 def test_one_method_plots_one_line():
-    from cema_cli.plot import results_figure
+    from cema_cli.results.plot import results_figure
 
     fig = results_figure(GOLDEN / "bench-run" / "results.csv")
     assert tradeoff_lines(fig) == {"bn": [(0.0, pytest.approx(93.75))]}
 
 
 def test_a_sweep_plots_a_point_per_budget_and_the_stream(sweep):
-    from cema_cli.plot import results_figure
+    from cema_cli.results.plot import results_figure
 
     out, _ = sweep
     fig = results_figure(out / "results.csv")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cema_cli import threads
+from cema_cli.run import threads
 from cema_cli.errors import CemaError
 
 

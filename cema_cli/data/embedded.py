@@ -96,7 +96,7 @@ class EmbeddedDigits:
 
     def with_domains(self, domains: dict[tuple[str, int], torch.Tensor]) -> EmbeddedDigits:
         """A copy sharing this one's images, with these corrupted domains already computed (a
-        sweep computes each domain once and hands every cell the ones it reads: cema_cli/shared_inputs.py)."""
+        sweep computes each domain once and hands every cell the ones it reads: cema_cli/run/shared_inputs.py)."""
         copy = object.__new__(EmbeddedDigits)
         copy.__dict__.update(self.__dict__, _cache=dict(domains))
         return copy

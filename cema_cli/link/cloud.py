@@ -16,17 +16,17 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cema_cli.api import Events, Session, methods_for, new_strategy, open_session
-from cema_cli.channel import Channel, Packet
+from cema_cli.run.api import Events, Session, methods_for, new_strategy, open_session
+from cema_cli.link.channel import Channel, Packet
 from cema_cli.config import RunConfig
-from cema_cli.engine import first_non_finite
+from cema_cli.run.engine import first_non_finite
 from cema_cli.errors import CemaError
-from cema_cli.fleet import adopt
+from cema_cli.run.fleet import adopt
 from cema_cli.link.wire import WireError, state_digest
 from cema_cli.strategies.base import WorkCounts
 from cema_cli.strategies.cema import CEMA
 from cema_cli.strategies.common import CloudEdgeStrategy
-from cema_cli.sweep import config_from_dict
+from cema_cli.run.sweep import config_from_dict
 
 CACHED_RUNS = 4  # run sessions (dataset, source models, EATA's Fisher) kept for the next edge
 

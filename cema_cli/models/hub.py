@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cema_cli.errors import CemaError
-from cema_cli.models import MODELS, ModelOptions, import_timm
+from cema_cli.models.base import MODELS, ModelOptions, import_timm
 from cema_cli.models.nets import Classifier
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cema_cli.channel import Channel
-from cema_cli.cloud_meter import CloudMeter
+from cema_cli.link.channel import Channel
+from cema_cli.link.cloud_meter import CloudMeter
 from cema_cli.errors import CemaError
 from cema_cli.strategies.options import InvalidOption
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cema_cli.channel import encode_uplink, state_nbytes
+from cema_cli.link.channel import encode_uplink, state_nbytes
 from cema_cli.models.norm import load_norm_state, norm_state
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.options import OPTIMIZERS
@@ -164,7 +164,7 @@ class CloudEdgeStrategy(Strategy):
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
         """One edge batch of a lone edge: the edge half, the cloud's turn, then the edge loads
-        whatever parameters arrived. A fleet (cema_cli/fleet.py) calls the three itself."""
+        whatever parameters arrived. A fleet (cema_cli/run/fleet.py) calls the three itself."""
         logits = self.edge_phase(images)
         self.cloud_turn()
         self.apply_parameters()

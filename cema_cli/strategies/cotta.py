@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cema_cli.channel import encode_uplink
+from cema_cli.link.channel import encode_uplink
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext
 from cema_cli.strategies.bn import use_batch_statistics

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cema_cli.channel import encode_uplink
+from cema_cli.link.channel import encode_uplink
 from cema_cli.errors import CemaError
 from cema_cli.strategies.augment import cotta_augment
 from cema_cli.strategies.base import Strategy, StrategyContext

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cema_cli.channel import encode_uplink
+from cema_cli.link.channel import encode_uplink
 from cema_cli.errors import CemaError
 from cema_cli.models.nets import Classifier
 from cema_cli.strategies.base import StrategyContext

@@ -14,7 +14,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from cema_cli.cli_corrupt import corrupt_command, parse_severities
+from cema_cli.cli.corrupt import corrupt_command, parse_severities
 from cema_cli.corruptions import corrupt
 from cema_cli.corruptions.materialize import METADATA_NAME, RECIPE_VERSION, materialize
 from cema_cli.errors import CemaError
@@ -189,7 +189,7 @@ def test_parse_severities():
 
 
 def test_cli_module_does_not_import_torch():
-    code = "import sys, cema_cli.cli_corrupt; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, cema_cli.cli.corrupt; assert 'torch' not in sys.modules, 'torch imported'"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from cema_cli.errors import CemaError
-from cema_cli.report import MB, budget_label, sweep_frame
-from cema_cli.results import read_results
+from cema_cli.results.report import MB, budget_label, sweep_frame
+from cema_cli.results.schema import read_results
 
 
 def plot_results(results_csv: Path, output: Path) -> Path:
@@ -38,7 +38,7 @@ def results_figure(results_csv: Path):
     cost = cloud_cost_axis(frame)
     panels = 2 + (cost is not None) + (batches is not None and not batches.empty)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), constrained_layout=True)
-    from cema_cli.stats_tables import seed_half_widths
+    from cema_cli.results.tables import seed_half_widths
 
     summary = seed_half_widths(sweep_frame(frame), frame)
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -1,7 +1,7 @@
 """Working with saved results: merge files, rebuild a run's configuration from its rows,
 compare accuracy with a baseline, and a floor on mean accuracy. No torch import.
 
-Every function takes frames read by :func:`cema_cli.results.read_results` (schema checked).
+Every function takes frames read by :func:`cema_cli.results.schema.read_results` (schema checked).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from cema_cli.config import ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError, CheckFailed
-from cema_cli.report import budget_label
+from cema_cli.results.report import budget_label
 
 KEY = ["method", "corruption", "severity"]
 BUDGETS = ["uplink_budget_bytes", "downlink_budget_bytes"]  # a sweep has one row per budget point
@@ -216,7 +216,7 @@ def compare_accuracy(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float
 
 def check_valid(frame: pd.DataFrame, source: str) -> None:
     """Raise Diverged (exit 3) when some new result's ``status`` is not 'ok': a diverged or
-    collapsed stream is no accuracy to compare (the verdicts: cema_cli/health.py)."""
+    collapsed stream is no accuracy to compare (the verdicts: cema_cli/results/health.py)."""
     from cema_cli.errors import Diverged
 
     if "status" not in frame.columns:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cema_cli.errors import CemaError, unknown_name
-from cema_cli.sweep import Cell, CellResult, run_cell
-from cema_cli.threads import cpu_workers, threads_per_worker
+from cema_cli.run.sweep import Cell, CellResult, run_cell
+from cema_cli.run.threads import cpu_workers, threads_per_worker
 
 EXECUTORS = ("serial", "process", "ray")
 RAY_EXTRA = "pip install 'cema-cli[ray]'"
@@ -85,7 +85,7 @@ def by_domain(cells: list[Cell]) -> list[Cell]:
 
 
 def run_serial(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -> None:
-    from cema_cli.shared_inputs import SharedInputs
+    from cema_cli.run.shared_inputs import SharedInputs
 
     inputs = SharedInputs([cell.config for cell in cells])
     for cell in cells:
@@ -108,7 +108,7 @@ def run_process(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDon
     """At most ``workers`` cells in flight, so each in-flight cell is on a worker slot."""
     import multiprocessing
 
-    from cema_cli.shared_inputs import SharedInputs
+    from cema_cli.run.shared_inputs import SharedInputs
 
     inputs = SharedInputs([cell.config for cell in cells])
     context = multiprocessing.get_context("spawn")
@@ -177,7 +177,7 @@ def run_ray(plan: Plan, cells: list[Cell], on_start: OnStart, on_done: OnDone) -
     of the run comes back as a failed CellResult, so it is recorded and never retried. The shared
     inputs go into the object store once (``ray.put``); a task gets their references, which Ray
     resolves, as top-level arguments."""
-    from cema_cli.shared_inputs import SharedInputs
+    from cema_cli.run.shared_inputs import SharedInputs
 
     ray = start_ray(plan.ray_address)
     inputs = SharedInputs([cell.config for cell in cells], put=ray.put)

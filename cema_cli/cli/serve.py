@@ -34,7 +34,7 @@ def serve_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Serve the cloud halves of edges' runs until SIGTERM or Ctrl-C."""
-    from cema_cli.cli import user_errors
+    from cema_cli.cli.common import user_errors
 
     with user_errors(verbose):
         options = serve_options(host, port, link_token, tls_cert, tls_key, max_edges, cloud_capacity, scheduler, foundation, device,
@@ -72,6 +72,6 @@ def serve_options(host: str, port: int, token: str | None, tls_cert: Path | None
 
 
 def resolve(device: str) -> str:
-    from cema_cli.api import resolve_device
+    from cema_cli.run.api import resolve_device
 
     return resolve_device(device).type

@@ -1,5 +1,5 @@
 """The only loop: batches -> strategy.step -> score -> channel.tick -> per-batch hook; then the
-stream's verdict (cema_cli.health: non-finite logits or parameters, collapsed predictions)."""
+stream's verdict (cema_cli.results.health: non-finite logits or parameters, collapsed predictions)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cema_cli.channel import Channel
-from cema_cli.health import COLLAPSE_SHARE, OK, collapse_status
+from cema_cli.link.channel import Channel
+from cema_cli.results.health import COLLAPSE_SHARE, OK, collapse_status
 from cema_cli.strategies.base import Strategy
 
 
@@ -37,7 +37,7 @@ class Tally:
         return self.correct / self.seen if self.seen else 0.0
 
     def watch(self, predicted: torch.Tensor, labels: torch.Tensor, finite: bool) -> None:
-        """The verdict's bookkeeping for the batch just counted (cema_cli.health)."""
+        """The verdict's bookkeeping for the batch just counted (cema_cli.results.health)."""
         self.classes.append((Counter(predicted.tolist()), Counter(labels.tolist())))
         if not finite and self.non_finite_batch is None:
             self.non_finite_batch = self.batches
@@ -120,7 +120,7 @@ def stream_steps(
     step: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Generator[None, None, Tally]:
     """``run_stream`` one batch at a time: it yields after each batch is scored and before the
-    channel ticks, and returns the tally. A fleet (cema_cli/fleet.py) passes the edge half as
+    channel ticks, and returns the tally. A fleet (cema_cli/run/fleet.py) passes the edge half as
     ``step`` and runs the cloud at the yield; a lone edge's ``strategy.step`` does both."""
     tally = Tally()
     step = step or strategy.step
@@ -150,7 +150,7 @@ def stream_steps(
 
 def stream_status(tally: Tally, models: dict[str, nn.Module], collapse_share: float, strategy: Any = None) -> str:
     """'ok', or what invalidates the stream's result: non-finite logits, then non-finite
-    parameters, then collapsed predictions (cema_cli.health)."""
+    parameters, then collapsed predictions (cema_cli.results.health)."""
     if tally.non_finite_batch is not None:
         return f"diverged: non-finite logits at batch {tally.non_finite_batch}"
     name = first_non_finite(models) or remote_non_finite(strategy)

@@ -1,6 +1,6 @@
 """What defines a fleet (issue 12, section 2): N edges, each with its own stream, link and
 optionally its own edge model, sharing one cloud. No torch import: the CLI validates a fleet
-before anything heavy loads; cema_cli/fleet.py runs it.
+before anything heavy loads; cema_cli/run/fleet.py runs it.
 
 ``--edges N`` builds N edges whose corruption order is the run's order rotated by i positions
 (edge i starts at the run's i-th corruption); a TOML ``[fleet]`` table with ``[[fleet.edges]]``

@@ -32,7 +32,7 @@ import pandas as pd
 
 from cema_cli.config import ChannelConfig, CostModel, RunConfig
 from cema_cli.errors import CemaError
-from cema_cli.results import SCHEMA_VERSION
+from cema_cli.results.schema import SCHEMA_VERSION
 
 # Where the run happens, not what it computes: left out of a cell's id.
 MACHINE_FIELDS = ("device", "workers", "data_root", "clean_root")
@@ -105,11 +105,11 @@ def run_cell(config: RunConfig, threads: int, layout: Any = None, *parts: Any) -
     inputs the driver computed once (shared_inputs.py; None: the cell computes its own). An error
     of the run is returned as a failed result (recorded, not retried); a crash of the process is
     the executor's to handle."""
-    from cema_cli.threads import apply_threads
+    from cema_cli.run.threads import apply_threads
 
     apply_threads(threads)
-    from cema_cli.api import Events, run_benchmark
-    from cema_cli.shared_inputs import assemble
+    from cema_cli.run.api import Events, run_benchmark
+    from cema_cli.run.shared_inputs import assemble
 
     batches: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -165,7 +165,7 @@ class SweepFolder:
 
     def write_cell(self, cell: Cell, result: CellResult) -> None:
         """cells/<id>/: written beside, then renamed, so it exists whole or not at all."""
-        from cema_cli import report
+        from cema_cli.results import report
 
         final = self.cells_dir / cell.id
         staging = self.cells_dir / f".{cell.id}.{os.getpid()}"
@@ -185,8 +185,8 @@ class SweepFolder:
     def merge(self, order: list[str]) -> pd.DataFrame:
         """results.csv, batches.csv and summary.csv from every finished cell: the grid's order
         first, then cells of earlier grids. Returns the merged rows."""
-        from cema_cli import report
-        from cema_cli.stats_tables import summary_frame
+        from cema_cli.results import report
+        from cema_cli.results.tables import summary_frame
 
         ids = [i for i in order if i in self.frames] + sorted(set(self.frames) - set(order))
         if not ids:
@@ -205,7 +205,7 @@ class SweepFolder:
 
     def write_grid(self, cells: list[Cell]) -> None:
         """grid.json: the union of every grid run into this folder (so --resume needs no flags)."""
-        from cema_cli import report
+        from cema_cli.results import report
 
         known = self.stored_grid() if (self.out / "grid.json").exists() else []
         union = {c.id: c for c in [*known, *cells]}

@@ -1,6 +1,6 @@
 """``cema corrupt``: materialise corrupted copies of a dataset (ImageNet-C / CIFAR-10-C layouts).
 
-Registered in the main app as ``app.command("corrupt")(corrupt_command)``. Heavy imports
+Registered in ``cli/app.py``. Heavy imports
 (torch, the corruption library) happen inside the command so ``cema --help`` stays fast.
 """
 
@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from cema_cli.cli.common import user_errors
 from cema_cli.errors import CemaError, unknown_name
 
 _GROUPS = ("all", "common", "extra")
@@ -70,8 +71,6 @@ def corrupt_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
 ) -> None:
     """Write corrupted copies of a dataset in the ImageNet-C or CIFAR-10-C layout (resumable)."""
-    from cema_cli.cli import user_errors
-
     with user_errors(verbose):
         names = parse_corruptions(corruption)
         severities = parse_severities(severity)

@@ -105,7 +105,7 @@ def session_cache(config: RunConfig) -> dict[Any, Any]:
 
 def pin_memory(config: RunConfig) -> bool:
     """What ``api.open_session`` passes to ``open_dataset`` for this configuration."""
-    from cema_cli.api import resolve_device
+    from cema_cli.run.api import resolve_device
 
     return resolve_device(config.device).type == "cuda"
 
@@ -210,7 +210,7 @@ class SharedInputs:
 def clean_counts(config: RunConfig) -> list[int]:
     """How many clean images each method of the cell asks for (EATA: its Fisher set), once each.
     The count is an option (-o eata.fisher_samples=N), not a preset setting."""
-    from cema_cli.api import method_configs
+    from cema_cli.run.api import method_configs
 
     configs = method_configs(config, config.preset).values()
     counts = [getattr(method_config, name) for _, method_config in configs for name in CLEAN_COUNT_OPTIONS

@@ -1,4 +1,4 @@
-"""``cema check`` and ``cema report``: commands on saved results. Registered in cli.py.
+"""``cema check``, ``cema report`` and ``cema plot``: commands on saved results.
 
 No torch import at module level: ``cema report`` never imports it, and ``cema check`` only when
 it re-runs the baseline's configuration.
@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from cema_cli.cli.cells import fail_on_cells, parse_seeds, run_configs
+from cema_cli.cli.common import console, default_out_dir, print_error, user_errors
 from cema_cli.errors import CemaError
 
 if TYPE_CHECKING:
@@ -34,12 +36,10 @@ def check_command(
 ) -> None:
     """Exit 0 when every accuracy is within the tolerance or better, 1 on a regression, 2 on
     unusable input, 3 when the new results are not valid (a diverged or collapsed stream)."""
-    from cema_cli import report
-    from cema_cli.cli import console, user_errors
-    from cema_cli.cli_sweep import parse_seeds
-    from cema_cli.results import read_results
-    from cema_cli.saved_results import check_valid, compare_accuracy, fail_on_regression
-    from cema_cli.stats_tables import compare_seeds, is_multi_seed
+    from cema_cli.results import report
+    from cema_cli.results.schema import read_results
+    from cema_cli.results.saved import check_valid, compare_accuracy, fail_on_regression
+    from cema_cli.results.tables import compare_seeds, is_multi_seed
 
     with user_errors(verbose):
         rerun_flags = [f"--{name}" for name, value in (("seeds", seeds), ("executor", executor), ("threads", threads)) if value is not None]
@@ -67,10 +67,9 @@ def rerun(baseline: "pd.DataFrame", device: str, data_root: Optional[str], out: 
     """Run the configuration recorded in the baseline's rows; return the new results.csv."""
     from rich.markup import escape
 
-    from cema_cli.cli import console, default_out_dir
-    from cema_cli.results import read_results
-    from cema_cli.runner import run_with_files
-    from cema_cli.saved_results import config_from_results
+    from cema_cli.results.schema import read_results
+    from cema_cli.run.runner import run_with_files
+    from cema_cli.results.saved import config_from_results
 
     config = config_from_results(baseline, device, data_root).validate()
     out = out or default_out_dir(list(config.methods))
@@ -83,11 +82,9 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
                executor: Optional[str], threads: Optional[int]) -> "pd.DataFrame":
     """Re-run a multi-seed baseline's grid (its methods, domains, samples, protocol, channel
     points and seeds, or ``seeds``) as a sweep with the current code; return the merged rows."""
-    from cema_cli.api import check_method_options
-    from cema_cli.cli import console, default_out_dir
-    from cema_cli.cli_sweep import fail_on_cells, run_configs
-    from cema_cli.run_folder import check_out_dir
-    from cema_cli.saved_results import configs_from_results
+    from cema_cli.run.api import check_method_options
+    from cema_cli.results.run_folder import check_out_dir
+    from cema_cli.results.saved import configs_from_results
 
     configs = configs_from_results(baseline, seeds, device, data_root)
     check_method_options(configs[0])
@@ -105,7 +102,6 @@ def report_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Tables as in bench/compare; csv/markdown/json go to stdout, ready to paste."""
-    from cema_cli.cli import console, user_errors
     from cema_cli.errors import unknown_name
 
     with user_errors(verbose):
@@ -123,8 +119,7 @@ def report_command(
 
 def note_unfinished(path: Path) -> None:
     """One ``note:`` line on stderr for a run that did not finish (or is still running)."""
-    from cema_cli.cli import print_error
-    from cema_cli.run_folder import run_status
+    from cema_cli.results.run_folder import run_status
 
     folder = path if path.is_dir() else path.parent
     status, detail = run_status(folder)
@@ -133,8 +128,8 @@ def note_unfinished(path: Path) -> None:
 
 
 def merged_results(files: list[Path]) -> "pd.DataFrame":
-    from cema_cli.results import read_results
-    from cema_cli.saved_results import merge_results, run_label
+    from cema_cli.results.schema import read_results
+    from cema_cli.results.saved import merge_results, run_label
 
     return merge_results([(run_label(path), read_results(path)) for path in files])
 
@@ -143,7 +138,7 @@ def report_tables(frame: "pd.DataFrame") -> list:
     """The tables bench (one method) or compare (several; per domain when several domains) print,
     the mean ± 95% tables over seeds for multi-seed or multi-point sweeps, and the sweep table when
     the rows hold several budget points."""
-    from cema_cli import report, stats_tables
+    from cema_cli.results import report, tables as stats_tables
 
     model_pairs = frame[["edge_model", "cloud_model"]].drop_duplicates().shape[0]
     if stats_tables.is_multi_seed(frame) or model_pairs > 1:  # mean ± 95% over seeds, per channel point and model pair
@@ -158,8 +153,8 @@ def report_tables(frame: "pd.DataFrame") -> list:
 
 def report_text(frame: "pd.DataFrame", format: str) -> str:
     """csv and json: the merged tidy rows (schema versioned); markdown: the tables."""
-    from cema_cli import report
-    from cema_cli.results import SCHEMA_VERSION
+    from cema_cli.results import report
+    from cema_cli.results.schema import SCHEMA_VERSION
 
     if format == "csv":
         return frame.to_csv(index=False)
@@ -167,3 +162,16 @@ def report_text(frame: "pd.DataFrame", format: str) -> str:
         rows = json.loads(frame.to_json(orient="records"))
         return json.dumps({"schema_version": SCHEMA_VERSION, "rows": rows}, indent=2) + "\n"
     return "\n".join(report.markdown_table(table) for table in report_tables(frame))
+
+
+def plot(
+    results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
+    output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    with user_errors(verbose):
+        from rich.markup import escape
+
+        from cema_cli.results.plot import plot_results
+
+        console.print(f"plot written to [bold]{escape(str(plot_results(results, output)))}[/]")

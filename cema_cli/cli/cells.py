@@ -1,20 +1,20 @@
-"""``cema sweep``, and the seeded/parallel path of ``bench`` and ``compare``: the grid from the
-flags or a TOML ``[sweep]`` table, cells run by an executor with one progress display, files
-merged as cells finish, seed statistics printed. Registered in cli.py; no torch import here.
+"""A study as resumable cells (``cema sweep``, and ``bench``/``compare`` with --seeds or
+--executor, ``cema check``'s re-run of a grid): the grid from the flags or a TOML ``[sweep]``
+table, cells run by an executor with one progress display, files merged as cells finish, seed
+statistics printed. No torch import here.
 """
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cema_cli.cli.common import build_configs, default_out_dir, explicit_flags, resolve_methods, split_list
 from cema_cli.config import RunConfig
 from cema_cli.errors import CemaError
 
@@ -68,8 +68,6 @@ def _as_text(value: Any) -> str:
 
 def axis_options(methods: str, opts: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The flags, with the [sweep] table's axes filled in where the flag was not typed."""
-    from cema_cli.cli import explicit_flags
-
     explicit = explicit_flags(opts["ctx"])
     table = sweep_table(opts["config"])
     for key, flag in SWEEP_AXES.items():
@@ -86,8 +84,6 @@ def axis_options(methods: str, opts: dict[str, Any]) -> tuple[str, dict[str, Any
 
 def grid_configs(methods: list[str], opts: dict[str, Any]) -> list[RunConfig]:
     """One RunConfig per (model pair, channel point, seed), each holding every method and domain."""
-    from cema_cli.cli import build_configs, split_list
-
     seeds = parse_seeds(opts.get("seeds")) or [opts["seed"]]
     edges, clouds = (split_list(opts[k]) if opts[k] else [None] for k in ("edge", "cloud"))
     configs = [config for edge in edges for cloud in clouds for config in build_configs(methods, {**opts, "edge": edge, "cloud": cloud})]
@@ -113,15 +109,15 @@ class Driver:
         self.last_merge = 0.0
 
     def write_meta(self, **updates: Any) -> None:
-        from cema_cli import report
-        from cema_cli.results import SCHEMA_VERSION
+        from cema_cli.results import report
+        from cema_cli.results.schema import SCHEMA_VERSION
 
         self.meta.update(updates, schema_version=SCHEMA_VERSION, done=len(set(self.order) & set(self.folder.frames)),
                          failed=self.failed)
         report.write_json(self.meta, self.folder.out / "run.json")
 
     def run(self, todo: list[Any]) -> None:
-        from cema_cli.executors import run_cells
+        from cema_cli.run.executors import run_cells
 
         self.write_meta(status="running")
         with new_display(self.console) as display:
@@ -175,9 +171,8 @@ def dry_run_text(folder: Any, cells: list[Any], todo: list[Any], plan: Any) -> s
 def execute_cells(methods: str, opts: dict[str, Any], console: Any) -> Any:
     """Run the grid the options describe (resuming into --out); return the merged rows.
     Raises CellsFailed after the run when some cells failed (their rows are simply absent)."""
-    from cema_cli.cli import default_out_dir, resolve_methods
-    from cema_cli.executors import make_plan
-    from cema_cli.sweep import SweepFolder, cells_of
+    from cema_cli.run.executors import make_plan
+    from cema_cli.run.sweep import SweepFolder, cells_of
 
     methods, opts = axis_options(methods, opts)
     resume = opts.get("resume")
@@ -211,8 +206,8 @@ def run_grid(folder: Any, cells: list[Any], todo: list[Any], plan: Any, console:
 def run_configs(configs: list[RunConfig], out: Path, console: Any, executor: str | None, threads: int | None,
                 command: str) -> tuple[Any, dict[str, str]]:
     """Run every cell of the configurations into a new sweep folder (``cema check``'s re-run)."""
-    from cema_cli.executors import make_plan
-    from cema_cli.sweep import SweepFolder, cells_of
+    from cema_cli.run.executors import make_plan
+    from cema_cli.run.sweep import SweepFolder, cells_of
 
     cells = cells_of(configs)
     plan = make_plan(executor, len(cells), cells[0].config.device, threads)
@@ -220,14 +215,12 @@ def run_configs(configs: list[RunConfig], out: Path, console: Any, executor: str
 
 
 def grid_flags_typed(opts: dict[str, Any]) -> bool:
-    from cema_cli.cli import explicit_flags
-
     return bool(explicit_flags(opts["ctx"]) & {"methods", *SWEEP_AXES.values()})
 
 
 def print_statistics(frame: Any, versus: str | None, console: Any) -> None:
     """The mean +- 95% tables (per method, per domain) and the paired comparison."""
-    from cema_cli import stats_tables
+    from cema_cli.results import tables as stats_tables
 
     console.print(stats_tables.seed_table(frame))
     if frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1:
@@ -241,48 +234,3 @@ def fail_on_cells(failed: dict[str, str]) -> None:
         first = next(iter(failed.values()))
         raise CellsFailed(f"{len(failed)} cell(s) failed (first: {first}); their reasons are in run.json. "
                           "Fix the cause and rerun the same command: only the missing cells run.")
-
-
-# --- the command -----------------------------------------------------------------------------------
-
-def sweep_command(ctx: typer.Context, methods: str, **opts: Any) -> None:
-    from cema_cli.cli import console, user_errors
-
-    with user_errors(opts["verbose"]):
-        from cema_cli.cli_fleet import fleet_requested
-
-        if fleet_requested({**opts, "ctx": ctx}):
-            raise CemaError("cema sweep runs single-edge cells; run a fleet with `cema bench` or `cema compare` --edges N.")
-        outcome = execute_cells(methods, {**opts, "ctx": ctx}, console)
-        if outcome is None:
-            return
-        frame, failed = outcome
-        if not frame.empty:
-            print_statistics(frame, opts["versus"], console)
-        fail_on_cells(failed)
-
-
-def _sweep_options(
-    resume: Annotated[Optional[Path], typer.Option(help="Resume the sweep in this folder: its stored grid, only the missing cells.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of cells, how many are done, and a time estimate.")] = False,
-    versus: Annotated[Optional[str], typer.Option(help="Paired comparison of every method against this one (e.g. tent).")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")] = None,
-    cpus_per_cell: Annotated[Optional[float], typer.Option(help="Ray: CPUs reserved per cell (default: --threads, else 1).")] = None,
-    gpus_per_cell: Annotated[Optional[float], typer.Option(help="Ray: GPUs per cell, fractional allowed (default: 1 on CUDA, else 0).")] = None,
-) -> None:
-    """Template: the options only ``cema sweep`` has."""
-
-
-def register(app: typer.Typer) -> None:
-    from cema_cli.cli import _run_options
-
-    methods = inspect.Parameter("methods", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="cema,tent,eata,source",
-                                annotation=Annotated[str, typer.Option("--methods", help="Comma list of methods, or all.")])
-    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-    shared = [*inspect.signature(_run_options, eval_str=True).parameters.values(),
-              *inspect.signature(_sweep_options, eval_str=True).parameters.values()]
-    sweep_command.__signature__ = inspect.Signature([context, methods, *shared])  # type: ignore[attr-defined]
-    app.command("sweep", help="Run a grid (methods x domains x seeds x channel points x model pairs) as resumable cells, "
-                "in parallel, with seed statistics.")(sweep_command)
-
-

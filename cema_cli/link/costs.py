@@ -21,7 +21,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from cema_cli.channel import one_way_seconds
+from cema_cli.link.channel import one_way_seconds
 from cema_cli.config import CostModel
 
 

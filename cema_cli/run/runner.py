@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cema_cli import report
+from cema_cli.results import report
 from cema_cli.config import RunConfig
 from cema_cli.errors import CemaError
-from cema_cli.results import SCHEMA_VERSION
-from cema_cli.run_folder import claim
+from cema_cli.results.schema import SCHEMA_VERSION
+from cema_cli.results.run_folder import claim
 
 
 def new_progress(console: Console) -> Progress:
@@ -112,8 +112,8 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
     ``out``, held with a lock (run_folder.py), with ``threads`` torch threads (default: the
     thread policy of threads.py). A bad input found before the first row leaves no folder
     behind; any other stop keeps the finished rows and says why in run.json."""
-    from cema_cli.api import environment, resolve_device
-    from cema_cli.threads import apply_threads, threads_per_worker
+    from cema_cli.run.api import environment, resolve_device
+    from cema_cli.run.threads import apply_threads, threads_per_worker
 
     env = environment(resolve_device(configs[0].device))
     threads = threads_per_worker(1, threads)
@@ -130,7 +130,7 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
 
 def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console) -> list[dict[str, Any]]:
     """Run every configuration with a progress bar per domain (and per model trained)."""
-    from cema_cli.api import Events, run_benchmark
+    from cema_cli.run.api import Events, run_benchmark
 
     with new_progress(console) as progress:
         task = progress.add_task("starting", total=None)

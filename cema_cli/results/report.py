@@ -12,7 +12,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cema_cli.results import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
+from cema_cli.results.schema import BATCH_COLUMNS, RESULT_COLUMNS, SCHEMA_VERSION
 
 MB = 1e6
 CAPTION = "acc: accuracy of the edge predictions; ratio: uploads / samples; up/down: bytes over the channel (MB = 10^6)"
@@ -77,7 +77,7 @@ def _caption(frame: pd.DataFrame, caption: str | None = CAPTION) -> str | None:
     return "\n".join([*([caption] if caption else []), *mean_notes(frame), *status_notes(frame)]) or None
 
 
-# --- a result's status (cema_cli/health.py): shown wherever it is not "ok" -----------------------
+# --- a result's status (cema_cli/results/health.py): shown wherever it is not "ok" -----------------------
 
 def invalid_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose ``status`` is not 'ok' (diverged, collapsed); files without the column have none."""

@@ -21,11 +21,11 @@ RESULT_COLUMNS = (
     "edge_gflops_per_sample", "cloud_gflops_per_sample",
     "cloud_gflops", "cloud_backward_gflops", "cloud_exposed_images", "cloud_exposed_share",  # counted
     "cloud_seconds",  # measured (device column)
-    "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/costs.py)
+    "upload_seconds", "param_delay_seconds", "cloud_cost", "cloud_time_basis", "cost_model",  # modelled (cema_cli/link/costs.py)
     "seed", "batch_size", "protocol", "segment", "order", "dirichlet", "label_sampler", "gradual", "window",
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
-    "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.health)
+    "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
 )
 
 BATCH_COLUMNS = (

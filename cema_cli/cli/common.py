@@ -1,12 +1,11 @@
-"""The ``cema`` command line: parse, call the API, render. No torch import at module level,
-so ``cema --help`` answers at once."""
+"""What every command module shares: the consoles, one-line error handling, and the run options
+of bench, compare and sweep with their parsing into RunConfigs. No torch import at module level."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -15,9 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
-from typer.core import TyperGroup
 
 try:  # typer 0.2x vendors click; older typer uses the click package
     from typer._click import exceptions as click_errors
@@ -25,45 +22,16 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors
 
 from cema_cli.config import ChannelConfig, CostModel, RunConfig, parse_bit_rate, parse_rate
-from cema_cli.errors import CemaError, unknown_name
-from cema_cli.health import COLLAPSE_SHARE
+from cema_cli.errors import CemaError
+from cema_cli.results.health import COLLAPSE_SHARE
 
 
-class OneLineErrors(TyperGroup):
-    """Usage errors (an unknown flag, a value of the wrong type) as one ``error:`` line too,
-    instead of click's usage block and boxed panel, which span several lines in a log."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except click_errors.NoArgsIsHelpError as error:
-            print_help_and_exit(error)
-        except click_errors.ClickException as error:
-            print_error(usage_message(error))
-            sys.exit(2 if isinstance(error, click_errors.UsageError) else error.exit_code)
-        except typer.Abort:
-            print_error("aborted.", "interrupted")
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-app = typer.Typer(
-    name="cema",
-    help="Benchmark cloud-edge test-time adaptation (CEMA, Tent, EATA, BN) under distribution shift.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    cls=OneLineErrors,
-)
 console = Console()
 # Errors are one line wherever stderr goes (a log wraps nothing), and never read as rich markup.
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DEFAULT_METHOD = "cema"
 DEFAULT_COMPARE = "cema,tent,eata,source"
-
 
 # --- error handling ---------------------------------------------------------------------------
 
@@ -115,22 +83,6 @@ def user_errors(verbose: bool) -> Iterator[None]:
             traceback.print_exc()
         print_error(f"{type(error).__name__}: {error} (an internal error: run with --verbose for the traceback and report it)")
         raise typer.Exit(1) from None
-
-
-def version_callback(value: bool) -> None:
-    if value:
-        from cema_cli import __version__
-
-        typer.echo(f"cema {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
-) -> None:
-    """Benchmark cloud-edge test-time adaptation (CEMA, Tent, EATA, BN) under distribution shift."""
-
 
 # --- option parsing ---------------------------------------------------------------------------
 
@@ -254,7 +206,9 @@ def with_run_options(first: inspect.Parameter) -> Callable[[Callable[..., Any]],
         shared = inspect.signature(_run_options, eval_str=True)
         context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
         command.__signature__ = shared.replace(parameters=[context, first, *shared.parameters.values()])  # type: ignore[attr-defined]
-        command.__annotations__ = {"ctx": typer.Context, first.name: first.annotation, **_run_options.__annotations__}
+        # evaluated here: the command's own module need not import the names the options use
+        command.__annotations__ = {"ctx": typer.Context, first.name: first.annotation,
+                                   **inspect.get_annotations(_run_options, eval_str=True)}
         return command
 
     return decorate
@@ -340,191 +294,8 @@ def resolve_methods(text: str) -> list[str]:
 
 
 def default_out_dir(methods: list[str]) -> Path:
-    from cema_cli.run_folder import unique_dir
+    from cema_cli.results.run_folder import unique_dir
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return unique_dir(Path("cema-runs") / f"{stamp}-{'-'.join(methods)[:60]}")
 
-
-@app.command(help="Run one adaptation method on the chosen domains and print a table.")
-@with_run_options(inspect.Parameter("method", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_METHOD,
-                                    annotation=Annotated[str, typer.Option("--method", "-m", help="Method; see `cema list methods`.")]))
-def bench(ctx: typer.Context, method: str, **opts: Any) -> None:
-    run_and_report(ctx, method, opts, lambda report, frame: [report.bench_table(frame)])
-
-
-@app.command(help="Run several methods on the same stream and print one comparison table.")
-@with_run_options(inspect.Parameter("methods", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_COMPARE,
-                                    annotation=Annotated[str, typer.Option("--methods", help="Comma list of methods, or all.")]))
-def compare(ctx: typer.Context, methods: str, **opts: Any) -> None:
-    def tables(report: Any, frame: Any) -> list[Any]:
-        several_domains = frame[["corruption", "severity"]].drop_duplicates().shape[0] > 1
-        costs = [table for table in [report.cost_table(frame)] if table is not None]
-        return [report.compare_table(frame)] + ([report.domain_table(frame)] if several_domains else []) + costs
-
-    run_and_report(ctx, methods, opts, tables)
-
-
-def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], tables: Callable[[Any, Any], list[Any]]) -> None:
-    """Run, print the command's tables (and the sweep table), then apply --min-accuracy."""
-    with user_errors(opts["verbose"]):
-        from cema_cli.saved_results import check_min_accuracy, checked_min_accuracy
-
-        checked_min_accuracy(opts["min_accuracy"])
-        from cema_cli.cli_fleet import fleet_requested
-
-        if fleet_requested({**opts, "ctx": ctx}):
-            return fleet_and_report(resolve_methods(methods), {**opts, "ctx": ctx})
-        if opts["seeds"] is not None or opts["executor"] is not None:
-            return run_cells_and_report(ctx, methods, opts)
-        rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
-        from cema_cli import report
-        from cema_cli.health import check_status
-
-        frame = report.results_frame(rows)
-        for table in tables(report, frame):
-            console.print(table)
-        print_sweep(frame)
-        check_status(rows)
-        check_min_accuracy(frame, opts["min_accuracy"])
-
-
-def fleet_and_report(methods: list[str], opts: dict[str, Any]) -> None:
-    """--edges N or a [fleet] table: the fleet's run, tables and checks (cli_fleet.py)."""
-    from cema_cli import report
-    from cema_cli.cli_fleet import execute_fleet
-    from cema_cli.health import check_status
-    from cema_cli.saved_results import check_min_accuracy
-
-    result = execute_fleet(methods, opts, console)
-    check_status(result.rows)
-    check_min_accuracy(report.results_frame(result.rows), opts["min_accuracy"])
-
-
-def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any]) -> None:
-    """--seeds or --executor: the run as sweep cells (cli_sweep.py), then the seed statistics."""
-    from cema_cli.cli_sweep import execute_cells, fail_on_cells, print_statistics
-    from cema_cli.saved_results import check_min_accuracy
-
-    frame, failed = execute_cells(methods, {**opts, "ctx": ctx}, console)
-    if not frame.empty:
-        print_statistics(frame, None, console)
-        print_sweep(frame)
-        check_min_accuracy(frame, opts["min_accuracy"])
-    fail_on_cells(failed)
-
-
-def print_sweep(frame: Any) -> None:
-    """With several uplink budgets, the accuracy-versus-upload table as well."""
-    from cema_cli import report
-
-    if report.budget_points(frame) > 1:
-        console.print(report.sweep_table(frame))
-
-
-def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
-    """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
-    from cema_cli.api import check_method_options
-    from cema_cli.run_folder import check_out_dir
-    from cema_cli.runner import run_with_files
-
-    configs = build_configs(methods, opts)
-    check_method_options(configs[0])  # before the run folder exists
-    out = opts["out"] or default_out_dir(methods)
-    check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
-    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"])
-    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
-    return rows
-
-
-# --- list and prepare -------------------------------------------------------------------------
-
-LIST_KINDS = ("methods", "datasets", "corruptions", "models")
-
-
-@app.command("list", help="List methods, datasets, corruptions or models.")
-def list_command(kind: Annotated[str, typer.Argument(help="methods, datasets, corruptions or models")]) -> None:
-    with user_errors(False):
-        if kind not in LIST_KINDS:
-            raise unknown_name("list kind", kind, LIST_KINDS)
-        for name, summary in catalog(kind):
-            console.print(f"[bold]{name}[/]  {summary}", highlight=False)
-
-
-def catalog(kind: str) -> list[tuple[str, str]]:
-    if kind == "corruptions":
-        from cema_cli.corruptions import COMMON, EXTRA
-
-        return [(n, "common (in 'all')") for n in COMMON] + [(n, "extra (held out for validation)") for n in EXTRA]
-    from cema_cli.data import DATASETS
-    from cema_cli.models import MODELS
-    from cema_cli.strategies import STRATEGIES
-
-    if kind == "methods":
-        return [(e.name, f"({method_traits(e.name)}) {e.summary}") for e in STRATEGIES.entries()]
-    registry = {"datasets": DATASETS, "models": MODELS}[kind]
-    return [(e.name, e.summary) for e in registry.entries()]
-
-
-def method_traits(name: str) -> str:
-    """Where a method runs (default first) and whether it needs backward passes. Reading the
-    strategies' declared ``placements`` imports them (and torch): only `cema list methods` does."""
-    from cema_cli.strategies import STRATEGIES
-    from cema_cli.strategies.base import backward_free_of, placements_of
-
-    target = STRATEGIES.get(name)
-    placements = placements_of(target)
-    where = f"{placements[0]} only" if len(placements) == 1 else f"{'/'.join(placements)}, default {placements[0]}"
-    return f"{where}; {'backward-free' if backward_free_of(target) else 'backward passes'}"
-
-
-@app.command(help="Check the embedded default's models (shipped with the package; a changed recipe is trained and cached).")
-def prepare(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    with user_errors(verbose):
-        from cema_cli.runner import prepare_models
-
-        start = time.perf_counter()
-        paths = prepare_models(console)
-        for path in paths:
-            console.print(f"weights {path}")
-        console.print(f"models ready in {time.perf_counter() - start:.1f} s")
-
-
-# --- commands on saved results (cli_results.py) ------------------------------------------------
-
-from cema_cli.cli_results import check_command, report_command  # noqa: E402 - registered after the run commands
-
-app.command("check", help="Compare a run with a baseline results.csv: exit 1 on an accuracy regression.")(check_command)
-app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(report_command)
-
-
-@app.command(help="Plot accuracy versus uploads, bytes and cloud cost, and along the stream, from a results.csv.")
-def plot(
-    results: Annotated[Path, typer.Argument(help="results.csv written by cema bench/compare (batches.csv beside it is used too)")],
-    output: Annotated[Path, typer.Option("--output", help="PNG file to write.")] = Path("plot.png"),
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    with user_errors(verbose):
-        from cema_cli.plot import plot_results
-
-        console.print(f"plot written to [bold]{escape(str(plot_results(results, output)))}[/]")
-
-
-from cema_cli.cli_corrupt import corrupt_command  # noqa: E402 - torch-free, registered below
-from cema_cli.cli_sweep import register as register_sweep  # noqa: E402 - torch-free
-
-register_sweep(app)
-
-app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C layout) or .npy (CIFAR-10-C layout).")(corrupt_command)
-
-from cema_cli.cli_serve import serve_command  # noqa: E402 - torch-free until it runs
-
-app.command("serve", help="Serve the cloud halves of edges' runs over a real link (edges: --link live --cloud-url HOST:PORT).")(serve_command)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":  # python -m cema_cli.cli, as well as python -m cema_cli
-    main()

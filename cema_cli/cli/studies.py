@@ -1,4 +1,5 @@
-"""``cema bench|compare --edges N`` (or a TOML ``[fleet]`` table): run a fleet (cema_cli/fleet.py),
+"""Running a study with its files and progress: one run (``execute``) or a fleet
+(``cema bench|compare --edges N`` or a TOML ``[fleet]`` table). A fleet: run it (cema_cli/run/fleet.py),
 write its files and print its tables. Files under --out: results.csv (one row per edge and
 domain, with an ``edge`` column), batches.csv, independent.csv (each edge run alone), fleet.csv
 (one summary line per method) and run.json (with a ``fleet`` section), each written atomically."""
@@ -15,8 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cema_cli.cli.common import build_configs, console, default_out_dir, explicit_flags
 from cema_cli.errors import CemaError
-from cema_cli.fleet_config import FleetConfig, edge_configs, fleet_from_table, fleet_table, rotated_edges
+from cema_cli.run.fleet_config import FleetConfig, edge_configs, fleet_from_table, fleet_table, rotated_edges
 
 # Fleet flags and their defaults (None: the flag was not given).
 FLEET_FLAGS = {"cloud_batching": "per-edge", "student": None, "foundation": "shared", "cloud_capacity": None,
@@ -25,8 +27,6 @@ FLEET_FLAGS = {"cloud_batching": "per-edge", "student": None, "foundation": "sha
 
 def fleet_requested(opts: dict[str, Any]) -> bool:
     """``--edges`` given, or a --config file with a [fleet] table; fleet flags alone are refused."""
-    from cema_cli.cli import explicit_flags
-
     wanted = opts.get("edges") is not None or bool(fleet_table(opts.get("config")))
     stray = sorted(f for f in FLEET_FLAGS if f in explicit_flags(opts["ctx"]))
     if stray and not wanted:
@@ -37,8 +37,6 @@ def fleet_requested(opts: dict[str, Any]) -> bool:
 
 def build_fleet(opts: dict[str, Any]) -> FleetConfig:
     """The fleet of the flags and the [fleet] table; flags typed on the command line win."""
-    from cema_cli.cli import explicit_flags
-
     explicit = explicit_flags(opts["ctx"])
     values: dict[str, Any] = fleet_from_table(opts["config"], fleet_table(opts["config"])) if opts.get("config") else {}
     if opts.get("edges") is not None:
@@ -53,9 +51,8 @@ def build_fleet(opts: dict[str, Any]) -> FleetConfig:
 
 def execute_fleet(methods: list[str], opts: dict[str, Any], console: Console) -> Any:
     """Validate, run the fleet with its files kept current, print the tables; return the result."""
-    from cema_cli.api import check_method_options
-    from cema_cli.cli import build_configs, default_out_dir, explicit_flags
-    from cema_cli.run_folder import check_out_dir
+    from cema_cli.run.api import check_method_options
+    from cema_cli.results.run_folder import check_out_dir
 
     if opts.get("seeds") is not None or opts.get("executor") is not None:
         raise CemaError("--seeds and --executor run single-edge cells; run a fleet without them (one seed per command).")
@@ -83,11 +80,11 @@ def run_fleet_with_files(config: Any, fleet: FleetConfig, out: Path, console: Co
                          threads: int | None) -> Any:
     """runner.run_with_files for a fleet: a locked folder, rows written as they finish, the
     summary and run.json at the end; a bad input before the first row leaves no folder."""
-    from cema_cli import report
-    from cema_cli.api import Events, environment, resolve_device
-    from cema_cli.fleet import run_fleet
-    from cema_cli.runner import FileSink, held_folder, new_progress, now, sigterm_as_interrupt
-    from cema_cli.threads import apply_threads, threads_per_worker
+    from cema_cli.results import report
+    from cema_cli.run.api import Events, environment, resolve_device
+    from cema_cli.run.fleet import run_fleet
+    from cema_cli.run.runner import FileSink, held_folder, new_progress, now, sigterm_as_interrupt
+    from cema_cli.run.threads import apply_threads, threads_per_worker
 
     env = environment(resolve_device(config.device))
     threads = threads_per_worker(1, threads)
@@ -125,7 +122,7 @@ def fleet_meta(fleet: FleetConfig) -> dict[str, Any]:
 
 def edge_table(rows: list[dict[str, Any]]) -> Table:
     """Accuracy % per method and edge, over that edge's domains."""
-    from cema_cli.fleet import edge_accuracy
+    from cema_cli.run.fleet import edge_accuracy
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     per = {m: edge_accuracy([r for r in rows if r["method"] == m]) for m in methods}
@@ -157,3 +154,27 @@ def fleet_summary_table(summary: list[dict[str, Any]]) -> list[Table]:
                      "-" if util is None else f"{100 * util:.0f}%", str(s["longest_queue"]), f"{s['mean_queue_wait_ticks']:.2f}",
                      f"{s['mean_staleness_batches']:.2f}")
     return [accuracy, cost]
+
+
+def print_sweep(frame: Any) -> None:
+    """With several uplink budgets, the accuracy-versus-upload table as well."""
+    from cema_cli.results import report
+
+    if report.budget_points(frame) > 1:
+        console.print(report.sweep_table(frame))
+
+
+def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Validate, run with a progress bar, and keep results.csv/batches.csv/run.json up to date."""
+    from cema_cli.run.api import check_method_options
+    from cema_cli.results.run_folder import check_out_dir
+    from cema_cli.run.runner import run_with_files
+
+    configs = build_configs(methods, opts)
+    check_method_options(configs[0])  # before the run folder exists
+    out = opts["out"] or default_out_dir(methods)
+    check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
+    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"])
+    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
+    return rows
+

@@ -39,13 +39,13 @@ from typing import Any
 
 import torch
 
-from cema_cli.api import (
+from cema_cli.run.api import (
     Events, Live, Session, check_method_options, methods_for, model_options, new_strategy, open_session, play_leg,
 )
 from cema_cli.config import RunConfig
 from cema_cli.data.streams import Leg, plan_stream
 from cema_cli.errors import CemaError
-from cema_cli.fleet_config import FleetConfig, edge_configs
+from cema_cli.run.fleet_config import FleetConfig, edge_configs
 from cema_cli.strategies.base import Strategy
 from cema_cli.strategies.cema import CEMA
 from cema_cli.strategies.common import CloudEdgeStrategy

@@ -13,8 +13,8 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from cema_cli.report import budget_label, domain_label, invalid_rows, status_notes, status_text
-from cema_cli.stats import paired_difference, t_interval, wilson_interval
+from cema_cli.results.report import budget_label, domain_label, invalid_rows, status_notes, status_text
+from cema_cli.results.stats import paired_difference, t_interval, wilson_interval
 
 # A channel point and model pair: seeds of the same point are repetitions of one experiment.
 POINT = ["uplink_budget_bytes", "downlink_budget_bytes", "edge_model", "cloud_model"]
@@ -145,7 +145,7 @@ def compare_seeds(baseline: pd.DataFrame, new: pd.DataFrame, tolerance: float) -
     baseline's lower 95% bound minus ``tolerance`` points. Other seeds of the same code stay inside
     the interval; a real drop of a few points falls out of it."""
     from cema_cli.errors import CemaError
-    from cema_cli.saved_results import EPSILON_POINTS, SETTING_COLUMNS, check_same_setting
+    from cema_cli.results.saved import EPSILON_POINTS, SETTING_COLUMNS, check_same_setting
 
     if tolerance < 0:
         raise CemaError(f"--tolerance {tolerance:g} is negative; give the allowed drop in points, e.g. 0.5.")

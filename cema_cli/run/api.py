@@ -16,19 +16,19 @@ from typing import Any
 import torch
 
 import cema_cli
-from cema_cli.channel import Channel, ComputeDelay
-from cema_cli.cloud_meter import CloudMeter
+from cema_cli.link.channel import Channel, ComputeDelay
+from cema_cli.link.cloud_meter import CloudMeter
 from cema_cli.config import RunConfig
-from cema_cli.costs import modelled_columns
+from cema_cli.link.costs import modelled_columns
 from cema_cli.data import dataset_preset, open_dataset
 from cema_cli.data.streams import Leg, MixedStream, plan_stream
-from cema_cli.engine import SlidingWindow, Tally, drain, stream_steps
+from cema_cli.run.engine import SlidingWindow, Tally, drain, stream_steps
 from cema_cli.errors import CemaError
 from cema_cli.link.client import edge_link, link_columns, remote_counts
 from cema_cli.link.options import LinkOptions
 from cema_cli.models import ModelOptions, load_model, weights_label
-from cema_cli.results import SCHEMA_VERSION
-from cema_cli.stats import wilson_interval
+from cema_cli.results.schema import SCHEMA_VERSION
+from cema_cli.results.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext, WorkCounts, make_config, placements_of
 from cema_cli.strategies.common import CloudEdgeStrategy
@@ -348,7 +348,7 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
 
 
 def cost_columns(config: RunConfig, spent: dict[str, float], seen: int, queued: int) -> dict[str, Any]:
-    """The traffic columns and the modelled ones (cema_cli/costs.py) over the edge batches the
+    """The traffic columns and the modelled ones (cema_cli/link/costs.py) over the edge batches the
     counters span (a mixed leg's domain: its share of them, as for the bytes)."""
     traffic = traffic_columns(spent, seen, queued)
     return traffic | modelled_columns(config.costs, traffic, spent["edge_batches"])
@@ -375,7 +375,7 @@ def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
 
 
 def meter_counts(strategy: Strategy) -> dict[str, float]:
-    """The cloud half's counted GFLOPs and measured seconds so far (cema_cli/cloud_meter.py);
+    """The cloud half's counted GFLOPs and measured seconds so far (cema_cli/link/cloud_meter.py);
     0 for a strategy without a cloud half (or a test double without a context)."""
     meter = getattr(getattr(strategy, "context", None), "cloud_meter", None) or CloudMeter()
     return {"cloud_gflops": meter.gflops, "cloud_backward_gflops": meter.backward_gflops, "cloud_seconds": meter.seconds}
