@@ -43,7 +43,7 @@ class Server:
         log = self.folder / f"server-{len(self.log)}.log"
         self.log.append(log)
         command = [sys.executable, "-m", "cema_cli", "serve", "--port", str(self.port), "--ready-file", str(ready),
-                   "--out", str(self.folder), "--threads", str(torch.get_num_threads()), *self.args]
+                   "--out", str(self.folder), "--threads", str(torch.get_num_threads()), *self.args]  # the edge's count
         env = {**os.environ, "CEMA_LINK_TOKEN": self.token, "PYTHONPATH": str(ROOT)}
         with open(log, "wb") as out:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -194,6 +194,19 @@ def _run_options(
     cloud_gflops_per_tick: Annotated[Optional[float], typer.Option(help="Fleet cloud compute budget, counted GFLOPs per tick (default: unlimited; --edges 1 for one edge).")] = None,
     scheduler: Annotated[str, typer.Option(help="Fleet cloud queue order: round-robin, fifo or lowest-entropy-first.")] = "round-robin",
     independent: Annotated[bool, typer.Option("--independent/--no-independent", help="Fleet: also run each edge alone, for the collaboration gain.")] = True,
+    link: Annotated[str, typer.Option(help="simulated (one process), live (the cloud in a `cema serve` process), or simulated,live (both, side by side).")] = "simulated",
+    cloud_url: Annotated[Optional[str], typer.Option(help="Live link: HOST:PORT of a running `cema serve` (default: start one on loopback).")] = None,
+    link_token: Annotated[Optional[str], typer.Option(help="Live link: the server's token (default: $CEMA_LINK_TOKEN).")] = None,
+    timing: Annotated[str, typer.Option(help="Live link: lockstep (rows equal the simulated ones) or realtime (paced at --frame-rate, never waits).")] = "lockstep",
+    shape: Annotated[Optional[str], typer.Option(help="Live link rate, e.g. 2Mbit (both ways) or 2Mbit,50Mbit (up,down): tc tbf as root, else an application token bucket.")] = None,
+    shape_rtt: Annotated[float, typer.Option(help="Live link: round-trip time in ms, added in the application layer.")] = 0.0,
+    shape_loss: Annotated[float, typer.Option(help="Live link: share of uplink messages lost, in the application layer (0-1).")] = 0.0,
+    shaper: Annotated[str, typer.Option(help="Live link shaping: auto (tc as root, else app), tc or app.")] = "auto",
+    tls_ca: Annotated[Optional[Path], typer.Option(help="Live link: verify the server's TLS certificate with this PEM file.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Live link: the local server speaks TLS with this PEM certificate (and --tls-key).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="Live link: the private key of --tls-cert.")] = None,
+    edge_id: Annotated[Optional[str], typer.Option(help="Live link: this edge's name on the server (default: edge-<host>-<pid>).")] = None,
+    link_timeout: Annotated[float, typer.Option(help="Live link: seconds a lockstep batch waits for the cloud before the cloud counts as gone.")] = 300.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """Template: its signature is shared by ``bench`` and ``compare``."""
@@ -235,10 +248,13 @@ def build_config(methods: list[str], opts: dict[str, Any]) -> RunConfig:
 
 
 def cost_model(opts: dict[str, Any]) -> CostModel:
-    """The modelled cost columns' assumptions (README, "Cost columns")."""
-    rates = {f"{d}link_rate_bps": parse_bit_rate(opts[f"{d}link_rate"], f"--{d}link-rate") if opts[f"{d}link_rate"] is not None else None
+    """The modelled cost columns' assumptions (README, "Cost columns"); a shaped live link's
+    rates and round trip stand in for the ones not given, so the model predicts that link."""
+    shaped = dict(zip(("up", "down"), shape_rates(opts.get("shape"))))
+    rates = {f"{d}link_rate_bps": parse_bit_rate(opts[f"{d}link_rate"], f"--{d}link-rate") if opts[f"{d}link_rate"] is not None else shaped[d]
              for d in ("up", "down")}
-    return CostModel(rtt_ms=opts["rtt"], batch_interval_s=opts["batch_interval"], cloud_price_per_hour=opts["cloud_price"],
+    rtt = opts["rtt"] if opts["rtt"] is not None or not opts.get("shape_rtt") else opts["shape_rtt"]
+    return CostModel(rtt_ms=rtt, batch_interval_s=opts["batch_interval"], cloud_price_per_hour=opts["cloud_price"],
                      cloud_throughput_gflops=opts["cloud_throughput"], **rates)
 
 
@@ -299,3 +315,42 @@ def default_out_dir(methods: list[str]) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return unique_dir(Path("cema-runs") / f"{stamp}-{'-'.join(methods)[:60]}")
 
+
+
+def link_options(opts: dict[str, Any], server_dir: Path | None = None) -> list[Any]:
+    """The links of the run, in the order run: ``--link simulated,live`` runs both (the validation
+    report). Every option of a real link is checked here, before anything loads."""
+    from dataclasses import replace
+
+    from cema_cli.link.options import LINKS, LinkOptions
+
+    modes = list(dict.fromkeys(split_list(opts["link"])))
+    for mode in modes:
+        if mode not in LINKS:
+            from cema_cli.errors import unknown_name
+
+            raise unknown_name("--link", mode, LINKS)
+    up, down = shape_rates(opts["shape"])
+    live = LinkOptions(mode="live", cloud_url=opts["cloud_url"], timing=opts["timing"], frame_rate=opts["frame_rate"],
+                       shape_up_bps=up, shape_down_bps=down, shape_rtt_ms=opts["shape_rtt"], shape_loss=opts["shape_loss"],
+                       shaper=opts["shaper"], token=opts["link_token"], tls_ca=path_text(opts["tls_ca"]),
+                       tls_cert=path_text(opts["tls_cert"]), tls_key=path_text(opts["tls_key"]), edge_id=opts["edge_id"],
+                       timeout_s=opts["link_timeout"], server_dir=str(server_dir) if server_dir else None)
+    if "live" not in modes:
+        replace(live, mode="simulated").validate()  # a real link's options without --link live are refused
+    return [live.validate() if mode == "live" else None for mode in modes or ["simulated"]]
+
+
+def shape_rates(text: str | None) -> tuple[float | None, float | None]:
+    """--shape UP or UP,DOWN in bits per second (one rate: both ways)."""
+    if text is None:
+        return None, None
+    parts = split_list(text)
+    if len(parts) not in (1, 2):
+        raise CemaError(f"--shape {text!r}: give a rate (2Mbit, both ways) or two (2Mbit,50Mbit: up, down).")
+    rates = [parse_bit_rate(part, "--shape") for part in parts]
+    return rates[0], rates[-1]
+
+
+def path_text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None

@@ -11,6 +11,7 @@ import typer
 
 from cema_cli.cli.common import DEFAULT_COMPARE, DEFAULT_METHOD, console, resolve_methods, user_errors, with_run_options
 from cema_cli.cli.cells import execute_cells, fail_on_cells, print_statistics
+from cema_cli.errors import CemaError
 from cema_cli.cli.studies import execute, execute_fleet, fleet_requested, print_sweep
 
 
@@ -40,13 +41,15 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
         if fleet_requested({**opts, "ctx": ctx}):
             return fleet_and_report(resolve_methods(methods), {**opts, "ctx": ctx})
         if opts["seeds"] is not None or opts["executor"] is not None:
+            refuse_live_cells(opts)
             return run_cells_and_report(ctx, methods, opts)
         rows = execute(resolve_methods(methods), {**opts, "ctx": ctx})
         from cema_cli.results import report
         from cema_cli.results.health import check_status
+        from cema_cli.results.link_report import validation_tables
 
         frame = report.results_frame(rows)
-        for table in tables(report, frame):
+        for table in tables(report, frame) + validation_tables(frame):
             console.print(table)
         print_sweep(frame)
         check_status(rows)
@@ -75,3 +78,9 @@ def run_cells_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any])
         check_min_accuracy(frame, opts["min_accuracy"])
     fail_on_cells(failed)
 
+
+
+def refuse_live_cells(opts: dict[str, Any]) -> None:
+    if "live" in opts["link"]:
+        raise CemaError("--seeds and --executor run cells in worker processes; a live link runs one study at a time: "
+                        "drop --seeds/--executor (one seed per command) or --link live.")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cema_cli.cli.common import build_configs, console, default_out_dir, explicit_flags
+from cema_cli.cli.common import build_configs, console, default_out_dir, explicit_flags, link_options
 from cema_cli.errors import CemaError
 from cema_cli.run.fleet_config import FleetConfig, edge_configs, fleet_from_table, fleet_table, rotated_edges
 
@@ -66,7 +66,10 @@ def execute_fleet(methods: list[str], opts: dict[str, Any], console: Console) ->
     check_method_options(config)
     edge_configs(config, fleet)  # each edge's own settings, before the run folder exists
     out = opts["out"] or default_out_dir(methods)
+    live = live_fleet_link(opts, fleet, config)
     check_out_dir(out, opts["force"])
+    if live is not None:
+        return execute_live_fleet(config, fleet, live, out, console, opts)
     result = run_fleet_with_files(config, fleet, out, console, " ".join(["cema", *sys.argv[1:]]), opts["force"], opts["threads"])
     files = ["results.csv", "fleet.csv", *(["independent.csv"] if result.independent else []), "batches.csv", "run.json"]
     console.print(f"results written to [bold]{escape(str(out))}[/] ({', '.join(files)})")
@@ -111,6 +114,76 @@ def run_fleet_with_files(config: Any, fleet: FleetConfig, out: Path, console: Co
     sink.write_meta(status="finished", finished_rows=len(result.rows), finished=now())
     held.release()
     return result
+
+
+def live_fleet_link(opts: dict[str, Any], fleet: FleetConfig, config: Any) -> Any:
+    """The live link of a fleet of edge processes, or None for the simulated fleet."""
+    links = link_options(opts)
+    live = next((link for link in links if link is not None), None)
+    if live is None:
+        return None
+    if len(links) > 1:
+        raise CemaError("--link simulated,live compares one edge's run; a fleet runs over one link: give --link live or simulated.")
+    from cema_cli.link.fleet import check_fleet
+
+    check_fleet(fleet)
+    live.check_run(config)
+    return live
+
+
+def execute_live_fleet(config: Any, fleet: FleetConfig, link: Any, out: Path, console: Console, opts: dict[str, Any]) -> Any:
+    """A fleet of edge processes against one server (cema_cli/link/fleet.py): results.csv as
+    edges finish, fleet.csv with the server's measurements, run.json with its statistics."""
+    import pandas as pd
+
+    from cema_cli.link.fleet import live_summary, run_live_fleet
+    from cema_cli.results import report
+    from cema_cli.run.runner import FileSink, held_folder, now, sigterm_as_interrupt
+
+    with held_folder(out, opts["force"], lambda: FileSink(out, config, " ".join(["cema", *sys.argv[1:]]))) as (held, sink):
+        sink.meta["fleet"] = fleet_meta(fleet)
+        sink.write_meta(link={**{k: v for k, v in vars(link).items() if k != "token"}, "edges": fleet.size})
+        console.print(f"{fleet.size} edge processes against one cloud server; rows are written as edges finish")
+        with sigterm_as_interrupt():
+            result = run_live_fleet(config, fleet, link, out, sink.add_row)
+        rows = sorted(result.rows, key=lambda r: (r["method"], r["edge"]))
+        summary = [live_summary(m, fleet, [r for r in rows if r["method"] == m], result) for m in dict.fromkeys(r["method"] for r in rows)]
+        report.write_csv(pd.DataFrame(summary), out / "fleet.csv")
+        sink.meta["fleet"].update(summary=summary, server=result.server, failed_edges=result.failed)
+        sink.write_meta(status="finished" if not result.failed else "failed", finished_rows=len(rows), finished=now())
+    held.release()
+    console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, fleet.csv, run.json, cloud/server.json)")
+    console.print(edge_table(rows))
+    console.print(live_fleet_table(summary))
+    console.print(server_line(summary), highlight=False)
+    if result.failed:
+        raise CemaError(f"{len(result.failed)} edge process(es) failed ({', '.join(f'edge {e}: {why}' for e, why in result.failed.items())}); "
+                        f"their finished rows are kept in {out / 'results.csv'}.")
+    from cema_cli.run.fleet import FleetResult
+
+    return FleetResult(rows, [], summary)
+
+
+def live_fleet_table(summary: list[dict[str, Any]]) -> Table:
+    """Per method: the edges' accuracy and what the link lost; the server's figures are the run's."""
+    table = Table(title=f"live fleet of {summary[0]['edges'] if summary else 0} edge processes", box=box.SIMPLE_HEAD,
+                  caption="acc: mean/worst edge; lost: uploads that found no cloud; not ok: rows whose link had an outage or loss")
+    for name in ("method", "acc %", "uploads", "wire MB", "lost", "not ok"):
+        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
+    for s in summary:
+        table.add_row(s["method"], f"{100 * (s['mean_accuracy'] or 0):.2f}/{100 * (s['worst_edge_accuracy'] or 0):.2f}", str(s["uploads"]),
+                      f"{(s['wire_uplink_bytes'] + s['wire_downlink_bytes']) / 1e6:.2f}", str(s["uploads_lost"]), str(s["links_not_ok"]))
+    return table
+
+
+def server_line(summary: list[dict[str, Any]]) -> str:
+    """What the server measured over the whole run (every method's sessions)."""
+    s = summary[0] if summary else {}
+    return (f"server: utilisation {100 * (s.get('cloud_utilisation') or 0):.0f}% of {s.get('cloud_capacity')} worker(s), "
+            f"queue wait mean {s.get('mean_queue_wait_s') or 0:.3f} s p99 {s.get('p99_queue_wait_s') or 0:.3f} s, "
+            f"request latency p50 {s.get('p50_request_s') or 0:.3f} s p99 {s.get('p99_request_s') or 0:.3f} s "
+            f"({s.get('requests') or 0} requests), sessions held at most {s.get('peak_sessions')}, "
+            f"peak memory {(s.get('server_peak_rss_bytes') or 0) / 1e6:.0f} MB")
 
 
 def fleet_meta(fleet: FleetConfig) -> dict[str, Any]:
@@ -171,10 +244,15 @@ def execute(methods: list[str], opts: dict[str, Any]) -> list[dict[str, Any]]:
     from cema_cli.run.runner import run_with_files
 
     configs = build_configs(methods, opts)
-    check_method_options(configs[0])  # before the run folder exists
     out = opts["out"] or default_out_dir(methods)
+    links = link_options(opts, out / "cloud")  # a live link's local server writes its log and statistics there
+    for link in links:
+        if link is not None:
+            link.check_run(configs[0])
+    check_method_options(configs[0])  # before the run folder exists
     check_out_dir(out, opts["force"])  # before anything is created: a bad input leaves no folder
-    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"])
+    rows = run_with_files(configs, out, console, command=" ".join(["cema", *sys.argv[1:]]), force=opts["force"], threads=opts["threads"],
+                          links=links)
     console.print(f"results written to [bold]{escape(str(out))}[/] (results.csv, batches.csv, run.json)")
     return rows
 

@@ -35,7 +35,7 @@ from typing import Any
 from cema_cli import __version__
 from cema_cli.errors import CemaError
 from cema_cli.link.options import LinkOptions, parse_url
-from cema_cli.link.shaping import Pacer
+from cema_cli.link.shaping import Pacer, shaping_text
 from cema_cli.link.wire import HELLO_LIMIT, PeerClosed, WireError, encode, message_size, read_message, state_digest
 
 CONNECT_TIMEOUT_S = 30.0
@@ -413,13 +413,37 @@ class RemoteCloud:
 # --- one edge run's link ------------------------------------------------------------------------
 
 class EdgeLink:
-    """The live link of one edge's run: its connection, a RemoteCloud per cloud-placed strategy,
-    and the link columns of its rows."""
+    """The live link of one edge's run: its connection (made at the first cloud-placed strategy,
+    once a local server listens), a RemoteCloud per such strategy, and the link columns of its rows."""
 
-    def __init__(self, client: LinkClient, options: LinkOptions, shaping: str) -> None:
-        self.client, self.options, self.shaping = client, options, shaping
+    def __init__(self, options: LinkOptions, local: Any, seed: int) -> None:
+        self.options, self.local, self.seed = options, local, seed
+        self.shaping = local.shaping if local is not None else shaping_text(options, "app")
         self.generations: dict[str, int] = {}
         self.digests: dict[int, str] = {}
+        self._client: LinkClient | None = None
+
+    @property
+    def client(self) -> LinkClient:
+        if self._client is None:
+            options = self.local.options() if self.local is not None else self.options
+            self.options = options
+            client = LinkClient(options, options.edge_id or default_edge_id(), *pacers_for(options, self.seed))
+            try:
+                client.connect()
+            except LinkDown as error:
+                client.close()
+                raise CemaError(f"cannot reach the cloud at {options.cloud_url}: {error}; start `cema serve` there, or check "
+                                "--cloud-url, the token and --tls-ca.") from None
+            except RemoteError:
+                client.close()
+                raise
+            self._client = client
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
     def attach(self, strategy: Any, config: Any, method: str, edge_source: Any) -> None:
         """Open the strategy's cloud session (later, when the cloud is unreachable now)."""
@@ -483,27 +507,19 @@ def link_columns(link: EdgeLink | None, spent: dict[str, float]) -> dict[str, An
 
 @contextlib.contextmanager
 def edge_link(options: LinkOptions | None, config: Any, cloud_methods: list[str]) -> Iterator[EdgeLink | None]:
-    """The run's live link (None: simulated, or no method has a cloud half): connected to
-    ``cloud_url``, or to a local server started for the run and stopped after it."""
+    """The run's live link (None: simulated, or no method has a cloud half): to ``cloud_url``, or
+    to a local server started now, while the edge loads its data, and stopped after the run."""
     if options is None or not options.live or not cloud_methods:
         yield None
         return
-    from cema_cli.link.local import local_server, shaping_text
+    options.check_run(config)
+    from cema_cli.link.local import local_server
 
     with contextlib.ExitStack() as stack:
-        if options.cloud_url is None:
-            local = stack.enter_context(local_server(options, torch_threads(), config.device))
-            options, shaping = local.options, local.shaping
-        else:
-            shaping = shaping_text(options, "app")
-        client = LinkClient(options, options.edge_id or default_edge_id(), *pacers_for(options, config.seed))
-        stack.callback(client.close)
-        try:
-            client.connect()
-        except LinkDown as error:
-            raise CemaError(f"cannot reach the cloud at {options.cloud_url}: {error}; start `cema serve` there, or check "
-                            "--cloud-url, the token and --tls-ca.") from None
-        yield EdgeLink(client, options, shaping)
+        local = stack.enter_context(local_server(options, torch_threads(), config.device)) if options.cloud_url is None else None
+        link = EdgeLink(options, local, config.seed)
+        stack.callback(link.close)
+        yield link
 
 
 def pacers_for(options: LinkOptions, seed: int) -> tuple[Pacer, dict[str, float]]:
@@ -525,3 +541,13 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def server_status(options: LinkOptions, timeout: float = 60.0) -> dict[str, Any]:
+    """The statistics of the server ``options`` reach (a short-lived probe connection)."""
+    client = LinkClient(options, f"probe-{os.getpid()}-{time.monotonic_ns() % 10**9}", Pacer(), {"bps": 0, "delay_s": 0})
+    try:
+        client.connect()
+        return client.request("status", {}, timeout=timeout).fields
+    finally:
+        client.close()

@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cema_cli.errors import CemaError, unknown_name
 
@@ -112,6 +113,19 @@ class LinkOptions:
                 raise CemaError(f"{flag} {path}: no such file; give a PEM file.")
         if self.cloud_url and not self.resolved_token():
             raise CemaError(f"--cloud-url needs the server's token: pass --link-token or set ${TOKEN_ENV} (`cema serve` prints it).")
+
+    def check_run(self, config: Any) -> None:
+        """Realtime measures the link's timing: the simulated delays and compute delay would
+        stack on it, so they are refused (lockstep keeps them: its rows are the simulated ones)."""
+        if self.timing != "realtime":
+            return
+        channel, costs = config.channel, config.costs
+        given = [flag for flag, value in (("--uplink-delay", channel.uplink_delay_batches), ("--downlink-delay", channel.downlink_delay_batches),
+                                          ("--downlink-budget", channel.downlink_budget_bytes is not None),
+                                          ("--cloud-throughput", costs.cloud_throughput_gflops)) if value]
+        if given:
+            raise CemaError(f"{', '.join(given)} simulate the link's timing, which --timing realtime measures; drop them, "
+                            "or use --timing lockstep (--shape-rtt adds a real round trip).")
 
     def with_local_server(self, url: str, token: str, tls_ca: str | None) -> "LinkOptions":
         """The options an edge uses to reach the local server just started."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cema_cli.errors import CemaError
+from cema_cli.link.options import LinkOptions
 
 BURST_BYTES = 16 * 1024  # tbf and the application bucket alike: 65 ms at 2 Mbit/s, 16 ms at 8 Mbit/s
 CHUNK_BYTES = 16 * 1024
@@ -100,6 +101,31 @@ def app_pacers(up_bps: float | None, down_bps: float | None, rtt_ms: float, loss
     half = rtt_ms / 2000.0
     return (Pacer(TokenBucket(up_bps) if up_bps else None, half, loss, seed),
             Pacer(TokenBucket(down_bps) if down_bps else None, half))
+
+
+def shaper_for(options: LinkOptions) -> str:
+    """'tc' or 'app' (none when nothing is shaped); 'tc' only where it can run."""
+    rates = options.shape_up_bps or options.shape_down_bps
+    if not rates or options.shaper == "app":
+        return "app"
+    if options.shaper == "tc":
+        return "tc"
+    return "app" if tc_unavailable() else "tc"
+
+
+def shaping_text(options: LinkOptions, shaper: str) -> str:
+    """The row's ``link_shaping``: what paced the bytes, and what the application layer added."""
+    rates = describe_rates(options.shape_up_bps, options.shape_down_bps)
+    if not (options.shape_up_bps or options.shape_down_bps):
+        text = "none"
+    elif shaper == "tc":
+        text = f"tc tbf {rates} (veth pair, network namespace)"
+    else:
+        text = f"application token bucket {rates} ({tc_unavailable() or 'application shaper chosen'})"
+    extras = [f"rtt {options.shape_rtt_ms:g} ms" if options.shape_rtt_ms else "", f"uplink loss {options.shape_loss:g}" if options.shape_loss else ""]
+    extras = [e for e in extras if e]
+    return text + (f"; {' and '.join(extras)} in the application layer" if extras else "")
+
 
 
 # --- the kernel's token bucket: a veth pair into a network namespace --------------------------

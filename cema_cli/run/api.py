@@ -106,10 +106,10 @@ def run_benchmark(config: RunConfig, events: Events | None = None, inputs: Any =
     config.validate()
     check_method_options(config)
     events = events or Events()
-    session = open_session(config, events, inputs)
-    methods = methods_for(session)
-    with edge_link(link, session.config, cloud_methods(methods)) as session.link:
-        return play_methods(session, methods)
+    with edge_link(link, config, cloud_methods(method_configs(config, config.preset))) as live_link:
+        session = open_session(config, events, inputs)  # meanwhile a local server starts
+        session.link = live_link
+        return play_methods(session, methods_for(session))
 
 
 def play_methods(session: Session, methods: dict[str, tuple[type[Strategy], Any]]) -> list[dict[str, Any]]:

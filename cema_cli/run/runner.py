@@ -107,10 +107,11 @@ def held_folder(out: Path, force: bool, sink_for: Any) -> Iterator[tuple[Any, "F
 
 
 def run_with_files(configs: list[RunConfig], out: Path, console: Console, command: str, force: bool = False,
-                   threads: int | None = None) -> list[dict[str, Any]]:
+                   threads: int | None = None, links: list[Any] | None = None) -> list[dict[str, Any]]:
     """Run each configuration (one per budget point of a sweep) into one set of files under
     ``out``, held with a lock (run_folder.py), with ``threads`` torch threads (default: the
-    thread policy of threads.py). A bad input found before the first row leaves no folder
+    thread policy of threads.py), over each of ``links`` in turn (None: the simulated channel;
+    a LinkOptions: a real link). A bad input found before the first row leaves no folder
     behind; any other stop keeps the finished rows and says why in run.json."""
     from cema_cli.run.api import environment, resolve_device
     from cema_cli.run.threads import apply_threads, threads_per_worker
@@ -120,16 +121,21 @@ def run_with_files(configs: list[RunConfig], out: Path, console: Console, comman
     apply_threads(threads)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
     with held_folder(out, force, lambda: FileSink(out, configs[0], command)) as (held, sink):
-        sink.write_meta(environment=env, budget_points=budgets, threads=threads)
+        sink.write_meta(environment=env, budget_points=budgets, threads=threads, links=[link_meta(link) for link in links or [None]])
         with sigterm_as_interrupt():
-            rows = run_with_progress(configs, sink, console)
+            rows = run_with_progress(configs, sink, console, links or [None])
     sink.write_meta(status="finished", finished_rows=len(rows), finished=now())
     held.release()
     return rows
 
 
-def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console) -> list[dict[str, Any]]:
-    """Run every configuration with a progress bar per domain (and per model trained)."""
+def link_meta(link: Any) -> dict[str, Any]:
+    """run.json's record of a link: its options, never its token."""
+    return {"mode": "simulated"} if link is None else {**asdict(link), "token": None}
+
+
+def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console, links: list[Any]) -> list[dict[str, Any]]:
+    """Run every configuration over every link with a progress bar per domain (and per model trained)."""
     from cema_cli.run.api import Events, run_benchmark
 
     with new_progress(console) as progress:
@@ -150,7 +156,7 @@ def run_with_progress(configs: list[RunConfig], sink: FileSink, console: Console
             on_domain_start=on_domain_start,
             on_model_progress=on_model_progress,
         )
-        return [row for point in configs for row in run_benchmark(point, events)]
+        return [row for link in links for point in configs for row in run_benchmark(point, events, link=link)]
 
 
 def prepare_models(console: Console) -> list[Path]:
