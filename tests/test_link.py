@@ -93,6 +93,20 @@ def test_lockstep_continual_delays_budgets_and_edge_placement(server) -> None:
     assert any(r["dropped_uploads"] > 0 for r in live) and all(r["param_delay_batches"] > 0 for r in live if r["method"] != "eata")
 
 
+def test_lockstep_uploads_cross_in_their_encoding(server) -> None:
+    """JPEG uploads cross as their JPEG files and float32 ones as float32 values; the cloud
+    decodes them to the simulator's pixels, so the rows stay equal."""
+    from cema_cli.config import ChannelConfig
+
+    for encoding in ("jpeg", "float32"):
+        run = config(channel=ChannelConfig(uplink_encoding=encoding))
+        simulated, live = run_benchmark(run), run_benchmark(run, link=server.options())
+        assert_same_rows(simulated, live)
+        row, = live
+        assert row["uploads"] == 32 and 1 < row["wire_uplink_bytes"] / row["uplink_bytes"] < 1.5, (encoding, row["wire_overhead"])
+    assert row["uplink_bytes"] == 32 * 4 * 3072  # float32: 4 bytes a value, on the wire too
+
+
 def test_realtime_rows_are_measured_and_not_reproducible(server) -> None:
     rows = run_benchmark(config(samples=96), link=server.options(timing="realtime", frame_rate=200.0))
     row, = rows
@@ -315,3 +329,45 @@ def test_tc_shaping_through_a_namespace(tmp_path) -> None:
     assert row["measured_upload_seconds"] >= 0.8 * 8 * per_message / 2e6
     assert row["link_shaping"].startswith("tc tbf 2Mbit up")
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == before
+
+
+def test_a_fleet_of_edge_processes_against_one_server(tmp_path) -> None:
+    """Two edge processes, one local server with a capacity of one worker: every row arrives
+    (with its edge), and the server measured its sessions, utilisation, waits and per-edge bytes."""
+    from cema_cli.link.fleet import live_summary, run_live_fleet
+    from cema_cli.link.options import LinkOptions
+    from cema_cli.run.fleet_config import FleetConfig, rotated_edges
+
+    fleet = FleetConfig(edges=rotated_edges(2), independent=False, cloud_capacity=1, scheduler="fifo")
+    base = config(methods=("tent",), corruptions=THREE[:2], protocol="continual")
+    result = run_live_fleet(base, fleet, LinkOptions(mode="live"), tmp_path)
+    assert not result.failed and sorted((r["edge"], r["corruption"]) for r in result.rows) == [
+        (0, "gaussian_noise"), (0, "snow"), (1, "gaussian_noise"), (1, "snow")]
+    assert all(r["link_status"] == "ok" and r["uploads"] == 32 for r in result.rows)
+    stats = result.server
+    assert stats["sessions_opened"] == 2 and stats["ticks"] == 8 and stats["scheduler"] == "fifo" and stats["capacity"] == 1
+    assert 0 < stats["utilisation"] <= 1 and stats["queue_wait_s"]["count"] == 8 and stats["request_latency_s"]["p99"] > 0
+    assert all(stats["edges"][f"edge-{i}"]["bytes_in"] > 2 * 16 * 3072 for i in (0, 1))
+    summary = live_summary("tent", fleet, result.rows, result)
+    assert summary["uploads_lost"] == 0 and summary["peak_sessions"] >= 1 and summary["server_peak_rss_bytes"] > 0
+
+
+def test_compare_prints_the_validation_report_for_both_links(tmp_path) -> None:
+    """`cema compare --link simulated,live` on the same stream: one row per link, equal figures,
+    both tables of the report, and the local server's statistics kept in the run folder."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from cema_cli.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["compare", "--methods", "bn,tent", "--link", "simulated,live", "--samples", "32", "--batch-size", "16",
+                                      "--threads", "1", "--device", "cpu", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "simulated vs live link: results" in result.output and "the live link: modelled vs measured" in result.output
+    frame = pd.read_csv(out / "results.csv")
+    assert sorted(frame["link"]) == ["live", "live", "simulated", "simulated"]
+    live, simulated = (frame[frame["link"] == name].set_index("method") for name in ("live", "simulated"))
+    assert (live[["accuracy", "uploads", "uplink_bytes", "downlink_bytes"]] == simulated[["accuracy", "uploads", "uplink_bytes", "downlink_bytes"]]).all(axis=None)
+    assert live.loc["tent", "wire_uplink_bytes"] > live.loc["tent", "uplink_bytes"] and (out / "cloud" / "server.json").exists()
+    assert "token" not in (out / "run.json").read_text().replace('"token": null', "")

@@ -186,3 +186,30 @@ def test_urls_and_link_options_are_checked(monkeypatch) -> None:
     with pytest.raises(CemaError, match="--shape-loss"):
         LinkOptions(mode="live", shape_loss=1.0).validate()
     assert LinkOptions(mode="live", timing="realtime", frame_rate=64).validate().live
+
+
+def test_scheduler_orders_as_the_simulated_fleet() -> None:
+    """round-robin serves edges in turn, fifo by arrival, lowest-entropy-first by the uploads'
+    mean entropy; a session's jobs run one at a time, in order."""
+    from types import SimpleNamespace
+
+    from cema_cli.link.server import Job, Scheduler, Session
+
+    def jobs(policy: str) -> list[tuple[int, int]]:
+        scheduler = Scheduler(policy)
+        sessions = [Session(SimpleNamespace(index=i), f"s{i}", 0.0) for i in (1, 2, 3)]
+        arrivals = [(0, 0.5), (0, 0.1), (1, 0.9), (2, 0.3), (1, 0.2)]  # (session, entropy) in arrival order
+        for sequence, (s, entropy) in enumerate(arrivals):
+            scheduler.add(Job(sessions[s], "tick", {}, None, 0.0, 0.0, sequence, entropy))
+        order = []
+        while (job := scheduler.pick()) is not None:
+            order.append((job.session.edge.index, job.sequence))  # served at once: no session is busy
+        return order
+
+    assert jobs("fifo") == [(1, 0), (1, 1), (2, 2), (3, 3), (2, 4)]
+    assert jobs("round-robin") == [(1, 0), (2, 2), (3, 3), (1, 1), (2, 4)]
+    assert jobs("lowest-entropy-first") == [(3, 3), (1, 0), (1, 1), (2, 2), (2, 4)]
+    scheduler = Scheduler("fifo")
+    busy = Session(SimpleNamespace(index=1), "busy", 0.0, busy=True)
+    scheduler.add(Job(busy, "tick", {}, None, 0.0, 0.0, 0, 0.0))
+    assert scheduler.pick() is None  # its session is running a job

@@ -224,18 +224,32 @@ class Channel:
         return self.param_delay_sum / self.param_delay_batches if self.param_delay_batches else 0.0
 
 
+# An uploaded sample's attribute saying how a real link carries it (cema_cli/link/wire.py): the
+# JPEG file (bytes) or "float32"; the simulated channel reads the pixels alone.
+WIRE_FORM = "cema_wire_form"
+
+
 def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[int]]:
     """Images as the cloud receives them, and each sample's payload size in bytes.
 
     ``uint8``: raw pixels (C*H*W bytes); ``float32``: what the official code ships (4 bytes per
-    value); ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels.
+    value); ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels. The
+    samples of the last two carry their wire form (``WIRE_FORM``) for a real link.
     """
     per_sample = int(images[0].numel()) if len(images) else 0
     if encoding == "uint8":
         return images, [per_sample] * len(images)
     if encoding == "float32":
-        return images, [4 * per_sample] * len(images)
+        return with_wire_forms(images, ["float32"] * len(images)), [4 * per_sample] * len(images)
     return _jpeg_roundtrip(images, jpeg_quality)
+
+
+def with_wire_forms(images, forms: list[Any]) -> list[Any]:
+    """The batch as a list of samples, each with its wire form."""
+    samples = list(images)
+    for sample, form in zip(samples, forms):
+        setattr(sample, WIRE_FORM, form)
+    return samples
 
 
 def _jpeg_roundtrip(images, quality: int):
@@ -243,15 +257,16 @@ def _jpeg_roundtrip(images, quality: int):
     import torch
     from PIL import Image
 
-    decoded, sizes = [], []
+    decoded, sizes, files = [], [], []
     for image in images.cpu().permute(0, 2, 3, 1).numpy():
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
         sizes.append(buffer.tell())
+        files.append(buffer.getvalue())
         buffer.seek(0)
         decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
     out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
-    return out.to(images.device), sizes
+    return with_wire_forms(out.to(images.device), files), sizes
 
 
 def state_nbytes(state: dict[str, Any], dtype: str) -> int:

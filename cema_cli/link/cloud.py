@@ -16,17 +16,19 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cema_cli.run.api import Events, Session, methods_for, new_strategy, open_session
-from cema_cli.link.channel import Channel, Packet
+import torch
+
 from cema_cli.config import RunConfig
-from cema_cli.run.engine import first_non_finite
 from cema_cli.errors import CemaError
-from cema_cli.run.fleet import adopt
+from cema_cli.link.channel import Channel, Packet
 from cema_cli.link.wire import WireError, state_digest
+from cema_cli.run.api import Events, Session, methods_for, new_strategy, open_session
+from cema_cli.run.engine import first_non_finite
+from cema_cli.run.fleet import adopt
+from cema_cli.run.sweep import config_from_dict
 from cema_cli.strategies.base import WorkCounts
 from cema_cli.strategies.cema import CEMA
 from cema_cli.strategies.common import CloudEdgeStrategy
-from cema_cli.run.sweep import config_from_dict
 
 CACHED_RUNS = 4  # run sessions (dataset, source models, EATA's Fisher) kept for the next edge
 
@@ -101,6 +103,17 @@ def packets_from(entries: Any) -> list[Packet]:
         raise WireError(f"malformed packet ({type(error).__name__}: {error})") from None
 
 
+def on_device(value: Any, device: Any) -> Any:
+    """A payload's tensors on the cloud's device (the wire delivers them on the CPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: on_device(v, device) for k, v in value.items()}
+    return value
+
+
 class CloudSession:
     """One edge's cloud half: its strategy (student, optimiser, replay buffer...), ticked by the
     edge. ``shared`` holds the locks of the parts it shares with other sessions (the foundation)."""
@@ -113,7 +126,8 @@ class CloudSession:
         """The cloud's turn at the edge's ``tick``: learn on what arrived, sync if due; return the
         downlink sends and the cloud's counters (the edge's row reports them)."""
         self.channel.now = tick
-        self.channel.uplink.arrived = packets
+        device = self.strategy.context.device
+        self.channel.uplink.arrived = [replace(p, payload=on_device(p.payload, device)) for p in packets]
         for lock in self.locks:
             lock.acquire()
         try:

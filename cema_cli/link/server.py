@@ -564,6 +564,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def serve(options: ServeOptions) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
+    tls_context(options)  # a bad certificate is refused before anything listens
     token = options.token or os.environ.get(TOKEN_ENV) or ""
     if not token:
         token = secrets.token_urlsafe(24)
@@ -572,5 +573,4 @@ def serve(options: ServeOptions) -> None:
     torch.set_num_threads(options.threads)
     if options.out:
         Path(options.out).mkdir(parents=True, exist_ok=True)
-    tls_context(options)  # a bad certificate is refused before anything listens
     asyncio.run(CloudServer(options, token).serve())

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from cema_cli.link.channel import WIRE_FORM
+
 
 MAGIC = b"CEMA"
 VERSION = 1
@@ -92,10 +94,13 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def to_tree(value: Any, tensors: list[torch.Tensor]) -> Any:
-    """``value`` as the header's JSON tree; its tensors appended to ``tensors``."""
+    """``value`` as the header's JSON tree; its tensors appended to ``tensors``. An uploaded
+    sample with a wire form (link/channel.py) goes as its JPEG file (``$j``) or as float32 (``$w``)."""
     if isinstance(value, torch.Tensor):
-        tensors.append(value)
-        return {"$t": len(tensors) - 1}
+        form = getattr(value, WIRE_FORM, None)
+        tensors.append(torch.frombuffer(bytearray(form), dtype=torch.uint8) if isinstance(form, bytes)
+                       else value.float() if form == "float32" else value)
+        return {"$j" if isinstance(form, bytes) else "$w" if form == "float32" else "$t": len(tensors) - 1}
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -179,8 +184,8 @@ def from_tree(node: Any, tensors: list[torch.Tensor], depth: int) -> Any:
     if len(node) != 1:
         raise WireError("malformed value (an object must be one of $t, $u, $d, $f)")
     (tag, inner), = node.items()
-    if tag == "$t" and type(inner) is int and 0 <= inner < len(tensors):
-        return tensors[inner]
+    if tag in ("$t", "$j", "$w") and type(inner) is int and 0 <= inner < len(tensors):
+        return {"$t": lambda t: t, "$j": jpeg_pixels, "$w": float_pixels}[tag](tensors[inner])
     if tag == "$u" and isinstance(inner, list):
         return tuple(from_tree(v, tensors, depth + 1) for v in inner)
     if tag == "$d" and isinstance(inner, dict):
@@ -188,6 +193,35 @@ def from_tree(node: Any, tensors: list[torch.Tensor], depth: int) -> Any:
     if tag == "$f" and inner in ("inf", "-inf", "nan"):
         return float(inner)
     raise WireError(f"malformed value ({tag!r})")
+
+
+MAX_JPEG_PIXELS = 8192 * 8192
+
+
+def jpeg_pixels(data: torch.Tensor) -> torch.Tensor:
+    """An uploaded JPEG file as the (3, H, W) uint8 pixels the simulator's decoder gives."""
+    import io
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if data.dtype != torch.uint8 or data.dim() != 1:
+        raise WireError("malformed JPEG sample")
+    try:
+        image = Image.open(io.BytesIO(data.numpy().tobytes()))
+        if image.format != "JPEG" or image.width * image.height > MAX_JPEG_PIXELS:
+            raise WireError("a JPEG sample is not a JPEG file of at most 8192 x 8192 pixels")
+        pixels = np.array(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise WireError(f"malformed JPEG sample ({type(error).__name__})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def float_pixels(values: torch.Tensor) -> torch.Tensor:
+    """A float32-encoded sample back to its uint8 pixels (exact: whole numbers 0-255)."""
+    if values.dtype != torch.float32 or not bool(((values >= 0) & (values <= 255) & (values == values.round())).all()):
+        raise WireError("a float32 sample holds values other than whole numbers 0-255")
+    return values.to(torch.uint8)
 
 
 # --- reading from a stream --------------------------------------------------------------------
