@@ -49,7 +49,7 @@ def run_and_report(ctx: typer.Context, methods: str, opts: dict[str, Any], table
         from cema_cli.results.link_report import validation_tables
 
         frame = report.results_frame(rows)
-        for table in tables(report, frame) + validation_tables(frame):
+        for table in tables(report, by_link(frame)) + validation_tables(frame):
             console.print(table)
         print_sweep(frame)
         check_status(rows)
@@ -84,3 +84,11 @@ def refuse_live_cells(opts: dict[str, Any]) -> None:
     if "live" in opts["link"]:
         raise CemaError("--seeds and --executor run cells in worker processes; a live link runs one study at a time: "
                         "drop --seeds/--executor (one seed per command) or --link live.")
+
+
+def by_link(frame: Any) -> Any:
+    """With both links, the live rows' methods read "tent (live)", so no table mixes the two."""
+    if "link" not in frame or frame["link"].nunique() < 2:
+        return frame
+    live = frame["link"] == "live"
+    return frame.assign(method=frame["method"].where(~live, frame["method"] + " (live)"))

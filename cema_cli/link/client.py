@@ -260,13 +260,23 @@ class LinkClient:
             time.sleep(0.01)
 
     def close(self) -> None:
+        """Close the connection (not an outage), stop the loop and its thread."""
         with self.lock:
-            epoch = self.epoch
+            self.connected, self.reason, self.down_since = False, "closed by the edge", None
+            owed = list(self.pending)
+        self._fail(owed, LinkDown("closed by the edge"))
+        with contextlib.suppress(RuntimeError, concurrent.futures.TimeoutError):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self._lost, epoch, "closed by the edge")
-            time.sleep(0.05)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    async def _shutdown(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def packet_entry(packet: Any) -> dict[str, Any]:
@@ -543,11 +553,26 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+class StatusProbe:
+    """A connection that asks a server for its statistics (one connection, kept while it is used)."""
+
+    def __init__(self, options: LinkOptions) -> None:
+        self.client = LinkClient(options, f"probe-{os.getpid()}", Pacer(), {"bps": 0, "delay_s": 0})
+        self.client.connect()
+
+    def status(self, timeout: float = 60.0) -> dict[str, Any]:
+        if not self.client.ensure_up():
+            raise LinkDown(self.client.reason)
+        return self.client.request("status", {}, timeout=timeout).fields
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def server_status(options: LinkOptions, timeout: float = 60.0) -> dict[str, Any]:
     """The statistics of the server ``options`` reach (a short-lived probe connection)."""
-    client = LinkClient(options, f"probe-{os.getpid()}-{time.monotonic_ns() % 10**9}", Pacer(), {"bps": 0, "delay_s": 0})
+    probe = StatusProbe(options)
     try:
-        client.connect()
-        return client.request("status", {}, timeout=timeout).fields
+        return probe.status(timeout)
     finally:
-        client.close()
+        probe.close()

@@ -28,7 +28,7 @@ from cema_cli.errors import CemaError
 from cema_cli.link.options import LinkOptions
 from cema_cli.run.fleet_config import FleetConfig, edge_configs
 
-SAMPLE_EVERY_S = 0.5
+SAMPLE_EVERY_S = 1.0
 
 
 @dataclass
@@ -51,7 +51,7 @@ def check_fleet(fleet: FleetConfig) -> None:
 
 
 def server_args(fleet: FleetConfig, edges: int) -> list[str]:
-    """The local server's fleet options; two connections more than the edges for the status probes."""
+    """The local server's fleet options; two connections more than the edges: the launcher's probe, and one spare."""
     return ["--cloud-capacity", str(fleet.cloud_capacity or 1), "--scheduler", fleet.scheduler,
             "--foundation", fleet.foundation, "--max-edges", str(edges + 2)]
 
@@ -86,7 +86,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def run_live_fleet(base: RunConfig, fleet: FleetConfig, link: LinkOptions, folder: Path,
                    on_row: Callable[[dict[str, Any]], None] = lambda row: None) -> LiveFleetResult:
     """Every edge of the fleet as a process against one server (a local one unless ``cloud_url``)."""
-    from cema_cli.link.client import server_status
+    from cema_cli.link.client import StatusProbe
     from cema_cli.link.local import local_server
 
     check_fleet(fleet)
@@ -98,9 +98,11 @@ def run_live_fleet(base: RunConfig, fleet: FleetConfig, link: LinkOptions, folde
                                                      server_args(fleet, len(configs))))
             link = local.options()
         paths = [folder / f"edge-{i}.rows.jsonl" for i in range(len(configs))]
+        probe = StatusProbe(link)
+        stack.callback(probe.close)
         processes = start_edges(configs, link, paths)
         stack.callback(stop_edges, processes)
-        return watch(processes, paths, lambda: server_status(link), on_row)
+        return watch(processes, paths, probe.status, on_row)
 
 
 def start_edges(configs: list[RunConfig], link: LinkOptions, paths: list[Path]) -> list[Any]:

@@ -26,6 +26,10 @@ RESULT_COLUMNS = (
     "edge_model", "cloud_model", "corruption_source", "constants", "channel", "preset", "method_config", "device", "cema_version", "torch_version",
     "edge_weights", "cloud_weights", "skipped_images", "amp", "trained_values",
     "status",  # "ok", "diverged: ..." or "collapsed: ..." (cema_cli.results.health)
+    "link", "reproducible",  # simulated or live (issue 24); the live link's own columns follow:
+    "link_timing", "link_shaping", "link_status", "offline_seconds", "uploads_lost", "reconnects", "wire_uplink_bytes",
+    "wire_downlink_bytes", "wire_overhead", "upload_messages", "measured_upload_seconds", "measured_staleness_seconds",
+    "cloud_url", "cloud_device",
 )
 
 BATCH_COLUMNS = (
