@@ -32,31 +32,35 @@ def load() -> str:
     return os.getloadavg().__repr__() + f" on {os.cpu_count()} cores"
 
 
-def timed_command(args: list[str], out: Path) -> float:
-    start = time.perf_counter()
+def timed_command(args: list[str], out: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a command and every process it started and waited for
+    (the live link's local server included)."""
+    import resource
+
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cema_cli", *args, "--out", str(out), "--force"], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
-    return time.perf_counter() - start
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def overhead(args: argparse.Namespace) -> None:
     job = ["bench", "--corruption", "gaussian_noise", "--severity", "5", "--threads", "1", *args.extra]
     folder = Path(tempfile.mkdtemp(prefix="cema-bench-link-"))
     print(f"load before: {load()}")
-    ratios, stream_ratios = [], []
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": [], "stream": []}
     for round_ in range(args.rounds):
         order = [("simulated", job), ("live", [*job, "--link", "live"])]
-        times = {name: timed_command(command, folder / name) for name, command in (order if round_ % 2 == 0 else order[::-1])}
-        stream = {name: stream_seconds(folder / name) for name in times}
-        ratios.append(times["live"] / times["simulated"])
-        stream_ratios.append(stream["live"] / stream["simulated"])
-        print(f"round {round_ + 1}: command wall simulated {times['simulated']:.1f} s, live lockstep {times['live']:.1f} s "
-              f"(ratio {ratios[-1]:.3f}); stream seconds {stream['simulated']:.1f} vs {stream['live']:.1f} (ratio {stream_ratios[-1]:.3f}); "
-              f"load {load()}")
-    print(f"median ratios live/simulated over {args.rounds} rounds: command wall {statistics.median(ratios):.3f}, "
-          f"stream {statistics.median(stream_ratios):.3f}")
+        measured = {name: timed_command(command, folder / name) for name, command in (order if round_ % 2 == 0 else order[::-1])}
+        stream = {name: stream_seconds(folder / name) for name in measured}
+        for kind, values in (("wall", {n: m[0] for n, m in measured.items()}), ("cpu", {n: m[1] for n, m in measured.items()}), ("stream", stream)):
+            ratios[kind].append(values["live"] / values["simulated"])
+        print(f"round {round_ + 1}: simulated / live lockstep: wall {measured['simulated'][0]:.1f} / {measured['live'][0]:.1f} s, "
+              f"CPU {measured['simulated'][1]:.1f} / {measured['live'][1]:.1f} s (both processes), "
+              f"stream {stream['simulated']:.1f} / {stream['live']:.1f} s; load {load()}")
+    print(f"median ratios live/simulated over {args.rounds} rounds: " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in ratios.items()))
 
 
 def stream_seconds(folder: Path) -> float:
@@ -125,7 +129,8 @@ def fleet(args: argparse.Namespace) -> None:
     print(f"server: peak sessions held {result.peak_sessions}, requests {summary['requests']}, request latency p50 "
           f"{summary['p50_request_s']:.3f} s p99 {summary['p99_request_s']:.3f} s, queue wait mean {summary['mean_queue_wait_s']:.3f} s "
           f"p99 {summary['p99_queue_wait_s']:.3f} s, utilisation {100 * summary['cloud_utilisation']:.0f}%, "
-          f"peak RSS {summary['server_peak_rss_bytes'] / 2**20:.0f} MiB, sessions freed {result.server.get('sessions_freed')}, "
+          f"peak RSS {summary['server_peak_rss_bytes'] / 2**20:.0f} MiB (the edge processes together: peak PSS "
+          f"{summary['edges_peak_pss_bytes'] / 2**20:.0f} MiB), sessions freed {result.server.get('sessions_freed')}, "
           f"refused {result.server.get('refused')}")
     print(f"load after: {load()}; files in {folder}")
 

@@ -37,6 +37,7 @@ class LiveFleetResult:
     server: dict[str, Any]  # the server's last statistics
     peak_sessions: int = 0
     peak_rss_bytes: int = 0
+    peak_edges_pss_bytes: int = 0  # the edge processes together (proportional set size: shared pages split)
     failed: dict[int, str] = field(default_factory=dict)  # edge -> why its process failed
 
 
@@ -127,6 +128,7 @@ def watch(processes: list[Any], paths: list[Path], status: Callable[[], dict[str
     while pending:
         with contextlib.suppress(Exception):  # a busy server answers late: the next sample will do
             sample(result, status())
+        result.peak_edges_pss_bytes = max(result.peak_edges_pss_bytes, sum(pss(p.pid) for p in pending.values()))
         for index, process in list(pending.items()):
             if not process.is_alive():
                 process.join()
@@ -148,6 +150,15 @@ def sample(result: LiveFleetResult, stats: dict[str, Any]) -> None:
     result.server = stats
     result.peak_sessions = max(result.peak_sessions, stats.get("sessions_held", 0))
     result.peak_rss_bytes = max(result.peak_rss_bytes, stats.get("peak_rss_bytes", 0))
+
+
+def pss(pid: int | None) -> int:
+    """A process's proportional set size in bytes (Linux; 0 elsewhere or once it has ended)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def stop_edges(processes: list[Any]) -> None:
@@ -178,5 +189,6 @@ def live_summary(method: str, fleet: FleetConfig, rows: list[dict[str, Any]], re
         "cloud_utilisation": stats.get("utilisation"), "mean_queue_wait_s": wait.get("mean"), "p99_queue_wait_s": wait.get("p99"),
         "p50_request_s": latency.get("p50"), "p99_request_s": latency.get("p99"), "requests": latency.get("count"),
         "peak_sessions": result.peak_sessions, "server_peak_rss_bytes": result.peak_rss_bytes,
+        "edges_peak_pss_bytes": result.peak_edges_pss_bytes,
         "mean_staleness_batches": sum(r["param_delay_batches"] * r["samples"] for r in rows) / max(1, sum(r["samples"] for r in rows)),
     }

@@ -21,7 +21,7 @@ from cema_cli.errors import CemaError
 from cema_cli.link.options import TOKEN_ENV, LinkOptions
 from cema_cli.link.shaping import ShapedNamespace, shaped_namespace, shaper_for, shaping_text
 
-START_TIMEOUT_S = 180.0  # a loaded 2-core machine imports torch slowly
+START_TIMEOUT_S = 600.0  # a loaded 2-core machine imports torch slowly (105 s seen); an exit is noticed at once
 
 
 class LocalServer:
@@ -55,6 +55,7 @@ def local_server(options: LinkOptions, threads: int, device: str, extra: list[st
         namespace = stack.enter_context(shaped_namespace(options.shape_up_bps, options.shape_down_bps)) if shaper == "tc" else None
         token = secrets.token_hex(16)
         process = start(folder, token, [*server_command(options, folder, threads, device, namespace), *(extra or [])], namespace)
+        stack.callback(Path.unlink, folder / "server.ready", missing_ok=True)
         stack.callback(stop, process)
         yield LocalServer(options, shaper, folder, namespace, token, process)
 
