@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cema_cli.cli.common import console, split_list, user_errors
+from cema_cli.cli.common import console, user_errors
+from cema_cli.cli.options import split_list
 from cema_cli.errors import unknown_name
 
 LIST_KINDS = ("methods", "datasets", "corruptions", "models")
