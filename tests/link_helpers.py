@@ -18,10 +18,10 @@ import torch
 from cema_cli.link.client import LinkClient
 from cema_cli.link.options import LinkOptions
 from cema_cli.link.shaping import Pacer
+from cema_cli.run.sweep import TIMING_COLUMNS  # measured: never equal between two runs
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 240.0  # a loaded 2-core CI machine imports torch slowly
-TIMING_COLUMNS = {"seconds", "images_per_s", "cloud_seconds", "param_delay_seconds", "cloud_cost"}
 
 
 @dataclass
@@ -87,4 +87,4 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
     link = {"link", "link_timing", "link_shaping", "link_status", "cloud_url", "cloud_device", "offline_seconds", "uploads_lost",
             "reconnects", "wire_uplink_bytes", "wire_downlink_bytes", "wire_overhead", "measured_upload_seconds",
             "measured_staleness_seconds", "upload_messages", "reproducible"}
-    return {k: v for k, v in row.items() if k not in TIMING_COLUMNS | link}
+    return {k: v for k, v in row.items() if k not in set(TIMING_COLUMNS) | link}
