@@ -2,7 +2,7 @@
 
     python benchmarks/bench_link.py overhead --rounds 3      # the README's main job: simulated vs lockstep live, interleaved
     python benchmarks/bench_link.py shape --rates 2Mbit,8Mbit  # measured vs modelled upload time and staleness, wire overhead
-    python benchmarks/bench_link.py fleet --edges 32         # N edge processes against one server on loopback
+    python benchmarks/bench_link.py fleet --edges 16         # N edge processes against one server on loopback
 
 ``overhead`` runs `cema bench --corruption gaussian_noise --severity 5` (the main job) and the
 same with `--link live` as whole commands, alternating, and prints each wall time and the ratio
@@ -147,7 +147,7 @@ def main() -> None:
     two.add_argument("--shaper", default="auto", choices=("auto", "tc", "app"))
     two.add_argument("--frame-rate", type=float, default=64.0, help="realtime: images per second")
     three = commands.add_parser("fleet")
-    three.add_argument("--edges", type=int, default=32)
+    three.add_argument("--edges", type=int, default=16, help="edge processes (each holds about 260-340 MB: 32 need about 11 GB free)")
     three.add_argument("--method", default="cema")
     three.add_argument("--samples", type=int, default=64)
     three.add_argument("--capacity", type=int, default=1)
