@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cema_cli"
 COMMAND_MODULES = {"cema_cli.cli.run", "cema_cli.cli.sweep", "cema_cli.cli.results", "cema_cli.cli.corrupt",
-                   "cema_cli.cli.catalog"}
+                   "cema_cli.cli.catalog", "cema_cli.cli.serve"}
 
 
 def module_name(path: Path) -> str:

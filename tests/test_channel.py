@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cema_cli.link.channel import Channel, Link, encode_uplink, state_nbytes
+from cema_cli.link.channel import WIRE_FORM, Channel, Link, encode_uplink, state_nbytes
 from cema_cli.config import ChannelConfig, parse_bytes
 from cema_cli.errors import CemaError
 from cema_cli.models.nets import SmallResNet
@@ -81,8 +81,11 @@ def test_uplink_bytes_per_encoding_by_hand():
     images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
     assert encode_uplink(images, "uint8", 85)[1] == [192, 192]  # 3 * 8 * 8
     assert encode_uplink(images, "float32", 85)[1] == [768, 768]  # 4 bytes per value
-    decoded, sizes = encode_uplink(images, "jpeg", 85)
+    samples, sizes = encode_uplink(images, "jpeg", 85)
+    decoded = torch.stack(list(samples))
     assert decoded.shape == images.shape and decoded.dtype == torch.uint8
+    assert [len(getattr(sample, WIRE_FORM)) for sample in samples] == sizes  # a real link carries the JPEG files
+    assert all(getattr(sample, WIRE_FORM) == "float32" for sample in encode_uplink(images, "float32", 85)[0])
     import io
 
     from PIL import Image

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from cema_cli.cli import catalog, corrupt, results, run, sweep
+from cema_cli.cli import catalog, corrupt, results, run, serve, sweep
 from cema_cli.cli.common import click_errors, print_error, print_help_and_exit, usage_message
 
 
@@ -69,6 +69,7 @@ app.command("check", help="Compare a run with a baseline results.csv: exit 1 on 
 app.command("report", help="Re-render and merge saved results.csv files (table, csv, markdown or json).")(results.report_command)
 app.command(help="Plot accuracy versus uploads, bytes and cloud cost, and along the stream, from a results.csv.")(results.plot)
 app.command("corrupt", help="Write a corrupted copy of an image tree (ImageNet-C layout) or .npy (CIFAR-10-C layout).")(corrupt.corrupt_command)
+app.command("serve", help="Serve the cloud halves of edges' runs over a real link (edges: --link live --cloud-url HOST:PORT).")(serve.serve_command)
 
 
 def main() -> None:

@@ -95,6 +95,19 @@ class RunOptions:
     cloud_gflops_per_tick: Annotated[Optional[float], typer.Option(help="Fleet cloud compute budget, counted GFLOPs per tick (default: unlimited; --edges 1 for one edge).")] = None
     scheduler: Annotated[str, typer.Option(help="Fleet cloud queue order: round-robin, fifo or lowest-entropy-first.")] = "round-robin"
     independent: Annotated[bool, typer.Option("--independent/--no-independent", help="Fleet: also run each edge alone, for the collaboration gain.")] = True
+    link: Annotated[str, typer.Option(help="simulated (one process), live (the cloud in a `cema serve` process), or simulated,live (both, side by side).")] = "simulated"
+    cloud_url: Annotated[Optional[str], typer.Option(help="Live link: HOST:PORT of a running `cema serve` (default: start one on loopback).")] = None
+    link_token: Annotated[Optional[str], typer.Option(help="Live link: the server's token (default: $CEMA_LINK_TOKEN).")] = None
+    timing: Annotated[str, typer.Option(help="Live link: lockstep (rows equal the simulated ones) or realtime (paced at --frame-rate, never waits).")] = "lockstep"
+    shape: Annotated[Optional[str], typer.Option(help="Live link rate, e.g. 2Mbit (both ways) or 2Mbit,50Mbit (up,down): tc tbf as root, else an application token bucket.")] = None
+    shape_rtt: Annotated[float, typer.Option(help="Live link: round-trip time in ms, added in the application layer.")] = 0.0
+    shape_loss: Annotated[float, typer.Option(help="Live link: share of uplink messages lost, in the application layer (0-1).")] = 0.0
+    shaper: Annotated[str, typer.Option(help="Live link shaping: auto (tc as root, else app), tc or app.")] = "auto"
+    tls_ca: Annotated[Optional[Path], typer.Option(help="Live link: verify the server's TLS certificate with this PEM file.")] = None
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Live link: the local server speaks TLS with this PEM certificate (and --tls-key).")] = None
+    tls_key: Annotated[Optional[Path], typer.Option(help="Live link: the private key of --tls-cert.")] = None
+    edge_id: Annotated[Optional[str], typer.Option(help="Live link: this edge's name on the server (default: edge-<host>-<pid>).")] = None
+    link_timeout: Annotated[float, typer.Option(help="Live link: seconds a lockstep batch waits for the cloud before the cloud counts as gone.")] = 300.0
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False
 
     explicit: frozenset[str] = field(default=frozenset(), metadata=NOT_A_FLAG)
@@ -338,3 +351,52 @@ def build_configs(options: RunOptions, file: Any = None, study: Any = None) -> l
     return [replace(base, edge=edge, cloud=cloud, seed=seed,
                     channel=replace(base.channel, uplink_budget_bytes=up, downlink_budget_bytes=down)).validate()
             for edge in settings["edges"] for cloud in settings["clouds"] for up in ups for down in downs for seed in settings["seeds"]]
+
+
+# --- the link between edge and cloud (issue 24) ------------------------------------------------
+
+def link_options(options: RunOptions, server_dir: Path | None = None) -> tuple[Any, ...]:
+    """The links of the run, in the order run: ``--link simulated,live`` runs both (the validation
+    report). None is the simulated channel. Every option of a real link is checked here, before
+    anything loads; a real link's options without ``--link live`` are refused."""
+    from cema_cli.link.options import LINKS, LinkOptions
+
+    modes = list(dict.fromkeys(split_list(options.link)))
+    for mode in modes:
+        if mode not in LINKS:
+            raise unknown_name("--link", mode, LINKS)
+    up, down = shape_rates(options.shape)
+    live = LinkOptions(mode="live", cloud_url=options.cloud_url, timing=options.timing, frame_rate=options.frame_rate,
+                       shape_up_bps=up, shape_down_bps=down, shape_rtt_ms=options.shape_rtt, shape_loss=options.shape_loss,
+                       shaper=options.shaper, token=options.link_token, tls_ca=path_text(options.tls_ca),
+                       tls_cert=path_text(options.tls_cert), tls_key=path_text(options.tls_key), edge_id=options.edge_id,
+                       timeout_s=options.link_timeout, server_dir=str(server_dir) if server_dir else None)
+    if "live" not in modes:
+        replace(live, mode="simulated").validate()
+    return tuple(live.validate() if mode == "live" else None for mode in modes or ["simulated"])
+
+
+def shape_rates(text: str | None) -> tuple[float | None, float | None]:
+    """--shape UP or UP,DOWN in bits per second (one rate: both ways)."""
+    if text is None:
+        return None, None
+    parts = split_list(text)
+    if len(parts) not in (1, 2):
+        raise CemaError(f"--shape {text!r}: give a rate (2Mbit, both ways) or two (2Mbit,50Mbit: up, down).")
+    rates = [parse_bit_rate(part, "--shape") for part in parts]
+    return rates[0], rates[-1]
+
+
+def with_shaped_costs(config: RunConfig, options: RunOptions) -> RunConfig:
+    """A shaped live link's rates and round trip stand in for the cost model's ones not given, so
+    the modelled columns predict that link (the validation report compares the two)."""
+    up, down = shape_rates(options.shape)
+    costs = config.costs
+    filled = {"uplink_rate_bps": costs.uplink_rate_bps if costs.uplink_rate_bps is not None else up,
+              "downlink_rate_bps": costs.downlink_rate_bps if costs.downlink_rate_bps is not None else down,
+              "rtt_ms": costs.rtt_ms if costs.rtt_ms is not None or not options.shape_rtt else options.shape_rtt}
+    return replace(config, costs=replace(costs, **filled))
+
+
+def path_text(path: Path | None) -> str | None:
+    return str(path) if path is not None else None

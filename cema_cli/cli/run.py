@@ -50,8 +50,10 @@ def run_and_report(ctx: typer.Context, methods: str, flags: dict[str, Any], tabl
         if result.kind == "fleet":
             print_fleet(result)
         else:
+            from cema_cli.results.link_report import validation_tables
+
             print_written(result)
-            for table in tables(report, result.rows):
+            for table in tables(report, by_link(result.rows)) + validation_tables(result.rows):
                 console.print(table)
             print_sweep(result.rows)
         check_finished(result.rows.to_dict("records"), result.rows, options.min_accuracy)
@@ -68,3 +70,11 @@ def report_cells(result: Any, options: RunOptions) -> None:
     fail_on_cells(result.failed)
     if not result.rows.empty:
         check_finished(result.rows.to_dict("records"), result.rows, options.min_accuracy)
+
+
+def by_link(frame: Any) -> Any:
+    """With both links, the live rows' methods read "tent (live)", so no table mixes the two."""
+    if "link" not in frame or frame["link"].nunique() < 2:
+        return frame
+    live = frame["link"] == "live"
+    return frame.assign(method=frame["method"].where(~live, frame["method"] + " (live)"))

@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 
 from cema_cli.cli.common import console, default_out_dir
-from cema_cli.cli.options import SETTING_FLAGS, RunOptions, build_configs
+from cema_cli.cli.options import SETTING_FLAGS, RunOptions, build_configs, link_options, with_shaped_costs
 from cema_cli.errors import CemaError
 
 # Fleet flags and their defaults (None: the flag was not given).
@@ -38,14 +38,12 @@ def study_from_options(options: RunOptions, sweep: bool = False) -> tuple[Any, P
     given = getattr(options, "resume", None) or options.out
     record = stored_study(Path(given)) if given and wants_cells else None
     as_stored = record is not None and not options.explicit & SETTING_FLAGS  # a plain resume: the grid as it is
-    configs = () if as_stored else tuple(build_configs(options, file, record))
+    configs = () if as_stored else tuple(with_shaped_costs(c, options) for c in build_configs(options, file, record))
     execution = Execution(options.executor, options.threads, getattr(options, "cpus_per_cell", None),
                           getattr(options, "gpus_per_cell", None), getattr(options, "ray_address", None))
     study = Study(configs, fleet, wants_cells, execution, getattr(options, "versus", None))
-    if given:
-        return study, Path(given)
-    methods = list(configs[0].methods)
-    return study, default_out_dir(["sweep", *methods] if study.kind == "cells" else methods)
+    out = Path(given) if given else default_out_dir(["sweep", *configs[0].methods] if study.kind == "cells" else list(configs[0].methods))
+    return replace(study, links=link_options(options, out / "cloud")), out  # a live link's local server logs in <out>/cloud
 
 
 def stored_study(out: Path) -> Any:
@@ -93,12 +91,21 @@ def print_written(result: Any) -> None:
 
 
 def print_fleet(result: Any) -> None:
-    from cema_cli.results.fleet_tables import edge_table, fleet_summary_table
+    """The fleet's tables (over a live link: the server's figures too); then an error when an edge
+    process failed (the finished rows are kept)."""
+    from cema_cli.results.fleet_tables import edge_table, fleet_summary_table, live_fleet_table, server_line
 
     print_written(result)
     console.print(edge_table(result.rows))
-    for table in fleet_summary_table(result.fleet.summary):
-        console.print(table)
+    if "link" in result.rows and (result.rows["link"] == "live").any():
+        console.print(live_fleet_table(result.fleet.summary))
+        console.print(server_line(result.fleet.summary), highlight=False)
+    else:
+        for table in fleet_summary_table(result.fleet.summary):
+            console.print(table)
+    if result.failed:
+        raise CemaError(f"{len(result.failed)} edge process(es) failed ({', '.join(f'edge {e}: {why}' for e, why in result.failed.items())}); "
+                        f"their finished rows are kept in {result.out / 'results.csv'}.")
 
 
 def print_sweep(frame: Any) -> None:

@@ -73,11 +73,13 @@ class Link:
         self.delay_of: Callable[[Packet], int] | None = None  # a packet's own delay (ComputeDelay), else delay_ticks
 
     def send(self, payloads: Sequence[Any], nbytes: Sequence[int], priorities: Sequence[float] | None = None,
-             control: bool | Sequence[bool] = False) -> None:
-        """Hand packets to the link now; lower priority values are transmitted first."""
+             control: bool | Sequence[bool] = False, sent_tick: int | None = None) -> None:
+        """Hand packets to the link now; lower priority values are transmitted first. ``sent_tick``
+        dates packets made before this tick (a real link's parameters: the tick they were learnt at)."""
         priorities = priorities if priorities is not None else [0.0] * len(payloads)
         controls = [control] * len(payloads) if isinstance(control, bool) else list(control)  # or one flag per packet
-        packets = [Packet(p, int(n), float(r), self.now, self._sequence + i, c)
+        made = self.now if sent_tick is None else sent_tick
+        packets = [Packet(p, int(n), float(r), made, self._sequence + i, c)
                    for i, (p, n, r, c) in enumerate(zip(payloads, nbytes, priorities, controls))]
         self._sequence += len(packets)
         self._count(packets, "sent", "sent_bytes")
@@ -226,6 +228,9 @@ BYTES_PER_VALUE = {"uint8": 1, "int16": 2, "float32": 4}
 TOKEN_ID_BYTES = 2  # a token id of a vocabulary below 65,536 (Llama 2's: 32,000) as uint16
 PAD_ID = 0  # padding after a sentence's tokens: never sent
 NATIVE_BY_DTYPE = {"uint8": "uint8", "int16": "int16", "int32": "tokens"}
+# An uploaded sample's attribute saying how a real link carries it (cema_cli/link/wire.py): the
+# JPEG file (bytes) or "float32"; the simulated channel reads the pixels alone.
+WIRE_FORM = "cema_wire_form"
 
 
 def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[int]]:
@@ -236,7 +241,8 @@ def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[i
     ``jpeg``: the real encoded size at ``jpeg_quality`` and the decoded pixels; ``tokens``: a
     sentence's token ids without the padding, 2 bytes each. ``native`` (a run resolves it to the
     dataset's name when it opens; run/assumptions.py) follows the samples' dtype: uint8 and
-    int16 as themselves, int32 token ids as ``tokens``.
+    int16 as themselves, int32 token ids as ``tokens``. The samples of ``float32`` and ``jpeg``
+    carry their wire form (``WIRE_FORM``: the JPEG file, or "float32") for a real link.
     """
     if encoding == "native":
         encoding = NATIVE_BY_DTYPE[str(images.dtype).removeprefix("torch.")]
@@ -245,7 +251,17 @@ def encode_uplink(images, encoding: str, jpeg_quality: int) -> tuple[Any, list[i
     if encoding == "tokens":
         return images, [TOKEN_ID_BYTES * int(n) for n in (images != PAD_ID).sum(dim=1).tolist()]
     per_sample = int(images[0].numel()) if len(images) else 0
+    if encoding == "float32":
+        return with_wire_forms(images, ["float32"] * len(images)), [4 * per_sample] * len(images)
     return images, [BYTES_PER_VALUE[encoding] * per_sample] * len(images)
+
+
+def with_wire_forms(images, forms: list[Any]) -> list[Any]:
+    """The batch as a list of samples, each with its wire form."""
+    samples = list(images)
+    for sample, form in zip(samples, forms):
+        setattr(sample, WIRE_FORM, form)
+    return samples
 
 
 def _jpeg_roundtrip(images, quality: int):
@@ -253,15 +269,16 @@ def _jpeg_roundtrip(images, quality: int):
     import torch
     from PIL import Image
 
-    decoded, sizes = [], []
+    decoded, sizes, files = [], [], []
     for image in images.cpu().permute(0, 2, 3, 1).numpy():
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
         sizes.append(buffer.tell())
+        files.append(buffer.getvalue())
         buffer.seek(0)
         decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
     out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
-    return out.to(images.device), sizes
+    return with_wire_forms(out.to(images.device), files), sizes
 
 
 def state_nbytes(state: dict[str, Any], dtype: str) -> int:

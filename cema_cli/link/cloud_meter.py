@@ -17,6 +17,7 @@ A strategy's cloud half (learning on the arrived uploads and preparing the sync)
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -42,6 +43,7 @@ class CloudMeter:
         self._start: Any = None
         self._hook: Any = None
         self._counting = False  # the per-sample count runs a copy of the model: not a cloud call
+        self._thread = 0
 
     @property
     def gflops(self) -> float:
@@ -56,7 +58,12 @@ class CloudMeter:
         self._segments.clear()
         return self._seconds
 
+    def mirror(self, forward_gflops: float, backward_gflops: float, seconds: float) -> None:
+        """Report another process's cloud: the real link's edge mirrors the server's meter."""
+        self.forward_gflops, self.backward_gflops, self._seconds = forward_gflops, backward_gflops, seconds
+
     def __enter__(self) -> "CloudMeter":
+        self._thread = threading.get_ident()  # the hook is global: other threads' calls (a server's other sessions) are not ours
         self._hook = nn.modules.module.register_module_forward_hook(self._count_call)
         self._begin()
         return self
@@ -89,7 +96,8 @@ class CloudMeter:
 
     def _count_call(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """Global forward hook, active inside the window: count the calls of cema models."""
-        if self._counting or not isinstance(module, Classifier) or not args or not isinstance(args[0], torch.Tensor):
+        if self._counting or threading.get_ident() != self._thread or not isinstance(module, Classifier) or not args \
+                or not isinstance(args[0], torch.Tensor):
             return
         images = args[0]
         per_sample = self._per_sample(module, images)

@@ -55,3 +55,32 @@ def fleet_summary_table(summary: list[dict[str, Any]]) -> list[Table]:
                      "-" if _missing(util) else f"{100 * util:.0f}%", str(s["longest_queue"]), f"{s['mean_queue_wait_ticks']:.2f}",
                      f"{s['mean_staleness_batches']:.2f}")
     return [accuracy, cost]
+
+
+def live_fleet_table(summary: list[dict[str, Any]]) -> Table:
+    """Per method: the edges' accuracy and what the link lost; the server's figures are the run's."""
+    table = Table(title=f"live fleet of {summary[0]['edges'] if summary else 0} edge processes", box=box.SIMPLE_HEAD,
+                  caption="acc: mean/worst edge; lost: uploads that found no cloud; not ok: rows whose link had an outage or loss")
+    for name in ("method", "acc %", "uploads", "wire MB", "lost", "not ok"):
+        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
+    for s in summary:
+        table.add_row(s["method"], f"{100 * (s['mean_accuracy'] or 0):.2f}/{100 * (s['worst_edge_accuracy'] or 0):.2f}", str(s["uploads"]),
+                      f"{(s['wire_uplink_bytes'] + s['wire_downlink_bytes']) / 1e6:.2f}", str(s["uploads_lost"]), str(s["links_not_ok"]))
+    return table
+
+
+def server_line(summary: list[dict[str, Any]]) -> str:
+    """What the server measured over the whole run (every method's sessions)."""
+    s = summary[0] if summary else {}
+    return (f"server: utilisation {100 * (s.get('cloud_utilisation') or 0):.0f}% of {s.get('cloud_capacity')} worker(s), "
+            f"queue wait mean {s.get('mean_queue_wait_s') or 0:.3f} s p99 {s.get('p99_queue_wait_s') or 0:.3f} s, "
+            f"request latency p50 {s.get('p50_request_s') or 0:.3f} s p99 {s.get('p99_request_s') or 0:.3f} s "
+            f"({s.get('requests') or 0} requests), sessions held at most {s.get('peak_sessions')}, "
+            f"peak memory {(s.get('server_peak_rss_bytes') or 0) / 1e6:.0f} MB")
+
+
+def fleet_meta(fleet: FleetConfig) -> dict[str, Any]:
+    """run.json's record of the fleet: its options and each edge's own settings."""
+    data = asdict(replace(fleet, edges=()))
+    data["edges"] = [asdict(e) for e in fleet.edges]
+    return data

@@ -21,7 +21,7 @@ from cema_cli.results.report import budget_label
 KEY = ["method", "corruption", "severity"]
 BUDGETS = ["uplink_budget_bytes", "downlink_budget_bytes"]  # a sweep has one row per budget point
 # One row of a sweep's results.csv: seeds and channel points repeat a (method, domain).
-ROW_KEY = [*KEY, "edge", "seed", "segment", "uplink_budget_bytes", "downlink_budget_bytes"]
+ROW_KEY = [*KEY, "edge", "seed", "segment", "uplink_budget_bytes", "downlink_budget_bytes", "link"]  # link: --link simulated,live
 # One value per run: rows that disagree on these cannot come from one `cema` invocation.
 RUN_COLUMNS = ("dataset", "seed", "batch_size", "protocol", "edge_model", "cloud_model", "constants", "channel")
 # Compared row by row between a baseline and new results: a difference means another setting.

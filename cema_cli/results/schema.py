@@ -31,6 +31,10 @@ RESULT_COLUMNS = (
     "status",  # "ok", "diverged: ...", "collapsed: ..." or "degraded: ..." (cema_cli.results.health)
     "reference_method", "reference_accuracy",  # the no-learning reference the row was held against
     "reused_from",  # a sweep's edge-only cell: the id of the cell (another channel point) whose rows these are
+    "link", "reproducible",  # simulated or live (issue 24); the live link's own columns follow:
+    "link_timing", "link_shaping", "link_status", "offline_seconds", "uploads_lost", "reconnects", "wire_uplink_bytes",
+    "wire_downlink_bytes", "wire_overhead", "upload_messages", "measured_upload_seconds", "measured_staleness_seconds",
+    "cloud_url", "cloud_device",
 )
 
 # Which code produced a row (run/provenance.py): facts about the checkout, not numbers it computed.

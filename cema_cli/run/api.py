@@ -30,12 +30,15 @@ from cema_cli.run.events import Events
 from cema_cli.run.provenance import provenance
 from cema_cli.run.threads import loader_workers
 from cema_cli.errors import CemaError
+from cema_cli.link.client import edge_link, link_columns, remote_counts
+from cema_cli.link.options import LinkOptions
 from cema_cli.models import ModelOptions, load_model, weights_source
 from cema_cli.results.health import OK, degraded_status, references_for
 from cema_cli.results.schema import SCHEMA_VERSION
 from cema_cli.results.stats import wilson_interval
 from cema_cli.strategies import STRATEGIES
 from cema_cli.strategies.base import Strategy, StrategyContext, WorkCounts, make_config, placements_of
+from cema_cli.strategies.common import CloudEdgeStrategy
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Session:
     cloud_options: ModelOptions = field(default_factory=ModelOptions)
     autocast: Callable[[], Any] | None = None  # --amp: a torch.autocast context factory
     cache: dict[Any, Any] = field(default_factory=dict)  # per-run results reused across domains (EATA's Fisher)
+    link: Any = None  # link.client.EdgeLink: the cloud halves run across a real link (None: the simulated channel)
 
     @property
     def preset(self) -> str:
@@ -96,24 +100,54 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
-def run_benchmark(config: RunConfig, events: Events | None = None, inputs: Any = None) -> list[dict[str, Any]]:
+def run_benchmark(config: RunConfig, events: Events | None = None, inputs: Any = None,
+                  link: LinkOptions | None = None) -> list[dict[str, Any]]:
     """Run every method on every domain of ``config``; return one result row per pair.
-    ``inputs``: a sweep's shared read-only inputs (shared_inputs.CellInputs), else computed here."""
+    ``inputs``: a sweep's shared read-only inputs (shared_inputs.CellInputs), else computed here.
+    ``link``: a live link runs the cloud halves in a ``cema serve`` process (cema_cli/link)."""
     config.validate()
     check_method_options(config)
     events = events or Events()
-    session = open_session(config, events, inputs)
-    methods = methods_for(session)
+    with edge_link(link, config, cloud_methods(method_configs(config, config.preset))) as live_link:
+        session = open_session(config, events, inputs)  # meanwhile a local server starts
+        session.link = live_link
+        return play_methods(session, methods_for(session))
+
+
+def play_methods(session: Session, methods: dict[str, tuple[type[Strategy], Any]]) -> list[dict[str, Any]]:
+    """Every method on every leg of the stream, in the run's order; one row per (method, domain)."""
     live: dict[str, Live] = {}
     rows = []
-    for leg in plan_stream(config, session.dataset):
-        for method, (strategy_cls, method_config) in methods.items():
-            if leg.reset or method not in live:
-                live[method] = Live(*new_strategy(session, strategy_cls, method_config), new_window(config))
-            for row in run_leg(session, method, method_config, live[method], leg):
-                events.on_row(row)
-                rows.append(row)
+    try:
+        for leg in plan_stream(session.config, session.dataset):
+            for method, (strategy_cls, method_config) in methods.items():
+                if leg.reset or method not in live:
+                    release(session, live.get(method))
+                    live[method] = Live(*new_strategy(session, strategy_cls, method_config), new_window(session.config))
+                    attach(session, live[method].strategy, method)
+                for row in run_leg(session, method, method_config, live[method], leg):
+                    session.events.on_row(row)
+                    rows.append(row)
+    finally:
+        for state in live.values():
+            release(session, state)
     return rows
+
+
+def cloud_methods(methods: dict[str, tuple[type[Strategy], Any]]) -> list[str]:
+    """The methods whose placement runs a cloud half."""
+    return [m for m, (cls, cfg) in methods.items() if getattr(cfg, "placement", placements_of(cls)[0]) == "cloud"]
+
+
+def attach(session: Session, strategy: Strategy, method: str) -> None:
+    """Across a live link, the strategy's cloud half runs on the server (a session of its own)."""
+    if session.link is not None and isinstance(strategy, CloudEdgeStrategy):
+        session.link.attach(strategy, session.config, method, session.edge_source)
+
+
+def release(session: Session, state: "Live | None") -> None:
+    if session.link is not None and state is not None:
+        session.link.release(state.strategy)
 
 
 def methods_for(session: Session) -> dict[str, tuple[type[Strategy], Any]]:
@@ -186,7 +220,7 @@ def require_cloud(session: Session, methods: dict[str, tuple[type[Strategy], Any
     edge) run without one, so a dataset without a default cloud needs --cloud only for the former."""
     if session.cloud_name:
         return
-    cloud = [m for m, (cls, cfg) in methods.items() if getattr(cfg, "placement", placements_of(cls)[0]) == "cloud"]
+    cloud = cloud_methods(methods)
     if cloud:
         raise CemaError(f"dataset {session.config.dataset!r} has no default cloud model and {', '.join(cloud)} run(s) on the cloud; "
                         "pass --cloud (e.g. timm:resnet50), or run edge-only methods.")
@@ -271,12 +305,13 @@ class FoundationLoader:
         return self.session.cloud_model()
 
 
-def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: Any) -> tuple[Strategy, Channel]:
-    """A strategy on fresh models and a fresh channel (reset-each-shift, or continual's start)."""
+def new_strategy(session: Session, strategy_cls: type[Strategy], method_config: Any, channel: Any = None) -> tuple[Strategy, Any]:
+    """A strategy on fresh models and a fresh channel (reset-each-shift, or continual's start).
+    ``channel``: another channel than the simulated one (the server's end of a real link)."""
     torch.manual_seed(session.config.seed)
     meter, costs = CloudMeter(session.device), session.config.costs
     compute = (lambda uplink: ComputeDelay(costs, lambda: meter.gflops, uplink)) if costs.cloud_throughput_gflops else None
-    channel = Channel(session.config.channel, compute)
+    channel = channel if channel is not None else Channel(session.config.channel, compute)
     context = StrategyContext(
         edge_model=copy.deepcopy(session.edge_source).to(session.device),
         cloud_model=FoundationLoader(session),
@@ -327,12 +362,14 @@ def play_leg(session: Session, method: str, method_config: Any, live: Live, leg:
     compute["trained_values"] = live.strategy.trained_values  # values the method trains on this model
     references = reference_accuracies(session, leg, references_for(method))
     if not leg.mixed:
-        traffic = cost_columns(config, subtract(link_counts(channel, live.strategy), before), tally.seen, queued) | compute
+        spent = subtract(link_counts(channel, live.strategy), before)
+        traffic = cost_columns(config, spent, tally.seen, queued) | compute | link_columns(session.link, spent)
         traffic |= verdict_columns(tally, references, None)
         return [result_row(session, method, method_config, corruption, severity, tally, traffic, getattr(stream, "skipped", 0), leg.segment,
                            stream_workers(stream))]
     return [result_row(session, method, method_config, *leg.domains[tag], part, cost_columns(config, shares.parts[tag], part.seen, queued)
-                       | compute | verdict_columns(part, references, tag), stream.skipped_in(tag), leg.segment, stream_workers(stream))
+                       | compute | link_columns(session.link, shares.parts[tag]) | verdict_columns(part, references, tag),
+                       stream.skipped_in(tag), leg.segment, stream_workers(stream))
             for tag, part in sorted(tally.parts.items())]
 
 
@@ -405,7 +442,8 @@ def link_counts(channel: Channel, strategy: Strategy) -> dict[str, float]:
     return {"uploads": up.sent - control.sent, "uplink_bytes": up.transmitted_bytes, "downlink_bytes": down.transmitted_bytes,
             "delivered_uploads": up.transmitted - control.transmitted, "dropped_uploads": up.dropped - control.dropped,
             "sync_events": down.sent, "delay_sum": channel.param_delay_sum, "delay_batches": channel.param_delay_batches,
-            "edge_batches": channel.now, **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}, **meter_counts(strategy)}
+            "edge_batches": channel.now, **{f"{f.name}_samples": getattr(strategy.work, f.name) for f in fields(WorkCounts)}, **meter_counts(strategy),
+            **remote_counts(strategy)}
 
 
 def meter_counts(strategy: Strategy) -> dict[str, float]:

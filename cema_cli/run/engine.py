@@ -174,7 +174,7 @@ def stream_steps(
         if on_batch is not None:
             on_batch(tally, strategy, channel)
     models = strategy.adapted_models() if hasattr(strategy, "adapted_models") else {}  # duck-typed steppers have none
-    tally.status = stream_status(tally, models, collapse_share)
+    tally.status = stream_status(tally, models, collapse_share, strategy)
     for part in tally.parts.values():  # a mixed stream's rows share its verdict
         part.status = tally.status
     return tally
@@ -193,15 +193,21 @@ def timed(batches: Iterable[Any]) -> Iterator[tuple[Any, float]]:
         yield batch, time.perf_counter() - start
 
 
-def stream_status(tally: Tally, models: dict[str, nn.Module], collapse_share: float) -> str:
+def stream_status(tally: Tally, models: dict[str, nn.Module], collapse_share: float, strategy: Any = None) -> str:
     """'ok', or what invalidates the stream's result: non-finite logits, then non-finite
     parameters, then collapsed predictions (cema_cli.results.health)."""
     if tally.non_finite_batch is not None:
         return f"diverged: non-finite logits at batch {tally.non_finite_batch}"
-    name = first_non_finite(models)
+    name = first_non_finite(models) or remote_non_finite(strategy)
     if name is not None:
         return f"diverged: non-finite parameter {name} after batch {tally.batches}"
     return collapse_status(tally.classes, collapse_share)
+
+
+def remote_non_finite(strategy: Any) -> str | None:
+    """The cloud's own check of its models, when a real link runs them in another process."""
+    remote = getattr(strategy, "remote", None)
+    return remote.first_non_finite(strategy) if remote is not None else None
 
 
 def first_non_finite(models: dict[str, nn.Module]) -> str | None:

@@ -139,10 +139,11 @@ def with_sink(events: Events, sink: FileSink) -> Events:
 
 
 def run_with_files(configs: list[RunConfig], out: Path, command: str, force: bool = False, threads: int | None = None,
-                   events: Events | None = None) -> list[dict[str, Any]]:
+                   events: Events | None = None, links: list[Any] | None = None) -> list[dict[str, Any]]:
     """Run each configuration (one per budget point of a sweep) into one set of files under
     ``out``, held with a lock (run_folder.py), with ``threads`` torch threads (default: the
-    thread policy of threads.py). A bad input found before the first row leaves no folder
+    thread policy of threads.py), over each of ``links`` in turn (None: the simulated channel;
+    a LinkOptions: a real link). A bad input found before the first row leaves no folder
     behind; any other stop keeps the finished rows and says why in run.json."""
     from cema_cli.run.api import environment, resolve_device, run_benchmark
     from cema_cli.run.threads import apply_threads, threads_per_worker
@@ -153,12 +154,43 @@ def run_with_files(configs: list[RunConfig], out: Path, command: str, force: boo
     apply_threads(threads)
     budgets = [(c.channel.uplink_budget_bytes, c.channel.downlink_budget_bytes) for c in configs]
     with held_folder(out, force, lambda: FileSink(out, configs[0], command), events) as (held, sink):
-        sink.write_meta(environment=env, budget_points=budgets, threads=threads)
+        links = links or [None]
+        sink.write_meta(environment=env, budget_points=budgets, threads=threads, links=[link_meta(link) for link in links])
         with sigterm_as_interrupt():
-            rows = [row for point in configs for row in run_benchmark(point, with_sink(events, sink))]
+            rows = [row for link in links for point in configs for row in run_benchmark(point, with_sink(events, sink), link=link)]
         sink.write_meta(status="finished", finished_rows=len(rows), finished=now())
     held.release()
     return rows
+
+
+def link_meta(link: Any) -> dict[str, Any]:
+    """run.json's record of a link: its options, never its token."""
+    return {"mode": "simulated"} if link is None else {**asdict(link), "token": None}
+
+
+def run_live_fleet_with_files(config: RunConfig, fleet: Any, link: Any, out: Path, command: str, force: bool = False,
+                              events: Events | None = None) -> tuple[Any, dict[int, str]]:
+    """A fleet of edge processes against one server (cema_cli/link/fleet.py): results.csv as
+    edges finish, fleet.csv with the server's measurements, run.json with its statistics.
+    Returns the fleet's result and the edges whose process failed (edge -> why)."""
+    import pandas as pd
+
+    from cema_cli.link.fleet import live_summary, run_live_fleet
+    from cema_cli.run.fleet import FleetResult
+
+    events = events or Events()
+    with held_folder(out, force, lambda: FileSink(out, config, command), events) as (held, sink):
+        sink.meta["fleet"] = fleet_meta(fleet)
+        sink.write_meta(link={**link_meta(link), "edges": fleet.size})
+        with sigterm_as_interrupt():
+            result = run_live_fleet(config, fleet, link, out, sink.add_row)
+        rows = sorted(result.rows, key=lambda r: (r["method"], r["edge"]))
+        summary = [live_summary(m, fleet, [r for r in rows if r["method"] == m], result) for m in dict.fromkeys(r["method"] for r in rows)]
+        report.write_csv(pd.DataFrame(summary), out / "fleet.csv")
+        sink.meta["fleet"].update(summary=summary, server=result.server, failed_edges=result.failed)
+        sink.write_meta(status="finished" if not result.failed else "failed", finished_rows=len(rows), finished=now())
+    held.release()
+    return FleetResult(rows, [], summary), result.failed
 
 
 def run_fleet_with_files(config: RunConfig, fleet: Any, out: Path, command: str, force: bool = False,

@@ -15,6 +15,11 @@
   (record.py) and may grow;
 - else **one run**: every method on every domain (and budget point) into one folder.
 
+``links`` (issue 24): ``None`` is the simulated channel; a ``link.options.LinkOptions`` runs the
+cloud halves across a real link (a ``cema serve`` process). One run plays each link in turn (the
+validation report of ``--link simulated,live``); a fleet over a live link is N edge processes
+against one server; cells run on the simulated channel only.
+
 It validates everything before the folder is created, keeps the folder's files current while it
 runs, and reports progress through ``StudyEvents`` (events.py); it prints nothing.
 """
@@ -67,6 +72,7 @@ class Study:
     cells: bool = False
     execution: Execution = field(default_factory=Execution)
     versus: str | None = None
+    links: tuple[Any, ...] = (None,)  # None: the simulated channel; a LinkOptions: a real link
 
     @classmethod
     def of(cls, config: RunConfig, seeds: tuple[int, ...] | None = None, **options: Any) -> "Study":
@@ -95,7 +101,29 @@ class Study:
             check_method_options(self.configs[0])  # the options of every method, before the folder exists
         if self.fleet is not None:
             self.validate_fleet()
+        self.validate_links()
         return self  # versus: checked against every method of the study (grid.py), earlier runs' included
+
+    @property
+    def live_link(self) -> Any:
+        """The real link of the study, or None when it runs on the simulated channel only."""
+        return next((link for link in self.links if link is not None), None)
+
+    def validate_links(self) -> None:
+        """What a real link cannot do, refused before anything loads; its own options checked."""
+        live = self.live_link
+        if live is None:
+            return
+        if self.kind == "cells":
+            raise CemaError("--seeds and --executor run cells in worker processes; a live link runs one study at a time: "
+                            "drop --seeds/--executor (one seed per command) or --link live.")
+        if self.kind == "fleet" and len(self.links) > 1:
+            raise CemaError("--link simulated,live compares one edge's run; a fleet runs over one link: give --link live or simulated.")
+        if self.kind == "fleet":
+            from cema_cli.link.fleet import check_fleet
+
+            check_fleet(self.fleet)
+        live.check_run(self.configs[0])
 
     def validate_fleet(self) -> None:
         from cema_cli.run.fleet_config import edge_configs
@@ -147,10 +175,16 @@ def run_study(study: Study, out: str | Path, *, force: bool = False, resume: boo
 
     check_out_dir(out, force)  # before anything is created: a bad input leaves no folder
     threads = study.execution.threads
+    if kind == "fleet" and study.live_link is not None:
+        from cema_cli.run.runner import run_live_fleet_with_files
+
+        fleet, failed = run_live_fleet_with_files(study.configs[0], study.fleet, study.live_link, out, command, force, events)
+        return StudyResult(kind, out, results_frame(fleet.rows), failed, fleet=fleet)
     if kind == "fleet":
         fleet = run_fleet_with_files(study.configs[0], study.fleet, out, command, force, threads, events)
         return StudyResult(kind, out, results_frame(fleet.rows), fleet=fleet)
-    return StudyResult(kind, out, results_frame(run_with_files(list(study.configs), out, command, force, threads, events)))
+    rows = run_with_files(list(study.configs), out, command, force, threads, events, links=list(study.links))
+    return StudyResult(kind, out, results_frame(rows))
 
 
 def run_cell_study(study: Study, out: Path, force: bool, resume: bool, dry_run: bool, events: StudyEvents,

@@ -124,7 +124,9 @@ class CloudEdgeStrategy(Strategy):
     3. at every sync the cloud sends the edge model's norm parameters and running moments down;
     4. the edge loads whatever parameters arrived, for its next batch.
 
-    Edge and cloud halves share no objects: only the channel connects them.
+    Edge and cloud halves share no objects: only the channel connects them. With a real link
+    (cema_cli/link), ``remote`` takes the cloud's turn in another process: this object's cloud
+    half then stays idle, and the server runs its own copy's.
     """
 
     placements = ("cloud",)
@@ -133,6 +135,7 @@ class CloudEdgeStrategy(Strategy):
         super().__init__(context, config)
         self.channel = context.channel
         self.unsent_update = False  # parameters are sent only when the cloud changed them
+        self.remote = None  # a link.client.RemoteCloud when the cloud half runs across a real link
 
     @abstractmethod
     def select(self, images: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,15 +160,23 @@ class CloudEdgeStrategy(Strategy):
         return self.edge(images)
 
     def adapted_models(self) -> dict[str, nn.Module]:
-        return {"edge": self.edge, "cloud": self.cloud_edge_model()}
+        """The models the engine checks here; across a real link the server checks the cloud's."""
+        return {"edge": self.edge} if self.remote is not None else {"edge": self.edge, "cloud": self.cloud_edge_model()}
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
-        """One edge batch of a lone edge: the edge half, the cloud half, then the edge loads
+        """One edge batch of a lone edge: the edge half, the cloud's turn, then the edge loads
         whatever parameters arrived. A fleet (cema_cli/run/fleet.py) calls the three itself."""
         logits = self.edge_phase(images)
-        self.cloud_phase(self.arrived_images())
+        self.cloud_turn()
         self.apply_parameters()
         return logits
+
+    def cloud_turn(self) -> None:
+        """The cloud half on what arrived: here, or across the real link."""
+        if self.remote is not None:
+            self.remote.turn(self)
+        else:
+            self.cloud_phase(self.arrived_images())
 
     def edge_phase(self, images: torch.Tensor) -> torch.Tensor:
         """Edge: predict, send any uplink state, pick and upload samples; return the logits."""
