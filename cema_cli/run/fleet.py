@@ -46,6 +46,7 @@ from cema_cli.run.api import (
 from cema_cli.config import RunConfig
 from cema_cli.data.streams import Leg, plan_stream
 from cema_cli.errors import CemaError
+from cema_cli.run.assumptions import resolved_channel
 from cema_cli.run.fleet_config import FleetConfig, edge_configs
 from cema_cli.strategies.base import Strategy
 from cema_cli.strategies.cema import CEMA
@@ -352,12 +353,13 @@ def metered_learn(strategy: Any, images: torch.Tensor | None, autocast: Any = No
 
 def edge_sessions(base: RunConfig, fleet: FleetConfig, events: Events) -> list[Session]:
     """One Session per edge: the dataset, cloud source and cache shared; config, events and (when
-    the edge names its own) edge model its own."""
+    the edge names its own) edge model its own; each edge's `native` uplink encoding resolved as
+    a single run's is."""
     configs = edge_configs(base, fleet)
     first = open_session(configs[0], edge_events(events, 0))
     sessions = []
     for index, config in enumerate(configs):
-        session = dataclasses.replace(first, config=config, events=edge_events(events, index))
+        session = dataclasses.replace(first, config=resolved_channel(config, first.dataset), events=edge_events(events, index))
         if (config.edge, config.edge_checkpoint) != (configs[0].edge, configs[0].edge_checkpoint):
             session = with_edge_model(session, index)
         sessions.append(session)
