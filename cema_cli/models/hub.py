@@ -97,7 +97,8 @@ def load(name: str, options: ModelOptions, on_progress: Callable[[str, int, int]
     if options.num_classes is not None and built.num_classes != options.num_classes:
         raise CemaError(f"model {name} outputs {built.num_classes} classes but the dataset needs {options.num_classes}; "
                         "pass a checkpoint trained on it (--edge-checkpoint/--cloud-checkpoint) or another model.")
-    if (options.input_size or options.channels_last) and built.input_size is None:
+    sequences = parsed.library == "embedded" and built.input_size is None  # watch/sentiment nets; library nets read images
+    if (options.input_size or options.channels_last) and sequences:
         raise CemaError(f"--input-size and --channels-last apply to image models; {name} reads sequences. Drop the flag.")
     size = (options.input_size, options.input_size) if options.input_size else built.input_size
     model = Classifier(built.net, built.mean, built.std, options.class_subset, size, options.channels_last, built.scale)
