@@ -135,3 +135,27 @@ def test_toml_budget_and_options_for_file_methods_are_kept(cli, tmp_path):
     frame = pd.read_csv(tmp_path / "run" / "results.csv").set_index("method")
     assert frame.loc["tent", "uplink_budget_bytes"] == 6000 and frame.loc["tent", "uplink_bytes"] <= 6000
     assert json.loads(frame.loc["bn", "method_config"]) == {"prior": 8.0}
+
+
+def every_help_text() -> list[tuple[str, str]]:
+    """(command path, text) for every command's and option's help, as typer renders them."""
+    import typer
+
+    from cema_cli.cli import app
+
+    texts, stack = [], [("cema", typer.main.get_command(app))]
+    while stack:
+        path, command = stack.pop()
+        texts += [(path, command.help or "")] + [(f"{path} {p.name}", p.help) for p in command.params if getattr(p, "help", None)]
+        stack += [(f"{path} {name}", sub) for name, sub in getattr(command, "commands", {}).items()]  # typer vendors click
+    return texts
+
+
+def test_help_texts_keep_their_brackets_through_rich_markup():
+    """typer reads help as rich markup: '[[expected]]' unescaped used to print as '[]'."""
+    from rich.text import Text
+
+    texts = every_help_text()
+    assert any("[[expected]]" in Text.from_markup(text).plain for _, text in texts)  # report --expected
+    eaten = [(where, text) for where, text in texts if Text.from_markup(text).plain != text.replace("\\[", "[")]
+    assert eaten == []

@@ -107,7 +107,7 @@ def rerun_grid(baseline: "pd.DataFrame", seeds: Optional[list[int]], device: str
 def report_command(
     files: Annotated[list[Path], typer.Argument(help="results.csv files (or run folders) to merge.", show_default=False)],
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (tidy rows), markdown (the tables) or json (tidy rows).")] = "table",
-    expected: Annotated[Optional[Path], typer.Option(help="A run configuration with [[expected]] published numbers (examples/*.toml): "
+    expected: Annotated[Optional[Path], typer.Option(help="A run configuration with [\\[expected]] published numbers (examples/*.toml): "  # rich markup, escaped
                                                      "print the measured ones beside them, with the difference.")] = None,
     metric: Annotated[str, typer.Option(help="Show accuracy or error (%, 100 - accuracy) in the tables (top-5 beside it from 100 classes up).")] = "accuracy",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
