@@ -175,3 +175,16 @@ def test_an_unknown_output_format_is_one_line_and_writes_nothing(runs, cli, tmp_
     assert result.exit_code == 2
     assert flat(result.output) == f"error: --output {tmp_path / 'p.xyz'}: cannot write .xyz; end the name with .png, .pdf, .svg (e.g. --output p.png)."
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fleet_report_names_each_edge_and_adds_the_fleet_tables(runs, cli):
+    """`cema report` on a fleet once dropped the edge column: the same "snow-5" row repeated, no fleet tables."""
+    frame = pd.read_csv(runs["fleet"] / "results.csv")
+    result = cli("report", str(runs["fleet"]))
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    for row in frame.itertuples():
+        assert f"bn edge {row.edge} {row.corruption}-{row.severity} {100 * row.correct / row.samples:.2f}" in text
+    per_edge = frame.groupby("edge").apply(lambda f: 100 * (f["correct"] / f["samples"]).mean())
+    assert "fleet: accuracy % per edge" in text and "fleet accuracy %" in text
+    assert f"bn {per_edge[0]:.2f} {per_edge[1]:.2f}" in text
