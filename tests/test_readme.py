@@ -3,7 +3,8 @@ from the program. Run in order in one scratch folder (later commands read what e
 wrote: `runs/a`, `study`), with small inputs: ``--samples 64`` (added where a run command has
 none), two corruptions for ``--corruption all``. A command fails the test when it exits 2 (bad
 input) or with an internal error, unless the README shows it failing: a ``# error: ...`` line
-after it must match its output (the text before "..."), and ``echo $?  # N`` its exit code.
+after it must match its output (the text before "..."), and ``echo $?  # N`` or a comment
+``# refused (exit N)`` beside it its exit code.
 Data-needing commands run on generated fixtures in the published layouts; the few that cannot
 run here are skipped with the reason printed. The test prints how many commands it ran.
 
@@ -33,9 +34,11 @@ SKIP = [  # (pattern in the command, why it cannot run here)
     (r"--gpus-per-cell", "needs a GPU"),
     (r"^cema (?!sweep).* \.\.\.( |$)", "elided arguments (`...`)"),
     (r"--device cuda|--amp ", "needs CUDA"),
-    (r"--dataset imagenet-c|--config examples/imagenet_c_paper.toml",
+    (r"--dataset imagenet-c|--config examples/imagenet_c_\w+\.toml",
      "needs ImageNet-C and torchvision's ImageNet weights (tests/test_datasets_real.py runs bench on a generated ImageNet-C tree; "
-     "tests/test_examples.py checks the TOML)"),
+     "tests/test_examples.py and tests/test_example_configs.py run the TOML files on generated ones)"),
+    (r"--dataset cifar10-c(?!.*--edge-checkpoint)",
+     "needs RobustBench's Standard.pt (WRN-28-10) weights (tests/test_example_configs.py runs them from a generated file)"),
     (r"^(pip|pytest)\b", "installs packages or runs the test suite (CI runs exactly that)"),
     (r"^python benchmarks/", "a benchmark, timed and run by hand"),
 ]
@@ -84,10 +87,11 @@ def readme_commands() -> list[Command]:
         elif text.startswith("echo $?") and commands:
             commands[-1].exit_code = int(text.split("#")[1])
         elif re.match(r"(cema|pip|pytest|python) ", text + " "):
+            refused = re.search(r"#.*\(exit (\d+)\)", text)  # "# refused (exit 2): ..." beside the command
             words = shlex.split(text, comments=True)
             while words:
                 cut = words.index("&&") if "&&" in words else len(words)
-                commands.append(Command(words[:cut], number))
+                commands.append(Command(words[:cut], number, exit_code=int(refused.group(1)) if refused else None))
                 words = words[cut + 1 :]
     return commands
 
@@ -119,8 +123,14 @@ def prepare(folder: Path) -> dict[str, str]:
             from PIL import Image
 
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(clean / label / f"{i}.png")
+    (folder / "cifar10").mkdir()  # `cema corrupt`'s .npy input, labels.npy beside it (its folder is not the output's)
+    np.save(folder / "cifar10" / "cifar10_test.npy", rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    np.save(folder / "cifar10" / "labels.npy", np.arange(4))
+    (folder / "study.toml").write_text('[sweep]\nmethods = ["bn", "tent"]\nuplink_budgets = ["0", "unlimited"]\n')
     write_checkpoints(folder)
-    return {"~/data/CIFAR-10-C": str(cifar), "cema-runs/<run>/": "cema-runs/example/", "examples/": f"{ROOT / 'examples'}/"}
+    return {"~/data/CIFAR-10-C-generated": "CIFAR-10-C-generated", "~/data/ImageNet-C-generated": "ImageNet-C-generated",
+            "~/data/CIFAR-10-C": str(cifar), "~/data/imagenet/val": str(clean), "cema-runs/<run>": "cema-runs/example",
+            "cifar10_test.npy": "cifar10/cifar10_test.npy", "examples/": f"{ROOT / 'examples'}/"}
 
 
 def write_checkpoints(folder: Path) -> None:
@@ -179,7 +189,7 @@ def failure(command: Command, exit_code: int, output: str) -> str | None:
         return None if expected in flat else f"the README shows {expected!r}"
     if "internal error" in flat or "Traceback" in output:
         return "an internal error"
-    return f"exit 2: {flat[-300:]}" if exit_code == 2 else None
+    return f"exit 2: {flat[-300:]}" if exit_code == 2 and command.exit_code != 2 else None  # unless the README says exit 2
 
 
 @pytest.mark.readme

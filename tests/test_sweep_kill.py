@@ -78,7 +78,7 @@ def test_kill_9_of_the_driver_leaves_no_process_and_the_resume_runs_exactly_the_
     assert [s["status"] for s in sessions] == ["crashed", "complete"]
     assert (sessions[1]["missing"], sessions[1]["ran"]) == (9 - len(done), 9 - len(done))
     report = flat(cli("report", str(out)).output)
-    assert f"2 session(s): 1 crashed (pid {driver.pid}" in report and f"2 complete (pid {os.getpid()}" in report
+    assert f"2 sessions: session 1 crashed (pid {driver.pid}" in report and f"session 2 complete (pid {os.getpid()}" in report
     assert f"{9 - len(done)} of {9 - len(done)} missing cells run" in report
 
 

@@ -114,7 +114,6 @@ def figure_of(data: PlotData, chosen: list[Panel]):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     columns = min(COLUMNS, len(chosen))
     rows = math.ceil(len(chosen) / columns)
@@ -122,7 +121,6 @@ def figure_of(data: PlotData, chosen: list[Panel]):
     styles = method_styles(data.methods)
     for ax, panel in zip(axes.flat, chosen):
         panel.draw(ax, data, styles)
-        ax.xaxis.set_major_locator(MaxNLocator(prune="lower"))  # a tick label in the corner would overprint the y axis's
     for ax in list(axes.flat)[len(chosen):]:
         ax.remove()
     fig.suptitle(run_title(data))
@@ -206,9 +204,17 @@ def draw_tradeoff(ax, data: PlotData, styles: dict[str, dict[str, Any]], column:
                        facecolors=style["color"] if style["filled"] else "none", linewidths=1.2, zorder=style["zorder"])
         if group["half_width"].notna().any():  # several seeds: 95% interval of the mean
             ax.errorbar(x, y, yerr=100 * group["half_width"], fmt="none", ecolor=style["color"], capsize=3, zorder=style["zorder"])
+    start_at_zero(ax, (data.summary[column] / scale).max())
     ax.set_xlabel(label)
     ax.set_ylabel(f"mean {data.metric} over domains (%)")
     ax.grid(alpha=0.3)
+
+
+def start_at_zero(ax, largest: float) -> None:
+    """Uploads, bytes and cost are never negative: the x axis starts just left of 0 (the marker
+    at 0 whole) and, when nothing was sent, runs to 1 rather than around 0 in tiny steps."""
+    right = largest * 1.05 if largest > 0 else 1.0
+    ax.set_xlim(-0.04 * right, right)
 
 
 BATCH_NEEDS = ("method", "batch", "seen", "correct")

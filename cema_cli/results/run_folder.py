@@ -196,12 +196,12 @@ def with_crashes(sessions: list[dict]) -> list[dict]:
 
 
 def session_history(sessions: list[dict]) -> str:
-    """'; 2 sessions: 1 crashed (pid 41 on h, 2 of 6 missing cells run), 2 complete (4 of 4 run)' for a
+    """'; 2 sessions: session 1 crashed (pid 41 on h, 2 of 6 missing cells run), session 2 complete (...)' for a
     sweep resumed after a crash or an interrupt; '' for one session that ended well."""
     sessions = with_crashes(sessions)
     if len(sessions) < 2 and all(s.get("status") in ("complete", "running") for s in sessions):
         return ""
-    parts = [f"{i + 1} {s.get('status', '?')} (pid {s.get('pid', '?')} on {s.get('host', '?')}, {s.get('ran', '?')} of "
+    parts = [f"session {i + 1} {s.get('status', '?')} (pid {s.get('pid', '?')} on {s.get('host', '?')}, {s.get('ran', '?')} of "
              f"{s.get('missing', '?')} missing cells run" + (f", {s['reused']} reused" if s.get("reused") else "") + ")"
              for i, s in enumerate(sessions)]
-    return f"; {len(sessions)} session(s): {', '.join(parts)}"
+    return f"; {len(sessions)} session{'s' * (len(sessions) > 1)}: {', '.join(parts)}"
