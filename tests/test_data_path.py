@@ -4,7 +4,6 @@ holding a domain, generated corruptions on the models' device, and what the rows
 from __future__ import annotations
 
 import io
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from PIL import Image
 
 from cema_cli.config import RunConfig
 from cema_cli.data import open_dataset
-from cema_cli.data.loading import PREFETCH_BATCHES, DataOptions, ImageItems, decode_colour_jpeg, jpeg_components
+from cema_cli.data.loading import PREFETCH_BATCHES, DataOptions, ImageItems, decode_colour_jpeg, jpeg_components, worker_context
 from cema_cli.data.streams import Leg, MixedStream
 
 WNIDS = ["n01440764", "n01443537", "n02123045"]
@@ -91,7 +90,7 @@ class CountedItems(ImageItems):
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
-        self.read = multiprocessing.get_context("fork").Value("i", 0)
+        self.read = worker_context().Value("i", 0)  # in the workers' own start context
 
     def __getitem__(self, i: int):
         with self.read.get_lock():
@@ -192,3 +191,13 @@ def test_the_loop_counts_the_time_it_waits_for_each_batch_and_shares_it_by_domai
     assert tally.wait_seconds >= 0.15
     assert tally.parts[0].wait_seconds == pytest.approx(0.75 * tally.wait_seconds)
     assert tally.parts[0].wait_seconds + tally.parts[1].wait_seconds == pytest.approx(tally.wait_seconds)
+
+
+def test_loader_workers_never_start_as_a_fork_of_the_run():
+    """A fork copies the run's OpenCV and OpenMP thread pools in a state in which the child's
+    first cv2 call can wait forever (the full suite hung there): workers come from a fork
+    server (spawn where there is none), with torch and the corruptions preloaded."""
+    import multiprocessing
+
+    context = worker_context()
+    assert context.get_start_method() == ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")

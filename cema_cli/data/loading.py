@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -209,6 +210,20 @@ class Collate:
 PREFETCH_BATCHES = 2  # batches each worker keeps ready (the DataLoader's default)
 
 
+def worker_context() -> Any:
+    """Where loader workers start: from a fork server, never by forking this process. A fork
+    copies OpenCV's thread pool (this process decodes and corrupts with cv2 too) in a state in
+    which the child's first cv2 call waits forever. The server preloads torch and this module,
+    so a worker starts in a fraction of a second; where there is no fork server, spawn."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "cema_cli.data.loading", "cema_cli.corruptions"])
+    return context
+
+
 class LoaderStream:
     """The batches of one domain in ``order``; iterate once. ``skipped`` counts unreadable images,
     ``workers`` the loader processes the stream ran with (decided when it starts)."""
@@ -226,6 +241,7 @@ class LoaderStream:
         loader = torch.utils.data.DataLoader(
             self.items, batch_size=self.batch_size, sampler=self.order.tolist(), collate_fn=Collate() if on_device else self.collate,
             num_workers=self.workers, pin_memory=self.options.pin_memory, prefetch_factor=PREFETCH_BATCHES if self.workers else None,
+            multiprocessing_context=worker_context() if self.workers else None,
         )
         for images, labels, indices, skipped in loader:
             self._skip(skipped)
