@@ -113,9 +113,16 @@ def reused_cells(cells: list[Cell]) -> dict[str, Cell]:
 def reused_rows(frame: pd.DataFrame, cell: Cell, runner: Cell) -> pd.DataFrame:
     """``runner``'s rows (or batch records) as ``cell``'s: its channel point, and where they come from."""
     channel = cell.config.channel
-    values = {"uplink_budget_bytes": channel.uplink_budget_bytes, "downlink_budget_bytes": channel.downlink_budget_bytes,
-              "channel": json.dumps(asdict(channel), sort_keys=True)}
+    values = {"uplink_budget_bytes": channel.uplink_budget_bytes, "downlink_budget_bytes": channel.downlink_budget_bytes}
+    if "channel" in frame.columns:
+        values["channel"] = frame["channel"].map(lambda recorded: reused_channel(channel, recorded))
     return frame.assign(**{k: v for k, v in values.items() if k in frame.columns}, reused_from=runner.id)
+
+
+def reused_channel(channel: ChannelConfig, recorded: str) -> str:
+    """The cell's channel as its own run records it: the uplink encoding resolved as the
+    runner's run resolved it (``native`` -> the dataset's samples, run/assumptions.py)."""
+    return json.dumps({**asdict(channel), "uplink_encoding": json.loads(recorded)["uplink_encoding"]}, sort_keys=True)
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
