@@ -77,10 +77,3 @@ def server_line(summary: list[dict[str, Any]]) -> str:
             f"request latency p50 {s.get('p50_request_s') or 0:.3f} s p99 {s.get('p99_request_s') or 0:.3f} s "
             f"({s.get('requests') or 0} requests), sessions held at most {s.get('peak_sessions')}, "
             f"peak memory {(s.get('server_peak_rss_bytes') or 0) / 1e6:.0f} MB")
-
-
-def fleet_meta(fleet: FleetConfig) -> dict[str, Any]:
-    """run.json's record of the fleet: its options and each edge's own settings."""
-    data = asdict(replace(fleet, edges=()))
-    data["edges"] = [asdict(e) for e in fleet.edges]
-    return data
