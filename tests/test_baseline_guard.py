@@ -14,12 +14,15 @@ When a method is added, or a change in accuracy is intended (say why in the PR),
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from cema_cli.results.report import write_csv
 from cema_cli.results.schema import read_results
 from cema_cli.strategies import STRATEGIES, tent
-from cema_cli.strategies.common import entropy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from broken_tent_guard import entropy_ascent_step  # noqa: E402 - the deliberately broken Tent the script demonstrates
 
 BASELINE = Path(__file__).parent / "baselines" / "embedded.csv"
 
@@ -34,16 +37,6 @@ def test_no_method_got_worse_than_the_baseline(cli, tmp_path):
     result = cli("check", "--baseline", str(BASELINE), "--tolerance", "0.5", "--device", "cpu", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert f"check passed: {len(read_results(BASELINE))} rows" in " ".join(result.output.split())
-
-
-def entropy_ascent_step(model, optimizer, images):
-    """Tent's update with the wrong sign of the entropy gradient: a deliberately broken Tent."""
-    logits = model(images)
-    loss = -entropy(logits).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return logits.detach()
 
 
 def test_the_guard_catches_a_tent_that_climbs_the_entropy(cli, tmp_path, monkeypatch):
